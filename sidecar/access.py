@@ -1,0 +1,42 @@
+"""Access rules: which identities may reach which URLs (``access:`` in the config).
+
+The first rule that matches both the request (host, path, method) and the identity (users,
+groups) decides; when none does, ``access.default`` does. Group rules need
+``ldap.find_group_perms``. A path rule covers the path and everything below it.
+"""
+
+from __future__ import annotations
+
+from sidecar.config import AccessConfig, AccessRule
+from sidecar.forwarded import Original
+from sidecar.identity import Identity
+
+
+def _covers(rule: AccessRule, request: Original) -> bool:
+    if rule.host is not None and rule.host != request.host:
+        return False
+    if rule.methods and request.method not in rule.methods:
+        return False
+    prefix = rule.path.rstrip("/")
+    return request.path == prefix or request.path.startswith(prefix + "/") or not prefix
+
+
+def _applies_to(rule: AccessRule, identity: Identity) -> bool:
+    if not rule.users and not rule.groups:
+        return True
+    return identity.username.casefold() in rule.users or bool(rule.groups & identity.rule_groups)
+
+
+class AccessRules:
+    def __init__(self, config: AccessConfig) -> None:
+        self.rules = config.rules
+        self.default = config.default == "allow"
+
+    def __bool__(self) -> bool:
+        return bool(self.rules) or not self.default
+
+    def allows(self, identity: Identity, request: Original) -> bool:
+        for rule in self.rules:
+            if _covers(rule, request) and _applies_to(rule, identity):
+                return rule.allow
+        return self.default

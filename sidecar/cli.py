@@ -1,0 +1,72 @@
+"""The ``auth-sidecar`` command: serve | check-config."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from sidecar import __version__
+from sidecar.config import Config, load_config
+from sidecar.errors import ConfigError
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="auth-sidecar", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"auth-sidecar {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="answer auth subrequests")
+    serve.add_argument("--config", required=True, metavar="FILE", help="YAML configuration")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                       help="overrides log.level from the configuration")
+    check = commands.add_parser("check-config", help="validate a configuration and exit (0 ok, 2 not)")
+    check.add_argument("config", metavar="FILE")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"auth-sidecar: {args.config}: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        print(f"{args.config}: ok")
+        return 0
+    return serve(config, args.log_level or config.log.level)
+
+
+def serve(config: Config, level: str) -> int:
+    from aiohttp import web
+
+    from sidecar.app import make_app
+
+    logging.basicConfig(format=LOG_FORMAT, level=level.upper(), stream=sys.stderr)
+    if level != "debug":
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    log = logging.getLogger("sidecar")
+    loop = _event_loop()
+    app = make_app(config)
+    log.info("auth-sidecar %s listening on %s:%d", __version__, config.server.host, config.server.port)
+    web.run_app(
+        app,
+        host=config.server.host,
+        port=config.server.port,
+        access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
+        print=None,
+        loop=loop,
+    )
+    return 0
+
+
+def _event_loop():  # type: ignore[no-untyped-def]
+    import asyncio
+
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()

@@ -1,0 +1,532 @@
+"""Configuration: one YAML file read into frozen dataclasses, validated all at once.
+
+Every problem is collected with its YAML path (``ldap.user_search.filter: ...``) and reported
+together in one :class:`ConfigError`. This module imports no aiohttp, ldap3 or jose, so it is
+safe to import anywhere (``auth-sidecar check-config`` uses nothing else).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import yaml
+
+from sidecar.errors import ConfigError
+from sidecar.secrets import Secret, SecretSourceError, load_secret
+
+T = TypeVar("T")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+GROUP_TYPES = (
+    "group_of_names",
+    "nested_group_of_names",
+    "group_of_unique_names",
+    "posix_group",
+    "member_of",
+    "active_directory",
+)
+SCOPES = ("base", "one", "subtree")
+FLAGS = ("is_active", "is_staff", "is_superuser")
+STANDARD_ATTRS = ("first_name", "last_name", "email")
+# RFC 7230 token characters without "_": gunicorn >= 22 drops header names with underscores.
+HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^`|~-]+$")
+USER_PLACEHOLDER = "%(user)s"
+# An attribute compared with the user placeholder, e.g. "(uid=%(user)s)" -> "uid".
+FILTER_USER_ATTR = re.compile(r"\(\s*([A-Za-z][A-Za-z0-9-]*)\s*=\s*%\(user\)s\s*\)")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 9180
+    trusted_proxies: tuple[Network, ...] = (
+        ipaddress.ip_network("127.0.0.1/32"),
+        ipaddress.ip_network("::1/128"),
+    )
+    public_url: str | None = None
+    realm: str = "auth-sidecar"
+    access_log: bool = False
+
+
+@dataclass(frozen=True)
+class HeaderConfig:
+    user: str = "Remote-User"
+    first_name: str = "Remote-User-First-Name"
+    last_name: str = "Remote-User-Last-Name"
+    email: str = "Remote-User-Email"
+    groups: str = "Remote-User-Group"
+    group_separator: str = "|"
+    is_staff: str = "Remote-User-Staff"
+    is_superuser: str = "Remote-User-Superuser"
+    extra: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class Search:
+    base_dn: str
+    scope: str = "subtree"
+    filter: str = "(objectClass=*)"
+
+
+@dataclass(frozen=True)
+class LdapConfig:
+    server_uri: tuple[str, ...]
+    bind_dn: str = ""
+    bind_password: Secret | None = None
+    start_tls: bool = False
+    ca_file: str | None = None
+    ignore_cert_errors: bool = False
+    referrals: bool = False
+    connect_timeout: float = 3.0
+    timeout: int = 5  # whole seconds: ldap3 packs it as an integer socket option
+    retry_dead_after: float = 30.0
+    user_search: Search | None = None
+    user_dn_template: str | None = None
+    username_attr: str = "uid"
+    user_attr_map: Mapping[str, str] = field(
+        default_factory=lambda: MappingProxyType(
+            {"first_name": "givenName", "last_name": "sn", "email": "mail"}
+        )
+    )
+    group_search: Search | None = None
+    group_type: str | None = None
+    group_name_attr: str = "cn"
+    require_group: tuple[str, ...] = ()
+    deny_group: tuple[str, ...] = ()
+    mirror_groups: bool | tuple[str, ...] = True
+    user_flags_by_group: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    find_group_perms: bool = False
+    cache_timeout: int = 3600
+    max_nesting: int = 16
+    threads: int = 8
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    failure_timeout: float = 5.0
+    max_entries: int = 10_000
+
+
+@dataclass(frozen=True)
+class AccessRule:
+    """Who may reach URLs under ``path`` (and ``host``, when given). Empty lists mean anyone."""
+
+    path: str = "/"
+    host: str | None = None
+    methods: frozenset[str] = frozenset()
+    users: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+    allow: bool = True
+
+
+@dataclass(frozen=True)
+class AccessConfig:
+    rules: tuple[AccessRule, ...] = ()
+    default: str = "allow"
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig
+    headers: HeaderConfig
+    ldap: LdapConfig | None
+    cache: CacheConfig
+    access: AccessConfig
+    log: LogConfig
+
+
+class _Reader:
+    """Reads one YAML mapping, recording problems under their YAML path instead of raising."""
+
+    def __init__(self, data: object, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        self.seen: set[str] = set()
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            self.problem(None, f"expected a mapping, got {_kind(data)}")
+            data = {}
+        self.data: dict[str, Any] = data
+
+    def where(self, key: str | None) -> str:
+        return f"{self.path}.{key}" if self.path and key else (key or self.path or "(top)")
+
+    def problem(self, key: str | None, message: str) -> None:
+        self.problems.append(f"{self.where(key)}: {message}")
+
+    def has(self, key: str) -> bool:
+        return self.data.get(key) is not None
+
+    def get(self, key: str, kind: type[T] | tuple[type, ...], default: T) -> T:
+        self.seen.add(key)
+        value = self.data.get(key)
+        if value is None:
+            return default
+        # YAML's `yes` is a bool, and bool is an int: keep the two apart.
+        wrong_bool = isinstance(value, bool) and kind in (int, float, (int, float))
+        if wrong_bool or not isinstance(value, kind):
+            self.problem(key, f"expected {_name(kind)}, got {_kind(value)} {_show(value)}")
+            return default
+        return value  # type: ignore[return-value]
+
+    def text(self, key: str, default: str = "") -> str:
+        return self.get(key, str, default)
+
+    def optional_text(self, key: str) -> str | None:
+        value = self.get(key, str, "")
+        return value or None
+
+    def flag(self, key: str, default: bool) -> bool:
+        return self.get(key, bool, default)
+
+    def number(self, key: str, default: float, *, minimum: float = 0) -> float:
+        value = float(self.get(key, (int, float), default))
+        if value < minimum:
+            self.problem(key, f"must be at least {minimum}, got {value:g}")
+            return default
+        return value
+
+    def integer(self, key: str, default: int, *, minimum: int = 0) -> int:
+        value = self.get(key, int, default)
+        if value < minimum:
+            self.problem(key, f"must be at least {minimum}, got {value}")
+            return default
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.text(key, default)
+        if value not in choices:
+            self.problem(key, f"must be one of {', '.join(choices)}, got {value!r}")
+            return default
+        return value
+
+    def texts(self, key: str) -> tuple[str, ...]:
+        """A string or a list of strings."""
+        value = self.get(key, (str, list), [])
+        items = [value] if isinstance(value, str) else value
+        if not all(isinstance(item, str) and item for item in items):
+            self.problem(key, "expected a string or a list of non-empty strings")
+            return ()
+        return tuple(items)
+
+    def secret(self, key: str) -> Secret | None:
+        self.seen.add(key)
+        if key not in self.data or self.data[key] is None:
+            return None
+        try:
+            return load_secret(self.data[key])
+        except SecretSourceError as exc:
+            self.problem(key, str(exc))
+            return None
+
+    def section(self, key: str) -> _Reader:
+        self.seen.add(key)
+        return _Reader(self.data.get(key), self.where(key), self.problems)
+
+    def items(self, key: str) -> list[_Reader]:
+        self.seen.add(key)
+        value = self.data.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.problem(key, f"expected a list, got {_kind(value)}")
+            return []
+        return [_Reader(item, f"{self.where(key)}[{i}]", self.problems) for i, item in enumerate(value)]
+
+    def mapping(self, key: str) -> dict[str, Any] | None:
+        self.seen.add(key)
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            self.problem(key, f"expected a mapping, got {_kind(value)}")
+            return None
+        return value
+
+    def done(self) -> None:
+        for key in self.data:
+            if key not in self.seen:
+                self.problem(str(key), "unknown key")
+
+
+def _name(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             list: "a list", dict: "a mapping"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))
+
+
+def _kind(value: object) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _read_server(r: _Reader) -> ServerConfig:
+    default = ServerConfig()
+    listen = r.text("listen", f"{default.host}:{default.port}")
+    host, port = default.host, default.port
+    match = re.fullmatch(r"\[?([^\]]*?)\]?:(\d{1,5})", listen)
+    if match is None or not 0 < int(match.group(2)) < 65536:
+        r.problem("listen", f"expected HOST:PORT, got {listen!r}")
+    else:
+        host, port = match.group(1), int(match.group(2))
+    proxies: list[Network] = []
+    for item in r.texts("trusted_proxies") or [str(n) for n in default.trusted_proxies]:
+        try:
+            proxies.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            r.problem("trusted_proxies", f"not an address or network: {item!r}")
+    public_url = r.optional_text("public_url")
+    if public_url is not None:
+        parts = urlsplit(public_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            r.problem("public_url", f"expected an absolute http(s) URL, got {public_url!r}")
+    realm = r.text("realm", default.realm)
+    if not realm or any(c in realm for c in '"\\\r\n'):
+        r.problem("realm", "must be non-empty, without quotes, backslashes or line breaks")
+    server = ServerConfig(host=host, port=port, trusted_proxies=tuple(proxies),
+                          public_url=public_url, realm=realm,
+                          access_log=r.flag("access_log", default.access_log))
+    r.done()
+    return server
+
+
+def _read_headers(r: _Reader) -> HeaderConfig:
+    default = HeaderConfig()
+    names = {key: r.text(key, getattr(default, key))
+             for key in ("user", "first_name", "last_name", "email", "groups", "is_staff",
+                         "is_superuser")}
+    extra = {str(k): v for k, v in (r.mapping("extra") or {}).items()}
+    for key, name in [*names.items(), *(("extra." + k, v) for k, v in extra.items())]:
+        if not isinstance(name, str) or not HEADER_NAME.match(name):
+            r.problem(key, f"not a header name without underscores: {name!r}")
+    lowered = [str(n).lower() for n in [*names.values(), *extra.values()]]
+    for name in sorted({n for n in lowered if lowered.count(n) > 1}):
+        r.problem(None, f"header name {name!r} is used twice")
+    separator = r.text("group_separator", default.group_separator)
+    if not separator or any(ord(c) < 32 or c in '"' for c in separator):
+        r.problem("group_separator", "must be non-empty, without control characters or quotes")
+    r.done()
+    return HeaderConfig(**names, group_separator=separator,
+                        extra=MappingProxyType({k: str(v) for k, v in extra.items()}))
+
+
+def _read_search(r: _Reader, *, needs_user: bool) -> Search:
+    base_dn = r.text("base_dn")
+    if not base_dn:
+        r.problem("base_dn", "is required")
+    scope = r.choice("scope", SCOPES, "subtree")
+    query = r.text("filter", "(objectClass=*)")
+    if not (query.startswith("(") and query.endswith(")")) or query.count("(") != query.count(")"):
+        r.problem("filter", f"not an LDAP filter: {query!r}")
+    if needs_user and USER_PLACEHOLDER not in query:
+        r.problem("filter", f"must contain {USER_PLACEHOLDER} (the login name), got {query!r}")
+    if not needs_user and "%(" in query:
+        r.problem("filter", "placeholders are not allowed in a group search filter")
+    r.done()
+    return Search(base_dn=base_dn, scope=scope, filter=query)
+
+
+def _read_ldap(r: _Reader) -> LdapConfig:
+    default = LdapConfig(server_uri=())
+    uris = r.texts("server_uri")
+    if not uris:
+        r.problem("server_uri", "is required (a URI or a list of URIs tried in order)")
+    for uri in uris:
+        parts = urlsplit(uri)
+        if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
+            r.problem("server_uri", f"expected ldap://HOST[:PORT] or ldaps://..., got {uri!r}")
+        elif parts.path not in ("", "/"):
+            r.problem("server_uri", f"a server URI has no path: {uri!r}")
+    start_tls = r.flag("start_tls", False)
+    if start_tls and any(u.startswith("ldaps:") for u in uris):
+        r.problem("start_tls", "StartTLS goes with ldap:// URIs; ldaps:// is already encrypted")
+    ca_file = r.optional_text("ca_file")
+    if ca_file and not Path(ca_file).is_file():
+        r.problem("ca_file", f"no such file: {ca_file}")
+    bind_dn = r.text("bind_dn")
+    bind_password = r.secret("bind_password")
+    if bind_password is not None and not bind_dn:
+        r.problem("bind_password", "is set but bind_dn is empty (anonymous search takes neither)")
+    if bind_dn and not bind_password:
+        r.problem("bind_password", "is required with bind_dn (an empty password binds anonymously)")
+
+    user_search = _read_search(r.section("user_search"), needs_user=True) if r.has("user_search") else None
+    r.seen.add("user_search")
+    template = r.optional_text("user_dn_template")
+    if user_search and template:
+        r.problem("user_dn_template", "set either user_search or user_dn_template, not both")
+    if not user_search and not template:
+        r.problem("user_search", "set user_search or user_dn_template to find users")
+    if template and USER_PLACEHOLDER not in template:
+        r.problem("user_dn_template", f"must contain {USER_PLACEHOLDER}, got {template!r}")
+    username_attr = r.optional_text("username_attr") or _username_attr(user_search, template)
+    if username_attr is None:
+        r.problem("username_attr", "cannot be derived from the user search filter: set it "
+                  "(the attribute holding the canonical login name, e.g. sAMAccountName)")
+
+    attr_map = r.mapping("user_attr_map")
+    if attr_map is None:
+        attr_map = dict(default.user_attr_map)
+    for key, attr in attr_map.items():
+        if not isinstance(attr, str) or not attr:
+            r.problem(f"user_attr_map.{key}", "expected an attribute name")
+
+    group_type = r.get("group_type", str, "") or None
+    if group_type is not None and group_type not in GROUP_TYPES:
+        r.problem("group_type", f"must be one of {', '.join(GROUP_TYPES)}, got {group_type!r}")
+        group_type = None
+    group_search = (_read_search(r.section("group_search"), needs_user=False)
+                    if r.has("group_search") else None)
+    r.seen.add("group_search")
+    if group_search and not group_type:
+        r.problem("group_type", "is required with group_search")
+    if group_type and group_type != "member_of" and not group_search:
+        r.problem("group_search", f"is required with group_type {group_type}")
+
+    require = r.texts("require_group")
+    deny = r.texts("deny_group")
+    flags: dict[str, tuple[str, ...]] = {}
+    flag_reader = r.section("user_flags_by_group")
+    for flag in FLAGS:
+        if flag_reader.has(flag):
+            flags[flag] = flag_reader.texts(flag)
+    flag_reader.done()
+    mirror = r.get("mirror_groups", (bool, list), True)
+    if isinstance(mirror, list):
+        mirror = r.texts("mirror_groups")
+    group_rules = [require, deny, *flags.values(), mirror if isinstance(mirror, tuple) else ()]
+    if any(group_rules) and not group_type:
+        r.problem("group_type", "is required by require_group, deny_group, mirror_groups "
+                  "(as a list) and user_flags_by_group")
+
+    config = LdapConfig(
+        server_uri=uris,
+        bind_dn=bind_dn,
+        bind_password=bind_password,
+        start_tls=start_tls,
+        ca_file=ca_file,
+        ignore_cert_errors=r.flag("ignore_cert_errors", False),
+        referrals=r.flag("referrals", False),
+        connect_timeout=r.number("connect_timeout", default.connect_timeout, minimum=0.1),
+        timeout=r.integer("timeout", default.timeout, minimum=1),
+        retry_dead_after=r.number("retry_dead_after", default.retry_dead_after),
+        user_search=user_search,
+        user_dn_template=template,
+        username_attr=username_attr or default.username_attr,
+        user_attr_map=MappingProxyType({str(k): str(v) for k, v in attr_map.items()}),
+        group_search=group_search,
+        group_type=group_type,
+        group_name_attr=r.text("group_name_attr", default.group_name_attr),
+        require_group=require,
+        deny_group=deny,
+        mirror_groups=mirror,
+        user_flags_by_group=MappingProxyType(flags),
+        find_group_perms=r.flag("find_group_perms", default.find_group_perms),
+        cache_timeout=r.integer("cache_timeout", default.cache_timeout),
+        max_nesting=r.integer("max_nesting", default.max_nesting, minimum=1),
+        threads=r.integer("threads", default.threads, minimum=1),
+    )
+    r.done()
+    return config
+
+
+def _username_attr(search: Search | None, template: str | None) -> str | None:
+    if template:
+        return template.split("=", 1)[0].strip() or None
+    attrs = set(FILTER_USER_ATTR.findall(search.filter)) if search else set()
+    return attrs.pop() if len(attrs) == 1 else None
+
+
+def _read_cache(r: _Reader) -> CacheConfig:
+    default = CacheConfig()
+    cache = CacheConfig(
+        failure_timeout=r.number("failure_timeout", default.failure_timeout),
+        max_entries=r.integer("max_entries", default.max_entries, minimum=1),
+    )
+    r.done()
+    return cache
+
+
+def _read_access(r: _Reader) -> AccessConfig:
+    rules = []
+    for item in r.items("rules"):
+        path = item.text("path", "/")
+        if not path.startswith("/"):
+            item.problem("path", f"must start with /, got {path!r}")
+        rules.append(AccessRule(
+            path=path,
+            host=(item.optional_text("host") or "").lower() or None,
+            methods=frozenset(m.upper() for m in item.texts("methods")),
+            users=frozenset(u.casefold() for u in item.texts("users")),
+            groups=frozenset(g.casefold() for g in item.texts("groups")),
+            allow=item.choice("policy", ("allow", "deny"), "allow") == "allow",
+        ))
+        item.done()
+    access = AccessConfig(rules=tuple(rules), default=r.choice("default", ("allow", "deny"), "allow"))
+    r.done()
+    return access
+
+
+def _read_log(r: _Reader) -> LogConfig:
+    log = LogConfig(level=r.choice("level", ("debug", "info", "warning", "error"), "info"))
+    r.done()
+    return log
+
+
+def parse_config(data: object) -> Config:
+    """Validate a parsed YAML document; raise ConfigError listing every problem."""
+    problems: list[str] = []
+    top = _Reader(data, "", problems)
+    readers: dict[str, Callable[[_Reader], Any]] = {
+        "server": _read_server, "headers": _read_headers, "cache": _read_cache,
+        "access": _read_access, "log": _read_log,
+    }
+    parts = {name: read(top.section(name)) for name, read in readers.items()}
+    ldap = _read_ldap(top.section("ldap")) if top.has("ldap") else None
+    top.seen.add("ldap")
+    top.done()
+    if ldap is None:
+        problems.append("ldap: is required (the only source of users so far)")
+    access: AccessConfig = parts["access"]
+    if any(rule.groups for rule in access.rules) and not (ldap and ldap.find_group_perms):
+        problems.append("access.rules: rules name groups but ldap.find_group_perms is false, "
+                        "so no group would ever match")
+    if problems:
+        raise ConfigError(problems)
+    return Config(ldap=ldap, **parts)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML configuration file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "?"
+        raise ConfigError([f"{path}: not valid YAML ({where}): {getattr(exc, 'problem', exc)}"]) from None
+    return parse_config(data)

@@ -1,0 +1,50 @@
+"""The exceptions of auth-sidecar.
+
+    SidecarError
+    ├── ConfigError               the configuration is invalid (carries every problem found)
+    └── AuthError                 a request cannot be given an identity
+        ├── BadRequest            malformed credentials: 401 without contacting anyone
+        ├── InvalidCredentials    the directory refused the credentials: 401
+        ├── AccessDenied          the identity is valid but not allowed: 403
+        └── DirectoryUnavailable  no directory server answered in time: 503
+
+Every AuthError carries a ``reason`` for the operator's log line. Clients never see it.
+"""
+
+from __future__ import annotations
+
+
+class SidecarError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(SidecarError):
+    """The configuration is invalid; ``problems`` lists each one with its YAML path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class AuthError(SidecarError):
+    status = 401
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class BadRequest(AuthError):
+    pass
+
+
+class InvalidCredentials(AuthError):
+    pass
+
+
+class AccessDenied(AuthError):
+    status = 403
+
+
+class DirectoryUnavailable(AuthError):
+    status = 503

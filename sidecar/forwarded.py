@@ -1,0 +1,79 @@
+"""The original request behind an auth subrequest, as the proxy describes it.
+
+URL: ``X-Original-URL``; else ``X-Forwarded-Proto`` + ``X-Forwarded-Host`` + ``X-Forwarded-Uri``;
+else ``X-Original-URI`` + ``Host``. Client address: ``X-Forwarded-For`` / ``X-Real-IP``, believed
+only when the peer is one of ``server.trusted_proxies``.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import posixpath
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from aiohttp import web
+
+from sidecar.config import Network
+
+
+@dataclass(frozen=True, slots=True)
+class Original:
+    method: str
+    host: str
+    path: str  # percent-decoded, dot segments resolved: what access rules compare
+
+
+def original(request: web.Request) -> Original:
+    h = request.headers
+    method = (h.get("X-Original-Method") or h.get("X-Forwarded-Method") or "GET").upper()
+    if url := h.get("X-Original-URL"):
+        parts = urlsplit(url)
+        host, target = parts.netloc, parts.path or "/"
+    elif uri := h.get("X-Forwarded-Uri"):
+        host, target = h.get("X-Forwarded-Host", ""), uri
+    else:
+        host, target = h.get("Host", ""), h.get("X-Original-URI", "/")
+    return Original(method=method, host=_hostname(host), path=normalize_path(target))
+
+
+def normalize_path(target: str) -> str:
+    """The path part, decoded and resolved, so /public/../admin and /%61dmin both read /admin."""
+    path = unquote(target.split("?", 1)[0].split("#", 1)[0], errors="replace")
+    path = posixpath.normpath("/" + path.replace("\\", "/"))
+    return "/" + path.lstrip("/")
+
+
+def _hostname(host: str) -> str:
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class ClientAddress:
+    """Finds the real client address of a subrequest; built once from the trusted networks."""
+
+    def __init__(self, trusted: tuple[Network, ...]) -> None:
+        self._trusted = trusted
+        self.is_trusted = functools.lru_cache(maxsize=1024)(self._is_trusted)
+
+    def _is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.strip())
+        except ValueError:
+            return False
+        return any(ip in network for network in self._trusted)
+
+    def __call__(self, request: web.Request) -> str:
+        peer = request.remote or ""
+        if not self.is_trusted(peer):
+            return peer
+        forwarded = [a.strip() for a in request.headers.getall("X-Forwarded-For", [])
+                     for a in a.split(",") if a.strip()]
+        # Walk back from the nearest hop; the first untrusted address is the client.
+        for address in reversed(forwarded):
+            if not self.is_trusted(address):
+                return address
+        return request.headers.get("X-Real-IP", "").strip() or (forwarded[0] if forwarded else peer)

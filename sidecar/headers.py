@@ -1,0 +1,56 @@
+"""Identity -> response headers: names from the config, values made safe for any proxy.
+
+Values never carry control characters (CR/LF would split a header) and are never quoted; a group
+whose name contains the separator is left out rather than split in two by the application.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sidecar.config import HeaderConfig
+from sidecar.identity import Identity
+
+log = logging.getLogger("sidecar.headers")
+
+# C0 controls and DEL: a header value must not contain any of them.
+_CONTROLS = {code: None for code in [*range(32), 127]}
+
+Headers = tuple[tuple[str, str], ...]
+
+
+def clean(value: str) -> str:
+    return value.translate(_CONTROLS).strip()
+
+
+class HeaderWriter:
+    """Built once from the config; renders an identity as the 200 answer's headers."""
+
+    def __init__(self, config: HeaderConfig) -> None:
+        self.config = config
+        self.names: tuple[str, ...] = (
+            config.user, config.first_name, config.last_name, config.email, config.groups,
+            config.is_staff, config.is_superuser, *config.extra.values(),
+        )
+
+    def render(self, identity: Identity) -> Headers:
+        c = self.config
+        separator = c.group_separator
+        groups = []
+        for name in identity.groups:
+            cleaned = clean(name)
+            if cleaned and separator not in cleaned:
+                groups.append(cleaned)
+            else:
+                log.debug("group %r left out of %s: empty or contains %r", name, c.groups, separator)
+        pairs = [
+            (c.user, clean(identity.username)),
+            (c.first_name, clean(identity.first_name)),
+            (c.last_name, clean(identity.last_name)),
+            (c.email, clean(identity.email)),
+            (c.groups, separator.join(groups)),
+            (c.is_staff, "true" if identity.is_staff else "false"),
+            (c.is_superuser, "true" if identity.is_superuser else "false"),
+        ]
+        pairs += [(header, clean(identity.extra.get(key, ""))) for key, header in c.extra.items()]
+        return tuple(pairs)

@@ -1,0 +1,102 @@
+"""HTTP handlers: /auth (every proxied request), /healthz, /readyz. Thin: the work is elsewhere."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from sidecar.access import AccessRules
+from sidecar.auth import Authenticator, Verdict
+from sidecar.errors import AccessDenied, AuthError
+from sidecar.forwarded import ClientAddress, original
+from sidecar.ldap import Directory
+
+log = logging.getLogger("sidecar.auth")
+
+READY_FOR = 2.0  # seconds a readiness answer is reused, so probes cannot flood the directory
+
+
+class Sidecar:
+    """Everything the handlers need, built once at start-up."""
+
+    def __init__(self, *, authenticators: list[Authenticator], rules: AccessRules,
+                 client_address: ClientAddress, directory: Directory, realm: str) -> None:
+        self.authenticators = authenticators
+        self.rules = rules
+        self.client_address = client_address
+        self.directory = directory
+        self.challenge = CIMultiDict({"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"'})
+        self._ready: tuple[float, bool] = (0.0, False)
+
+    async def ready(self) -> bool:
+        checked_at, ready = self._ready
+        if time.monotonic() - checked_at > READY_FOR:
+            try:
+                ready = await self.directory.ping()
+            except Exception:
+                log.exception("readiness check failed unexpectedly")
+                ready = False
+            self._ready = (time.monotonic(), ready)
+        return ready
+
+
+SIDECAR = web.AppKey("sidecar", Sidecar)
+
+
+async def auth(request: web.Request) -> web.StreamResponse:
+    sidecar = request.app[SIDECAR]
+    try:
+        verdict: Verdict | None = None
+        for authenticator in sidecar.authenticators:
+            verdict = await authenticator.authenticate(request)
+            if verdict is not None:
+                break
+        if verdict is None:
+            log.debug("401 no credentials client=%s", sidecar.client_address(request))
+            return _answer(401, sidecar.challenge)
+        if verdict.refusal is not None:
+            return _refuse(request, verdict.refusal)
+        assert verdict.identity is not None
+        if sidecar.rules and not sidecar.rules.allows(verdict.identity, original(request)):
+            return _refuse(request, AccessDenied(f"access rules refuse {verdict.identity.username}"))
+        return web.Response(headers=verdict.headers)
+    except AuthError as exc:
+        return _refuse(request, exc)
+    except Exception:
+        log.exception("unexpected error answering /auth; refusing the request")
+        return _answer(503)
+
+
+def _refuse(request: web.Request, error: AuthError) -> web.Response:
+    sidecar = request.app[SIDECAR]
+    target = original(request)
+    level = logging.ERROR if error.status >= 500 else logging.WARNING
+    log.log(level, "%d %s client=%s %s %s%s", error.status, error.reason,
+            sidecar.client_address(request), target.method, target.host, target.path)
+    return _answer(error.status, sidecar.challenge if error.status == 401 else None)
+
+
+def _answer(status: int, headers: CIMultiDict[str] | None = None) -> web.Response:
+    return web.Response(status=status, headers=headers, text=f"{status} {_REASONS[status]}\n")
+
+
+_REASONS = {401: "Unauthorized", 403: "Forbidden", 503: "Service Unavailable"}
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if await request.app[SIDECAR].ready():
+        return web.Response(text="ready\n")
+    return web.Response(status=503, text="directory unreachable\n")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/auth", auth)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
