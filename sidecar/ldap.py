@@ -162,6 +162,8 @@ class Directory:
         self.servers = ServerList(config.server_uri, config.retry_dead_after)
         self._executor = ThreadPoolExecutor(config.threads, thread_name_prefix="ldap")
         self._local = threading.local()
+        self._kept: set[ldap3.Connection] = set()  # every thread's kept connections, for close()
+        self._kept_lock = threading.Lock()
         self._tls = self._make_tls(config)
         self._user_attrs = self._attributes_to_read(config)
         if config.ignore_cert_errors:
@@ -187,6 +189,10 @@ class Directory:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._kept_lock:
+            kept, self._kept = self._kept, set()
+        for conn in kept:
+            _unbind_quietly(conn)
 
     # -- worker threads -------------------------------------------------------------------------
 
@@ -227,18 +233,19 @@ class Directory:
         service = self._service(uri)
         if config.user_dn_template is not None:
             dn = config.user_dn_template % {"user": escape_rdn(username)}
+            entry: Mapping[str, Any] = {}
             user_conn = self._bind(uri, dn, password)
             reader = service or user_conn
-            entry = self._read_entry(reader, dn)
         else:
             assert config.user_search is not None
             reader = service or self._anonymous(uri)
             dn, entry = self._find_user(reader, config.user_search, username)
             user_conn = self._bind(uri, dn, password)
         try:
+            entry = entry or self._read_entry(reader, dn)
             groups = self._groups(reader, dn, entry)
         finally:
-            user_conn.unbind()
+            _unbind_quietly(user_conn)
         canonical = first(entry, config.username_attr) or username
         attributes = {key: first(entry, attr) for key, attr in config.user_attr_map.items()}
         log.debug("user %r is %s with %d groups: %s", username, dn, len(groups),
@@ -365,8 +372,7 @@ class Directory:
             reason = refusal_reason(conn.result or {})
             conn.unbind()
             raise DirectoryUnavailable(f"service account {self.config.bind_dn!r} refused: {reason}")
-        conns[uri] = conn
-        return conn
+        return self._keep(conns, uri, conn)
 
     def _service_or_anonymous(self, uri: str) -> ldap3.Connection:
         return self._service(uri) or self._anonymous(uri)
@@ -379,17 +385,21 @@ class Directory:
             return conn
         conn = self._connect(uri, None, None)
         conn.bind()
+        return self._keep(conns, uri, conn)
+
+    def _keep(self, conns: dict[str, ldap3.Connection], uri: str, conn: ldap3.Connection) -> ldap3.Connection:
         conns[uri] = conn
+        with self._kept_lock:
+            self._kept.add(conn)
         return conn
 
     def _drop_service(self, uri: str) -> None:
         for pool in ("service", "anonymous"):
             conn = self._local.__dict__.get(pool, {}).pop(uri, None)
             if conn is not None:
-                try:
-                    conn.unbind()
-                except Exception:  # noqa: BLE001 - it is being thrown away
-                    pass
+                with self._kept_lock:
+                    self._kept.discard(conn)
+                _unbind_quietly(conn)
 
     def _bind(self, uri: str, dn: str, password: str) -> ldap3.Connection:
         log.debug("bind as %r on %s", dn, uri)
@@ -437,6 +447,13 @@ class Directory:
         if config.group_type == "posix_group":
             wanted += ["uid", "gidNumber"]
         return list(dict.fromkeys(wanted))
+
+
+def _unbind_quietly(conn: ldap3.Connection) -> None:
+    try:
+        conn.unbind()
+    except Exception:  # noqa: BLE001 - it is being thrown away
+        pass
 
 
 def _rdn_value(dn: str) -> str:

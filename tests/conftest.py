@@ -1,10 +1,26 @@
-"""Shared fixtures. A test that needs a real server it cannot find skips locally and fails in CI."""
+"""Shared fixtures: one real slapd per session, and sidecars configured against it.
+
+A test that needs a real server it cannot find skips locally and fails under CI=true.
+"""
 
 from __future__ import annotations
 
-import pytest
+import base64
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from sidecar.app import make_app
+from sidecar.config import Config, parse_config
 from tests.testbed import find_binary, in_ci
+from tests.testbed.slapd import Slapd
+
+PEOPLE = "ou=people,dc=example,dc=com"
+GROUPS = "ou=groups,dc=example,dc=com"
+
+StartSidecar = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
 def need(binary: str) -> str:
@@ -16,3 +32,61 @@ def need(binary: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def group(cn: str) -> str:
+    return f"cn={cn},{GROUPS}"
+
+
+def basic(username: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def identity_headers(response: Any) -> dict[str, str]:
+    return {k: v for k, v in response.headers.items() if k.lower().startswith("remote-user")}
+
+
+def ldap_settings(server: Slapd, **overrides: Any) -> dict[str, Any]:
+    """A working ``ldap:`` section for the test directory: service account, search, groups.
+
+    An override of None removes that key.
+    """
+    settings: dict[str, Any] = {
+        "server_uri": server.uri,
+        "bind_dn": server.service_dn,
+        "bind_password": server.service_password,
+        "user_search": {"base_dn": PEOPLE, "filter": "(uid=%(user)s)"},
+        "group_search": {"base_dn": GROUPS, "filter": "(objectClass=groupOfNames)"},
+        "group_type": "group_of_names",
+    }
+    settings.update(overrides)
+    return {k: v for k, v in settings.items() if v is not None}
+
+
+def config_for(server: Slapd, *, top: dict[str, Any] | None = None, **ldap: Any) -> Config:
+    return parse_config({"ldap": ldap_settings(server, **ldap), **(top or {})})
+
+
+@pytest.fixture(scope="session")
+def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    need("slapd")
+    need("ldapadd")
+    with Slapd(tmp_path_factory.mktemp("slapd")) as server:
+        yield server
+
+
+@pytest.fixture
+async def sidecar(slapd: Slapd) -> AsyncIterator[StartSidecar]:
+    """``await sidecar(top={...}, **ldap_overrides)``: a test client for a new sidecar app."""
+    clients: list[TestClient[Any, Any]] = []
+
+    async def start(*, top: dict[str, Any] | None = None, **ldap: Any) -> TestClient[Any, Any]:
+        client: TestClient[Any, Any] = TestClient(TestServer(make_app(config_for(slapd, top=top, **ldap))))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        await client.close()

@@ -1,0 +1,339 @@
+"""The shipped nginx files (deploy/nginx), run by a real nginx against a fake sidecar and EchoApp.
+
+The fake sidecar speaks the /auth contract with fixed users, so these tests prove the nginx wiring
+alone: what reaches the sidecar, what reaches the application, what reaches the client.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import socket
+import threading
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import need
+from tests.testbed import free_port
+from tests.testbed.nginx import Nginx, render_site, static_app, substitute
+from tests.testbed.upstream import Echo, EchoApp, header_values
+
+Headers = Sequence[tuple[str, str]]
+
+IDENTITY_NAMES = (
+    "Remote-User",
+    "Remote-User-First-Name",
+    "Remote-User-Last-Name",
+    "Remote-User-Email",
+    "Remote-User-Group",
+)
+# What the fake sidecar answers per user: alice has everything, bob only a name, mallory is denied.
+IDENTITIES = {
+    "alice": ("alice", "Alice", "Liddell", "alice@example.org", "netbox-users|netbox-admins"),
+    "bob": ("bob", "", "", "", ""),
+}
+PASSWORDS = {"alice": "alice-pass", "bob": "bob-pass", "mallory": "mallory-pass"}
+SESSION_COOKIE = "sidecar_session=refreshed; Path=/; HttpOnly"
+CLEAR_COOKIE = "sidecar_session=; Max-Age=0; Path=/"
+LOGIN = "http://example/login?rd="
+
+# Client-sent identity headers nginx must keep from the sidecar and the application.
+SPOOFS = [
+    [("Remote-User", "evil")],
+    [("remote-user", "evil")],
+    [("REMOTE-USER", "evil")],
+    [("Remote_User", "evil")],
+    [("Remote-User_Email", "evil@example.org")],
+    [("Remote_User_Group", "evil-admins")],
+    [("Remote-User", "evil"), ("Remote-User", "evil-too")],
+    [(name, "evil") for name in IDENTITY_NAMES],
+]
+
+
+def basic(user: str) -> tuple[str, str]:
+    token = base64.b64encode(f"{user}:{PASSWORDS[user]}".encode()).decode()
+    return ("Authorization", f"Basic {token}")
+
+
+def identity(user: str) -> list[tuple[str, str]]:
+    """The identity headers the fake sidecar answers for user, in order."""
+    return list(zip(IDENTITY_NAMES, IDENTITIES[user], strict=True))
+
+
+def is_identity(name: str) -> bool:
+    """Every spelling an application might read as an identity header."""
+    return name.lower().replace("_", "-").startswith("remote-user")
+
+
+class FakeSidecar(BaseHTTPRequestHandler):
+    """GET only, like the real sidecar: a subrequest with another method would fail loudly."""
+
+    protocol_version = "HTTP/1.1"  # nginx keeps upstream connections alive
+    server: FakeSidecarServer
+
+    def do_GET(self) -> None:
+        self.server.record(self.client_address[1], self.path, list(self.headers.items()))
+        if self.path.startswith("/login"):
+            self._answer(200, [], b"login page")
+            return
+        user = self._user()
+        if user in IDENTITIES:
+            self._answer(200, [*identity(user), ("Set-Cookie", SESSION_COOKIE)])
+        elif user == "mallory":
+            self._answer(403, [])
+        else:
+            self._answer(401, self._refusal())
+
+    def _user(self) -> str | None:
+        scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+        if scheme != "Basic":
+            return None
+        user, _, password = base64.b64decode(token).decode().partition(":")
+        return user if PASSWORDS.get(user) == password else None
+
+    def _refusal(self) -> list[tuple[str, str]]:
+        headers = [("WWW-Authenticate", 'Basic realm="test"'), ("Set-Cookie", CLEAR_COOKIE)]
+        if "text/html" in (self.headers.get("Accept") or ""):
+            original = self.headers.get("X-Original-URL") or ""
+            headers.append(("Location", LOGIN + urllib.parse.quote(original, safe="")))
+        return headers
+
+    def _answer(self, status: int, headers: list[tuple[str, str]], body: bytes = b"") -> None:
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: tests read `received`."""
+
+
+class FakeSidecarServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), FakeSidecar)
+        self.received: list[tuple[str, list[tuple[str, str]]]] = []
+        self.peer_ports: set[int] = set()
+        self._lock = threading.Lock()
+
+    def record(self, peer_port: int, path: str, headers: list[tuple[str, str]]) -> None:
+        with self._lock:
+            self.received.append((path, headers))
+            self.peer_ports.add(peer_port)
+
+
+@dataclass
+class Response:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def values(self, name: str) -> list[str]:
+        return [value for key, value in self.headers if key.lower() == name.lower()]
+
+    def echo(self) -> Echo:
+        echo: Echo = json.loads(self.body)
+        return echo
+
+
+def send(port: int, path: str = "/", headers: Headers = (), method: str = "GET", body: bytes = b"") -> Response:
+    """One request written byte for byte (clients would merge duplicates and reject underscores)."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: localhost:{port}", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall("\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body)
+        response = http.client.HTTPResponse(sock, method=method)
+        response.begin()
+        return Response(response.status, response.getheaders(), response.read())
+
+
+@dataclass
+class Site:
+    port: int
+    app: EchoApp
+    sidecar: FakeSidecarServer
+    nginx: Nginx
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    need("nginx")
+    sidecar = FakeSidecarServer()
+    threading.Thread(target=sidecar.serve_forever, daemon=True).start()
+    port = free_port()
+    with EchoApp() as app:
+        conf = render_site(listen_port=port, sidecar_port=sidecar.server_address[1], app_port=app.port)
+        with Nginx(tmp_path_factory.mktemp("nginx"), conf) as nginx:
+            yield Site(port, app, sidecar, nginx)
+    sidecar.shutdown()
+    sidecar.server_close()
+
+
+@pytest.fixture
+def site(running: Site) -> Site:
+    """The shared site with nothing recorded yet."""
+    running.app.requests.clear()
+    running.sidecar.received.clear()
+    running.sidecar.peer_ports.clear()
+    return running
+
+
+def only_auth_request(site: Site) -> list[tuple[str, str]]:
+    """The headers of the single /auth request the sidecar received."""
+    assert [path for path, _ in site.sidecar.received] == ["/auth"]
+    return site.sidecar.received[0][1]
+
+
+def identity_seen(echo: Echo) -> list[tuple[str, str]]:
+    return [(name, value) for name, value in echo["headers"] if is_identity(name)]
+
+
+def test_authorized_request_reaches_the_app_with_the_sidecars_identity(site: Site) -> None:
+    response = send(site.port, "/devices/?q=1", [basic("alice")])
+    assert response.status == 200
+    echo = response.echo()
+    assert echo["path"] == "/devices/?q=1"
+    assert identity_seen(echo) == identity("alice")
+
+
+def test_anonymous_api_client_gets_401_with_www_authenticate(site: Site) -> None:
+    response = send(site.port, "/api/", [("Accept", "application/json")])
+    assert response.status == 401
+    assert response.values("WWW-Authenticate") == ['Basic realm="test"']
+    assert response.values("Location") == []
+    assert site.app.requests == []
+
+
+def test_anonymous_browser_is_redirected_to_the_sidecars_location(site: Site) -> None:
+    response = send(site.port, "/x?a=1&b=2", [("Accept", "text/html,application/xhtml+xml")])
+    assert response.status == 302
+    original = f"http://localhost:{site.port}/x?a=1&b=2"
+    assert response.values("Location") == [LOGIN + urllib.parse.quote(original, safe="")]
+    assert site.app.requests == []
+
+
+@pytest.mark.parametrize("accept", ["text/html", "application/json"])
+def test_cookie_cleared_by_a_refusal_reaches_the_client(site: Site, accept: str) -> None:
+    assert send(site.port, "/", [("Accept", accept)]).values("Set-Cookie") == [CLEAR_COOKIE]
+
+
+def test_forbidden_user_gets_403_and_never_reaches_the_app(site: Site) -> None:
+    assert send(site.port, "/", [basic("mallory")]).status == 403
+    assert site.app.requests == []
+
+
+def test_wrong_password_is_refused(site: Site) -> None:
+    token = base64.b64encode(b"alice:wrong").decode()
+    assert send(site.port, "/", [("Authorization", f"Basic {token}")]).status == 401
+    assert site.app.requests == []
+
+
+def test_sidecar_receives_the_original_request_and_no_client_identity(site: Site) -> None:
+    send(site.port, "/x?a=1&b=2", [("Remote-User", "evil"), ("X-Forwarded-For", "6.6.6.6"), basic("alice")])
+    received = dict(only_auth_request(site))
+    assert received["X-Original-URL"] == f"http://localhost:{site.port}/x?a=1&b=2"
+    assert received["X-Original-Method"] == "GET"
+    assert received["X-Forwarded-Uri"] == "/x?a=1&b=2"
+    assert received["X-Forwarded-Host"] == f"localhost:{site.port}"
+    assert received["X-Forwarded-For"] == "127.0.0.1"  # the client's own value is replaced
+    assert received["Authorization"] == basic("alice")[1]
+    assert not any(is_identity(name) for name in received)
+
+
+@pytest.mark.parametrize("method", ["HEAD", "PUT", "DELETE", "OPTIONS"])
+def test_any_method_is_checked_with_get_and_passed_on(site: Site, method: str) -> None:
+    assert send(site.port, "/", [basic("alice")], method=method).status == 200
+    assert dict(only_auth_request(site))["X-Original-Method"] == method
+    assert [echo["method"] for echo in site.app.requests] == [method]
+
+
+def test_post_body_reaches_the_app_but_not_the_sidecar(site: Site) -> None:
+    response = send(site.port, "/api/dcim/sites/", [basic("alice")], method="POST", body=b'{"name": "x"}')
+    assert response.status == 200
+    assert (response.echo()["method"], response.echo()["body"]) == ("POST", '{"name": "x"}')
+    received = dict(only_auth_request(site))
+    assert received["X-Original-Method"] == "POST"
+    assert "Content-Length" not in received
+
+
+@pytest.mark.parametrize("spoof", SPOOFS, ids=lambda spoof: "+".join(name for name, _ in spoof))
+def test_anonymous_spoofer_never_reaches_the_app(site: Site, spoof: Headers) -> None:
+    assert send(site.port, "/", spoof).status == 401
+    assert site.app.requests == []
+    assert not any(is_identity(name) for name in dict(only_auth_request(site)))
+
+
+@pytest.mark.parametrize("spoof", SPOOFS, ids=lambda spoof: "+".join(name for name, _ in spoof))
+def test_authenticated_spoofer_gets_only_the_sidecars_identity(site: Site, spoof: Headers) -> None:
+    echo = send(site.port, "/", [*spoof, basic("alice")]).echo()
+    assert identity_seen(echo) == identity("alice")
+    assert "evil" not in echo["raw_headers"]
+
+
+def test_identity_left_empty_by_the_sidecar_cannot_be_filled_by_the_client(site: Site) -> None:
+    spoof = [(name, "evil") for name in IDENTITY_NAMES]
+    echo = send(site.port, "/", [*spoof, basic("bob")]).echo()
+    assert identity_seen(echo) == [("Remote-User", "bob")]
+    assert header_values(echo, "Remote-User-Email") == []
+
+
+def test_session_cookie_from_the_sidecar_reaches_the_client(site: Site) -> None:
+    assert send(site.port, "/", [basic("alice")]).values("Set-Cookie") == [SESSION_COOKIE]
+
+
+def test_sidecar_connections_are_reused(site: Site) -> None:
+    for _ in range(10):
+        send(site.port, "/", [basic("alice")])
+    assert len(site.sidecar.received) == 10
+    assert len(site.sidecar.peer_ports) < 10
+
+
+def test_auth_endpoints_are_not_reachable_from_outside(site: Site) -> None:
+    assert send(site.port, "/_auth", [basic("alice")]).status == 404
+    assert send(site.port, "/_sidecar/auth", [basic("alice")]).status == 404
+    assert site.sidecar.received == []
+
+
+def test_sidecar_pages_are_public_under_the_prefix(site: Site) -> None:
+    response = send(site.port, "/_sidecar/login?rd=%2F")
+    assert (response.status, response.body) == (200, b"login page")
+    assert [path for path, _ in site.sidecar.received] == ["/login?rd=%2F"]
+
+
+def test_sidecar_down_means_5xx_and_the_app_is_never_reached(tmp_path: Path) -> None:
+    need("nginx")
+    port = free_port()
+    with EchoApp() as app:
+        conf = render_site(listen_port=port, sidecar_port=free_port(), app_port=app.port)
+        with Nginx(tmp_path, conf):
+            assert send(port, "/", [basic("alice")]).status >= 500
+        assert app.requests == []
+
+
+def test_benchmark_ceiling_serves_a_static_app_without_a_sidecar(tmp_path: Path) -> None:
+    need("nginx")
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "index.html").write_text("hello")
+    port, app_port = free_port(), free_port()
+    conf = render_site(listen_port=port, sidecar_port=free_port(), app_port=app_port, ceiling=True)
+    with Nginx(tmp_path / "nginx", conf + static_app(port=app_port, root=www)):
+        response = send(port, "/", [("Remote-User", "evil")])
+    assert (response.status, response.body) == (200, b"hello")
+
+
+def test_render_site_fails_loudly_when_a_token_is_missing() -> None:
+    with pytest.raises(ValueError, match="listen 80;"):
+        substitute("server { listen 443; }", {"listen 80;": "listen 127.0.0.1:1;"})

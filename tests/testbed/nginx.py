@@ -1,0 +1,149 @@
+"""A private nginx for tests and benchmarks, configured from the shipped deploy/nginx files.
+
+`render_site` turns deploy/nginx/site.conf into a test site by replacing a few exact tokens (ports
+and snippet paths); `Nginx` runs it as a child process from its own prefix directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+from types import TracebackType
+
+from tests.testbed import ROOT, find_binary, wait_for_port
+
+DEPLOY = ROOT / "deploy" / "nginx"
+
+# Exact texts of deploy/nginx/site.conf that render_site replaces.
+LISTEN = "listen 80;"
+SIDECAR = "server 127.0.0.1:9180;"
+APP = "server 127.0.0.1:8000;"
+SERVER_SNIPPET = "include /etc/nginx/snippets/auth-sidecar.conf;"
+LOCATION_SNIPPET = "include /etc/nginx/snippets/auth-sidecar-location.conf;"
+
+# Stands in for auth-sidecar.conf in a benchmark ceiling: the auth subrequest costs nothing.
+CEILING = """
+    location = /_auth { internal; return 204; }
+    location @auth_sidecar_login { return 401; }
+"""
+
+
+def render_site(*, listen_port: int, sidecar_port: int, app_port: int, ceiling: bool = False) -> str:
+    """deploy/nginx/site.conf on 127.0.0.1 ports, with absolute snippet paths; ceiling: no sidecar."""
+    server_snippet = CEILING if ceiling else f"include {DEPLOY / 'auth-sidecar.conf'};"
+    replacements = {
+        LISTEN: f"listen 127.0.0.1:{listen_port};",
+        SIDECAR: f"server 127.0.0.1:{sidecar_port};",
+        APP: f"server 127.0.0.1:{app_port};",
+        SERVER_SNIPPET: server_snippet,
+        LOCATION_SNIPPET: f"include {DEPLOY / 'auth-sidecar-location.conf'};",
+    }
+    return substitute((DEPLOY / "site.conf").read_text(), replacements)
+
+
+def static_app(*, port: int, root: Path) -> str:
+    """A server block serving files from root, to stand in for the application in benchmarks."""
+    return f"""
+server {{
+    listen 127.0.0.1:{port};
+    root {root};
+    types {{ text/html html; }}
+}}
+"""
+
+
+def substitute(text: str, replacements: dict[str, str]) -> str:
+    """Replace each token; a token missing from text means site.conf changed under us: fail."""
+    for token, value in replacements.items():
+        if token not in text:
+            raise ValueError(f"deploy/nginx/site.conf no longer contains {token!r}")
+        text = text.replace(token, value)
+    return text
+
+
+class Nginx:
+    """nginx running site_conf (upstream and server blocks) from its own prefix directory.
+
+    start() returns once every `listen 127.0.0.1:PORT` of site_conf accepts connections.
+    """
+
+    def __init__(self, workdir: Path, site_conf: str) -> None:
+        self.workdir = workdir
+        self.site_conf = site_conf
+        self.conf = workdir / "nginx.conf"
+        self.error_log = workdir / "error.log"
+        self.ports = [int(p) for p in re.findall(r"^\s*listen\s+127\.0\.0\.1:(\d+)", site_conf, re.M)]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Check the configuration, start nginx and wait until it listens on every port."""
+        binary = find_binary("nginx")
+        if binary is None:
+            raise FileNotFoundError("nginx is not installed")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.conf.write_text(self._main_conf())
+        command = [binary, "-p", str(self.workdir), "-c", str(self.conf), "-e", str(self.error_log)]
+        check = subprocess.run([*command, "-t"], capture_output=True, text=True)
+        if check.returncode != 0:
+            raise RuntimeError(f"nginx rejects its configuration:\n{check.stderr}")
+        self.process = subprocess.Popen(command)
+        for port in self.ports:
+            self._wait(port)
+
+    def stop(self) -> None:
+        """Graceful stop (QUIT), then TERM and KILL if nginx lingers."""
+        if self.process is None:
+            return
+        for sig in (signal.SIGQUIT, signal.SIGTERM, signal.SIGKILL):
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=10)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        self.process = None
+
+    def log(self) -> str:
+        """The error log so far, for assertion messages."""
+        return self.error_log.read_text() if self.error_log.exists() else ""
+
+    def __enter__(self) -> Nginx:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _wait(self, port: int) -> None:
+        try:
+            wait_for_port(port, timeout=10)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"nginx did not listen on {port}:\n{self.log()}") from None
+
+    def _main_conf(self) -> str:
+        # As root, nginx would run its worker as `nobody`, who cannot read a private temp directory.
+        user = "user root;" if os.geteuid() == 0 else ""
+        return f"""
+{user}
+daemon off;
+master_process on;
+worker_processes 1;
+pid {self.workdir / "nginx.pid"};
+error_log {self.error_log} info;
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path {self.workdir / "client_body_temp"};
+    proxy_temp_path {self.workdir / "proxy_temp"};
+    fastcgi_temp_path {self.workdir / "fastcgi_temp"};
+    uwsgi_temp_path {self.workdir / "uwsgi_temp"};
+    scgi_temp_path {self.workdir / "scgi_temp"};
+{self.site_conf}
+}}
+"""

@@ -1,0 +1,320 @@
+r"""A private OpenLDAP slapd on 127.0.0.1 with a fixed demo directory, for tests and the demo.
+
+    with Slapd(tmp_path) as ldap:
+        ldap.uri, ldap.ldaps_uri, ldap.pki.ca_file, ldap.users["alice"]  # -> "alice-pass"
+
+One slapd process serves two databases (memberof + refint overlays on the first):
+
+dc=example,dc=com  (example.ldif; rootdn cn=admin,dc=example,dc=com, password "admin-pass")
+  ou=services: cn=sidecar (organizationalRole + simpleSecurityObject), password "sidecar-pass"
+  ou=people: uid=<uid>, inetOrgPerson with cn "<givenName> <sn>":
+
+    | uid     | givenName | sn       | mail               | password    | notes                   |
+    |---------|-----------|----------|--------------------|-------------|-------------------------|
+    | alice   | Alice     | Liddell  | alice@example.com  | alice-pass  | posixAccount 10001/5000 |
+    | bob     | Bob       | Builder  | bob@example.com    | bob-pass    | posixAccount 10002/6000 |
+    | carol   | Carol     | Danvers  | carol@example.com  | carol-pass  | nested + cyclic groups  |
+    | jose    | José      | 山田     | jose@example.com   | jose-pass   | non-ASCII names         |
+    | dave    | Dave      | Disabled | dave@example.com   | dave-pass   | in no group: inactive   |
+    | o'brien | Conan     | O'Brien  | obrien@example.com | obrien-pass |                         |
+    | a+b     | Plus      | Sign     | ab@example.com     | ab-pass     | DN uid=a\+b             |
+    | x,y     | Comma     | Sign     | xy@example.com     | xy-pass     | DN uid=x\,y             |
+    | star*   | Star      | Sign     | star@example.com   | star-pass   |                         |
+
+  ou=groups: cn=<cn>
+    groupOfNames (member): active = alice bob carol jose o'brien a+b x,y star*; staff = alice;
+      superuser = alice; netbox-users = alice bob carol jose; banned = bob;
+      level1 = carol, level2 = cn=level1, level3 = cn=level2 (carol is in all three transitively);
+      cycle-a = carol + cn=cycle-b, cycle-b = cn=cycle-a.
+    groupOfUniqueNames (uniqueMember): unique-team = alice.
+    posixGroup: ops, gidNumber 5000 (alice's primary group), memberUid bob.
+  ou=partners: a referral (ref) to ldap://127.0.0.1:<port>/ou=people,dc=other,dc=com
+
+dc=other,dc=com  (other.ldif; rootdn cn=admin,dc=other,dc=com, password "admin-pass")
+  uid=remote,ou=people: Remote Partner, remote@other.com, password "remote-pass"
+
+memberOf (operational: ask for it by name) lists an entry's direct groupOfNames groups only.
+userPassword is readable by nobody; everything else by anyone, anonymous included.
+slapd returns DNs with hex escapes (uid=a\2Bb for uid=a\+b): compare DNs parsed, not as strings.
+A subtree search from dc=example,dc=com returns ou=partners as a continuation reference, which
+ldap3 never follows; a search based at or below ou=partners gets a referral result instead.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import hashlib
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from string import Template
+
+from ldap3 import BASE, MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, NONE, Connection, Server
+from ldap3.utils.dn import escape_rdn
+
+from tests.testbed import find_binary, free_port
+from tests.testbed.tls import Pki, make_pki
+
+HERE = Path(__file__).resolve().parent
+
+DEMO_USERS: dict[str, str] = {
+    "alice": "alice-pass",
+    "bob": "bob-pass",
+    "carol": "carol-pass",
+    "jose": "jose-pass",
+    "dave": "dave-pass",
+    "o'brien": "obrien-pass",
+    "a+b": "ab-pass",
+    "x,y": "xy-pass",
+    "star*": "star-pass",
+}
+
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 5.0
+
+CONFIG = Template("""\
+include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/nis.schema
+include /etc/ldap/schema/inetorgperson.schema
+modulepath /usr/lib/ldap
+moduleload back_mdb
+moduleload memberof
+moduleload refint
+pidfile "$workdir/slapd.pid"
+argsfile "$workdir/slapd.args"
+TLSCACertificateFile "$ca_file"
+TLSCertificateFile "$cert_file"
+TLSCertificateKeyFile "$key_file"
+
+database mdb
+maxsize 104857600
+suffix "dc=example,dc=com"
+rootdn "cn=admin,dc=example,dc=com"
+rootpw $rootpw
+directory "$workdir/example-data"
+access to attrs=userPassword by self write by anonymous auth by * none
+access to * by * read
+overlay memberof
+memberof-group-oc groupOfNames
+memberof-member-ad member
+memberof-memberof-ad memberOf
+memberof-refint TRUE
+overlay refint
+refint_attributes member
+
+database mdb
+maxsize 104857600
+suffix "dc=other,dc=com"
+rootdn "cn=admin,dc=other,dc=com"
+rootpw $rootpw
+directory "$workdir/other-data"
+access to attrs=userPassword by self write by anonymous auth by * none
+access to * by * read
+""")
+
+
+def ssha(password: str) -> str:
+    """The {SSHA} userPassword value slappasswd would produce for password."""
+    salt = os.urandom(8)
+    digest = hashlib.sha1(password.encode() + salt).digest()
+    return "{SSHA}" + base64.b64encode(digest + salt).decode()
+
+
+class Slapd:
+    """A slapd child process on two free ports (ldap:// and ldaps://), seeded with the demo data."""
+
+    base_dn = "dc=example,dc=com"
+    admin_dn = "cn=admin,dc=example,dc=com"
+    admin_password = "admin-pass"
+    other_admin_dn = "cn=admin,dc=other,dc=com"
+    service_dn = "cn=sidecar,ou=services,dc=example,dc=com"
+    service_password = "sidecar-pass"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir.resolve()
+        self.port = free_port()
+        self.ldaps_port = free_port()
+        while self.ldaps_port == self.port:  # two quick free_port() calls may agree
+            self.ldaps_port = free_port()
+        self.uri = f"ldap://127.0.0.1:{self.port}"
+        self.ldaps_uri = f"ldaps://127.0.0.1:{self.ldaps_port}"
+        self.pki: Pki = make_pki(self.workdir / "tls")
+        self.users: dict[str, str] = dict(DEMO_USERS)  # kept current by the helpers below
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Slapd:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def start(self) -> None:
+        """Start slapd, wait until it listens, load other.ldif and example.ldif into it."""
+        slapd = find_binary("slapd")
+        if slapd is None:
+            raise FileNotFoundError("slapd is not installed")
+        config = self._write_config()
+        listen = f"{self.uri}/ {self.ldaps_uri}/"
+        with open(self.workdir / "slapd.log", "wb") as log:
+            # -d none: stay in the foreground and log only errors. Own session: a Ctrl-C meant for
+            # pytest must not kill slapd behind stop()'s back.
+            process = self._process = subprocess.Popen(
+                [slapd, "-d", "none", "-f", str(config), "-h", listen],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        atexit.register(self.stop)
+        try:
+            self._wait_until_listening(process)
+            self._load(HERE / "other.ldif", self.other_admin_dn)
+            self._load(HERE / "example.ldif", self.admin_dn)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Terminate our slapd (kill it if it lingers) and wait for it. Safe to call twice."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        atexit.unregister(self.stop)
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    # DNs
+
+    def user_dn(self, uid: str) -> str:
+        return f"uid={escape_rdn(uid)},ou=people,{self.base_dn}"
+
+    def group_dn(self, cn: str) -> str:
+        return f"cn={escape_rdn(cn)},ou=groups,{self.base_dn}"
+
+    # Changes made as the rootdn, for tests that need the directory to change under the daemon.
+
+    def add_user(
+        self,
+        uid: str,
+        password: str,
+        *,
+        given_name: str = "Test",
+        sn: str = "User",
+        mail: str | None = None,
+        groups: tuple[str, ...] = ("active",),
+    ) -> str:
+        """Add an inetOrgPerson (no mail attribute when mail is None) to groups; return its DN."""
+        dn = self.user_dn(uid)
+        attributes: dict[str, str | list[str]] = {
+            "uid": uid,
+            "cn": f"{given_name} {sn}",
+            "givenName": given_name,
+            "sn": sn,
+            "userPassword": ssha(password),
+        }
+        if mail is not None:
+            attributes["mail"] = mail
+        with self._admin() as conn:
+            conn.add(dn, ["inetOrgPerson"], attributes)
+        self.users[uid] = password
+        for group in groups:
+            self.add_to_group(uid, group)
+        return dn
+
+    def set_password(self, uid: str, password: str) -> None:
+        self.modify_user(uid, userPassword=ssha(password))
+        self.users[uid] = password
+
+    def add_to_group(self, uid: str, group_cn: str) -> None:
+        with self._admin() as conn:
+            conn.modify(self.group_dn(group_cn), {"member": [(MODIFY_ADD, [self.user_dn(uid)])]})
+
+    def remove_from_group(self, uid: str, group_cn: str) -> None:
+        """Remove a member; slapd refuses to remove a groupOfNames' last member."""
+        with self._admin() as conn:
+            conn.modify(self.group_dn(group_cn), {"member": [(MODIFY_DELETE, [self.user_dn(uid)])]})
+
+    def delete_user(self, uid: str) -> None:
+        """Delete the entry; memberof removes it from its groups before the delete returns."""
+        with self._admin() as conn:
+            conn.delete(self.user_dn(uid))
+        self.users.pop(uid, None)
+
+    def modify_user(self, uid: str, **attributes: str | list[str] | None) -> None:
+        """Replace attributes, e.g. modify_user("carol", givenName="Caroline"); None deletes one."""
+        changes = {
+            name: [(MODIFY_REPLACE, [] if value is None else value)] for name, value in attributes.items()
+        }
+        with self._admin() as conn:
+            conn.modify(self.user_dn(uid), changes)
+
+    def members(self, group_cn: str) -> list[str]:
+        """The group's member DNs as stored, to check what the helpers did."""
+        with self._admin() as conn:
+            conn.search(self.group_dn(group_cn), "(objectClass=*)", BASE, attributes=["member"])
+            return list(conn.entries[0].member.values)
+
+    # Internals
+
+    def _admin(self) -> Connection:
+        """A connection that binds as the rootdn on `with` and raises on any failed operation."""
+        server = Server(self.uri, get_info=NONE)
+        return Connection(server, self.admin_dn, self.admin_password, raise_exceptions=True)
+
+    def _write_config(self) -> Path:
+        for data in ("example-data", "other-data"):
+            (self.workdir / data).mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "slapd.conf"
+        config.write_text(
+            CONFIG.substitute(
+                workdir=self.workdir,
+                ca_file=self.pki.ca_file,
+                cert_file=self.pki.cert_file,
+                key_file=self.pki.key_file,
+                rootpw=ssha(self.admin_password),
+            )
+        )
+        return config
+
+    def _wait_until_listening(self, process: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        # Both listeners open together at startup, so the plain one stands for both.
+        while not _accepts(self.port):
+            if process.poll() is not None:
+                log = (self.workdir / "slapd.log").read_text(errors="replace")
+                raise RuntimeError(f"slapd exited with {process.returncode}:\n{log}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"slapd did not listen on {self.uri} within {START_TIMEOUT}s")
+            time.sleep(0.01)
+
+    def _load(self, ldif: Path, bind_dn: str) -> None:
+        """ldapadd the file; -M (ManageDsaIT) so the referral entry is stored, not followed."""
+        ldapadd = find_binary("ldapadd")
+        if ldapadd is None:
+            raise FileNotFoundError("ldapadd is not installed (package ldap-utils)")
+        text = Template(ldif.read_text()).substitute(port=self.port)
+        command = [ldapadd, "-x", "-M", "-H", self.uri, "-D", bind_dn, "-w", self.admin_password]
+        result = subprocess.run(command, input=text.encode(), capture_output=True, check=False)
+        if result.returncode != 0:
+            error = result.stderr.decode(errors="replace")
+            raise RuntimeError(f"ldapadd {ldif.name} failed: {error}")
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
