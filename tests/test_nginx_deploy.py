@@ -33,11 +33,13 @@ IDENTITY_NAMES = (
     "Remote-User-Last-Name",
     "Remote-User-Email",
     "Remote-User-Group",
+    "Remote-User-Staff",
+    "Remote-User-Superuser",
 )
 # What the fake sidecar answers per user: alice has everything, bob only a name, mallory is denied.
 IDENTITIES = {
-    "alice": ("alice", "Alice", "Liddell", "alice@example.org", "netbox-users|netbox-admins"),
-    "bob": ("bob", "", "", "", ""),
+    "alice": ("alice", "Alice", "Liddell", "alice@example.org", "netbox-users|netbox-admins", "true", "true"),
+    "bob": ("bob", "", "", "", "", "false", "false"),
 }
 PASSWORDS = {"alice": "alice-pass", "bob": "bob-pass", "mallory": "mallory-pass"}
 SESSION_COOKIE = "sidecar_session=refreshed; Path=/; HttpOnly"
@@ -285,7 +287,8 @@ def test_authenticated_spoofer_gets_only_the_sidecars_identity(site: Site, spoof
 def test_identity_left_empty_by_the_sidecar_cannot_be_filled_by_the_client(site: Site) -> None:
     spoof = [(name, "evil") for name in IDENTITY_NAMES]
     echo = send(site.port, "/", [*spoof, basic("bob")]).echo()
-    assert identity_seen(echo) == [("Remote-User", "bob")]
+    assert identity_seen(echo) == [("Remote-User", "bob"), ("Remote-User-Staff", "false"),
+                                   ("Remote-User-Superuser", "false")]
     assert header_values(echo, "Remote-User-Email") == []
 
 
