@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from sidecar.app import make_app
 from sidecar.config import Config, parse_config
 from tests.testbed import find_binary, in_ci
+from tests.testbed.samba import SambaDC
 from tests.testbed.slapd import Slapd
 
 PEOPLE = "ou=people,dc=example,dc=com"
@@ -74,6 +75,17 @@ def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
     need("ldapadd")
     with Slapd(tmp_path_factory.mktemp("slapd")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def ad(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[SambaDC]:
+    """A real Samba AD domain controller (one per machine: its ports are fixed)."""
+    need("samba")
+    need("samba-tool")
+    # pytest's cache dir outlives the run, so only the first run on a machine provisions.
+    cache_dir = request.config.cache.mkdir("samba-dc") if request.config.cache else None
+    with SambaDC(tmp_path_factory.mktemp("samba"), cache_dir=cache_dir) as dc:
+        yield dc
 
 
 @pytest.fixture

@@ -7,9 +7,6 @@ alone: what reaches the sidecar, what reaches the application, what reaches the 
 from __future__ import annotations
 
 import base64
-import http.client
-import json
-import socket
 import threading
 import urllib.parse
 from collections.abc import Iterator, Sequence
@@ -23,7 +20,8 @@ import pytest
 from tests.conftest import need
 from tests.testbed import free_port
 from tests.testbed.nginx import Nginx, render_site, static_app, substitute
-from tests.testbed.upstream import Echo, EchoApp, header_values
+from tests.testbed.rawhttp import identity_seen, is_identity, send
+from tests.testbed.upstream import EchoApp, header_values
 
 Headers = Sequence[tuple[str, str]]
 
@@ -67,11 +65,6 @@ def basic(user: str) -> tuple[str, str]:
 def identity(user: str) -> list[tuple[str, str]]:
     """The identity headers the fake sidecar answers for user, in order."""
     return list(zip(IDENTITY_NAMES, IDENTITIES[user], strict=True))
-
-
-def is_identity(name: str) -> bool:
-    """Every spelling an application might read as an identity header."""
-    return name.lower().replace("_", "-").startswith("remote-user")
 
 
 class FakeSidecar(BaseHTTPRequestHandler):
@@ -135,33 +128,6 @@ class FakeSidecarServer(ThreadingHTTPServer):
 
 
 @dataclass
-class Response:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def values(self, name: str) -> list[str]:
-        return [value for key, value in self.headers if key.lower() == name.lower()]
-
-    def echo(self) -> Echo:
-        echo: Echo = json.loads(self.body)
-        return echo
-
-
-def send(port: int, path: str = "/", headers: Headers = (), method: str = "GET", body: bytes = b"") -> Response:
-    """One request written byte for byte (clients would merge duplicates and reject underscores)."""
-    lines = [f"{method} {path} HTTP/1.1", f"Host: localhost:{port}", "Connection: close"]
-    lines += [f"{name}: {value}" for name, value in headers]
-    if body:
-        lines.append(f"Content-Length: {len(body)}")
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall("\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body)
-        response = http.client.HTTPResponse(sock, method=method)
-        response.begin()
-        return Response(response.status, response.getheaders(), response.read())
-
-
-@dataclass
 class Site:
     port: int
     app: EchoApp
@@ -196,10 +162,6 @@ def only_auth_request(site: Site) -> list[tuple[str, str]]:
     """The headers of the single /auth request the sidecar received."""
     assert [path for path, _ in site.sidecar.received] == ["/auth"]
     return site.sidecar.received[0][1]
-
-
-def identity_seen(echo: Echo) -> list[tuple[str, str]]:
-    return [(name, value) for name, value in echo["headers"] if is_identity(name)]
 
 
 def test_authorized_request_reaches_the_app_with_the_sidecars_identity(site: Site) -> None:

@@ -10,21 +10,10 @@ from typing import Any
 import pytest
 from ldap3 import NONE, Connection, Server, Tls
 
-from tests.conftest import need
 from tests.testbed.samba import SambaDC
 
 ALICE_GROUPS = {"developers", "engineering", "division", "netbox-users", "staff"}
 REFUSAL = "80090308: LdapErr: DSID-0C0903A9, comment: AcceptSecurityContext error, data {}, v1db1"
-
-
-@pytest.fixture(scope="module")
-def ad(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[SambaDC]:
-    need("samba")
-    need("samba-tool")
-    # pytest's cache dir outlives the run, so only the first run on a machine provisions.
-    cache_dir = request.config.cache.mkdir("samba-dc") if request.config.cache else None
-    with SambaDC(tmp_path_factory.mktemp("samba"), cache_dir=cache_dir) as dc:
-        yield dc
 
 
 def attempt(ad: SambaDC, user: str, password: str) -> dict[str, Any]:

@@ -1,0 +1,135 @@
+"""Active Directory, against a real Samba AD domain controller (tests/testbed/samba.py)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from sidecar.app import make_app
+from sidecar.config import parse_config
+from tests.conftest import basic, identity_headers
+from tests.testbed.samba import SambaDC
+
+USERS = "CN=Users,DC=example,DC=test"
+ALICE_GROUPS = {"developers", "engineering", "division", "netbox-users", "staff"}
+
+
+def ad_settings(ad: SambaDC, **overrides: Any) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "server_uri": ad.uri,
+        "bind_dn": ad.service_dn,
+        "bind_password": ad.service_password,
+        "user_search": {
+            "base_dn": ad.base_dn,
+            "filter": "(&(objectClass=user)(|(sAMAccountName=%(user)s)(userPrincipalName=%(user)s)))",
+        },
+        "username_attr": "sAMAccountName",
+        "group_search": {"base_dn": ad.base_dn, "filter": "(objectClass=group)"},
+        "group_type": "active_directory",
+    }
+    settings.update(overrides)
+    return settings
+
+
+@pytest.fixture
+async def start(ad: SambaDC) -> AsyncIterator[Any]:
+    clients: list[TestClient[Any, Any]] = []
+
+    async def start(**overrides: Any) -> TestClient[Any, Any]:
+        config = parse_config({"ldap": ad_settings(ad, **overrides)})
+        client: TestClient[Any, Any] = TestClient(TestServer(make_app(config)))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        await client.close()
+
+
+def groups(response: Any) -> set[str]:
+    return set(filter(None, response.headers["Remote-User-Group"].split("|")))
+
+
+@pytest.mark.parametrize("login", ["alice", "alice@example.test", "ALICE", "Alice@Example.Test"])
+async def test_login_by_sam_account_name_or_upn_is_one_identity(start: Any, login: str) -> None:
+    client = await start()
+    response = await client.get("/auth", headers=basic(login, "Passw0rd!Alice"))
+    assert response.status == 200
+    assert identity_headers(response) | {"Remote-User-Group": ""} == {
+        "Remote-User": "alice",
+        "Remote-User-First-Name": "Alice",
+        "Remote-User-Last-Name": "Liddell",
+        "Remote-User-Email": "alice@example.test",
+        "Remote-User-Group": "",
+        "Remote-User-Staff": "false",
+        "Remote-User-Superuser": "false",
+    }
+
+
+async def test_nested_groups_through_the_in_chain_matching_rule(start: Any) -> None:
+    client = await start()
+    response = await client.get("/auth", headers=basic("alice", "Passw0rd!Alice"))
+    assert groups(response) >= ALICE_GROUPS
+    assert groups(await client.get("/auth", headers=basic("bob", "Passw0rd!Bob"))) & ALICE_GROUPS == set()
+
+
+async def test_require_group_three_levels_up(start: Any) -> None:
+    client = await start(require_group=f"CN=netbox-users,{USERS}",
+                         user_flags_by_group={"is_staff": f"CN=staff,{USERS}"})
+    alice = await client.get("/auth", headers=basic("alice", "Passw0rd!Alice"))
+    assert alice.status == 200 and alice.headers["Remote-User-Staff"] == "true"
+    assert (await client.get("/auth", headers=basic("bob", "Passw0rd!Bob"))).status == 403
+
+
+async def test_member_of_gives_direct_groups_only(start: Any) -> None:
+    client = await start(group_type="member_of", group_search=None)
+    response = await client.get("/auth", headers=basic("alice", "Passw0rd!Alice"))
+    assert groups(response) == {"developers", "staff"}
+
+
+async def test_global_catalog_port(start: Any, ad: SambaDC) -> None:
+    client = await start(server_uri=ad.gc_uri)
+    response = await client.get("/auth", headers=basic("alice@example.test", "Passw0rd!Alice"))
+    assert response.status == 200 and response.headers["Remote-User"] == "alice"
+    assert groups(response) >= ALICE_GROUPS
+
+
+async def test_ldaps_with_ca_file(start: Any, ad: SambaDC) -> None:
+    client = await start(server_uri=ad.ldaps_uri, ca_file=str(ad.ca_file))
+    assert (await client.get("/auth", headers=basic("alice", "Passw0rd!Alice"))).status == 200
+
+
+async def test_start_tls_with_ca_file(start: Any, ad: SambaDC) -> None:
+    client = await start(start_tls=True, ca_file=str(ad.ca_file))
+    assert (await client.get("/auth", headers=basic("alice", "Passw0rd!Alice"))).status == 200
+
+
+@pytest.mark.parametrize(("user", "reason"), [
+    ("disabled-user", "account disabled (AD sub-code 533)"),
+    ("expired-user", "account expired (AD sub-code 701)"),
+    ("mustchange-user", "user must change password (AD sub-code 773)"),
+    ("locked-user", "account locked out (AD sub-code 775)"),
+])
+async def test_refusal_sub_codes_are_logged_and_hidden_from_the_client(
+    start: Any, ad: SambaDC, caplog: pytest.LogCaptureFixture, user: str, reason: str
+) -> None:
+    client = await start()
+    with caplog.at_level(logging.INFO, logger="sidecar"):
+        response = await client.get("/auth", headers=basic(user, ad.users[user]))
+    assert response.status == 401
+    body = await response.text()
+    assert "533" not in body and "775" not in body and "AD" not in body
+    lines = [r.getMessage() for r in caplog.records if r.name == "sidecar.auth"]
+    assert len(lines) == 1 and reason in lines[0], lines
+
+
+async def test_wrong_password_is_logged_as_such(start: Any, caplog: pytest.LogCaptureFixture) -> None:
+    client = await start()
+    with caplog.at_level(logging.INFO, logger="sidecar"):
+        assert (await client.get("/auth", headers=basic("bob", "not-it"))).status == 401
+    assert any("wrong password (AD sub-code 52e)" in r.getMessage() for r in caplog.records)

@@ -1,0 +1,156 @@
+"""The whole chain, all real: nginx with deploy/nginx -> `auth-sidecar serve` -> slapd, and an app.
+
+Proves what the application receives: the directory's identity for valid credentials, nothing
+for anyone else, and never an identity header a client wrote, in any spelling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import basic, group, ldap_settings, need
+from tests.testbed import free_port
+from tests.testbed.nginx import Nginx, render_site
+from tests.testbed.rawhttp import Headers, Response, identity_seen, send
+from tests.testbed.sidecar import SidecarProcess
+from tests.testbed.slapd import Slapd
+from tests.testbed.upstream import EchoApp
+
+ALICE = [
+    ("Remote-User", "alice"),
+    ("Remote-User-First-Name", "Alice"),
+    ("Remote-User-Last-Name", "Liddell"),
+    ("Remote-User-Email", "alice@example.com"),
+    ("Remote-User-Group", "active|netbox-users|staff|superuser"),
+    ("Remote-User-Staff", "true"),
+    ("Remote-User-Superuser", "true"),
+]
+SPOOFS: list[Headers] = [
+    [("Remote-User", "admin")],
+    [("remote-user", "admin")],
+    [("REMOTE-USER", "admin")],
+    [("Remote_User", "admin")],
+    [("Remote-User_Email", "admin@evil.test")],
+    [("Remote_User_Group", "superusers")],
+    [("Remote-User-Superuser", "true")],
+    [("Remote-User", "admin"), ("Remote-User", "root")],
+    [("Remote-User-Group", "superusers"), ("remote-user-group", "admins")],
+]
+
+
+@dataclass
+class Chain:
+    port: int
+    app: EchoApp
+    sidecar: SidecarProcess
+    nginx: Nginx
+
+    def get(self, path: str = "/", headers: Headers = ()) -> Response:
+        return send(self.port, path, headers)
+
+
+def auth(user: str, password: str) -> tuple[str, str]:
+    (name, value), = basic(user, password).items()
+    return name, value
+
+
+@pytest.fixture(scope="module")
+def chain(slapd: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
+    need("nginx")
+    workdir: Path = tmp_path_factory.mktemp("chain")
+    sidecar_port, listen_port = free_port(), free_port()
+    config = {
+        "server": {"listen": f"127.0.0.1:{sidecar_port}"},
+        "ldap": ldap_settings(
+            slapd,
+            group_type="nested_group_of_names",
+            find_group_perms=True,
+            user_flags_by_group={"is_active": group("active"), "is_staff": group("staff"),
+                                 "is_superuser": group("superuser")},
+        ),
+        "access": {"rules": [{"path": "/admin", "groups": ["staff"]}, {"path": "/admin", "policy": "deny"}]},
+    }
+    with EchoApp() as app, SidecarProcess(workdir, config) as sidecar:
+        site = render_site(listen_port=listen_port, sidecar_port=sidecar_port, app_port=app.port)
+        with Nginx(workdir / "nginx", site) as nginx:
+            yield Chain(listen_port, app, sidecar, nginx)
+
+
+def test_valid_credentials_reach_the_app_with_the_directorys_identity(chain: Chain) -> None:
+    response = chain.get("/devices/?q=1&sort=name", [auth("alice", "alice-pass")])
+    assert response.status == 200
+    echo = response.echo()
+    assert echo["path"] == "/devices/?q=1&sort=name"
+    assert identity_seen(echo) == ALICE
+
+
+def test_non_ascii_names_arrive_as_utf8_bytes(chain: Chain) -> None:
+    echo = chain.get("/", [auth("jose", "jose-pass")]).echo()
+    seen = dict(identity_seen(echo))
+    # The upstream decodes as latin-1 (as gunicorn does): the bytes on the wire are UTF-8.
+    assert seen["Remote-User-First-Name"].encode("latin-1").decode("utf-8") == "José"
+    assert seen["Remote-User-Last-Name"].encode("latin-1").decode("utf-8") == "山田"
+
+
+@pytest.mark.parametrize("credentials", [("alice", "wrong"), ("alice", ""), ("*", "alice-pass"),
+                                         ("nobody", "x")])
+def test_wrong_credentials_get_401_and_never_reach_the_app(chain: Chain, credentials: tuple[str, str]) -> None:
+    before = len(chain.app.requests)
+    response = chain.get("/", [auth(*credentials)])
+    assert response.status == 401
+    assert response.values("WWW-Authenticate") == ['Basic realm="auth-sidecar", charset="UTF-8"']
+    assert len(chain.app.requests) == before
+
+
+def test_valid_but_not_allowed_is_403(chain: Chain) -> None:
+    before = len(chain.app.requests)
+    assert chain.get("/", [auth("dave", "dave-pass")]).status == 403
+    assert chain.get("/admin/users", [auth("carol", "carol-pass")]).status == 403
+    assert chain.get("/%61dmin/users", [auth("carol", "carol-pass")]).status == 403
+    assert len(chain.app.requests) == before
+    assert chain.get("/admin/users", [auth("alice", "alice-pass")]).status == 200
+
+
+@pytest.mark.parametrize("spoof", SPOOFS, ids=lambda s: "+".join(n for n, _ in s))
+def test_spoofed_identity_headers_never_reach_the_app(chain: Chain, spoof: Headers) -> None:
+    before = len(chain.app.requests)
+    assert chain.get("/", spoof).status == 401  # anonymous: stopped at the proxy
+    assert len(chain.app.requests) == before
+    echo = chain.get("/", [*spoof, auth("carol", "carol-pass")]).echo()
+    seen = identity_seen(echo)
+    assert dict(seen)["Remote-User"] == "carol"
+    assert len(seen) == len({name.lower() for name, _ in seen}) == 7  # one of each, no extras
+    assert all(value not in ("admin", "root", "superusers", "admins", "admin@evil.test")
+               for _, value in seen)
+    assert dict(seen)["Remote-User-Superuser"] == "false"
+
+
+def test_the_sidecar_sees_the_original_request(chain: Chain) -> None:
+    # Access rules work on the original URL nginx passes (query and encoding included).
+    assert chain.get("/admin/?next=%2Fadmin%2Fx&a=1", [auth("alice", "alice-pass")]).status == 200
+    assert chain.get("/admin/?next=%2F", [auth("carol", "carol-pass")]).status == 403
+    assert "GET localhost/admin" in chain.sidecar.log()  # the refusal's log line names it
+
+
+def test_no_secret_in_the_process_list_or_the_log(chain: Chain, slapd: Slapd) -> None:
+    assert chain.sidecar.process is not None
+    cmdline = Path(f"/proc/{chain.sidecar.process.pid}/cmdline").read_bytes()
+    log = chain.sidecar.log()
+    for secret in (slapd.service_password, "alice-pass", "carol-pass"):
+        assert secret.encode() not in cmdline
+        assert secret not in log
+
+
+def test_sidecar_down_means_5xx_never_open_access(slapd: Slapd, tmp_path: Path) -> None:
+    need("nginx")
+    dead_port = free_port()  # nothing listens here
+    with EchoApp() as app:
+        port = free_port()
+        with Nginx(tmp_path, render_site(listen_port=port, sidecar_port=dead_port, app_port=app.port)):
+            for headers in ([], [auth("alice", "alice-pass")], [("Remote-User", "admin")]):
+                assert send(port, "/", headers).status >= 500
+        assert app.requests == []

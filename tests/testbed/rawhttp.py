@@ -1,0 +1,53 @@
+"""A raw HTTP/1.1 client for proxy tests: requests written byte for byte, answers kept whole.
+
+Ordinary clients merge duplicated headers and refuse underscores in names, which are exactly
+the spellings a spoofing test must send.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tests.testbed.upstream import Echo
+
+Headers = Sequence[tuple[str, str]]
+
+
+@dataclass
+class Response:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def values(self, name: str) -> list[str]:
+        return [value for key, value in self.headers if key.lower() == name.lower()]
+
+    def echo(self) -> Echo:
+        echo: Echo = json.loads(self.body)
+        return echo
+
+
+def send(port: int, path: str = "/", headers: Headers = (), method: str = "GET", body: bytes = b"") -> Response:
+    """One request written byte for byte (clients would merge duplicates and reject underscores)."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: localhost:{port}", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall("\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body)
+        response = http.client.HTTPResponse(sock, method=method)
+        response.begin()
+        return Response(response.status, response.getheaders(), response.read())
+
+
+def is_identity(name: str) -> bool:
+    """Every spelling an application might read as an identity header."""
+    return name.lower().replace("_", "-").startswith("remote-user")
+
+
+def identity_seen(echo: Echo) -> list[tuple[str, str]]:
+    return [(name, value) for name, value in echo["headers"] if is_identity(name)]
