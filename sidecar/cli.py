@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 
@@ -62,9 +63,7 @@ def serve(config: Config, level: str) -> int:
     return 0
 
 
-def _event_loop():  # type: ignore[no-untyped-def]
-    import asyncio
-
+def _event_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
     except ImportError:

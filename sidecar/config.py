@@ -217,12 +217,13 @@ class _Reader:
 
     def texts(self, key: str) -> tuple[str, ...]:
         """A string or a list of strings."""
-        value = self.get(key, (str, list), [])
+        value: str | list[object] = self.get(key, (str, list), [])
         items = [value] if isinstance(value, str) else value
-        if not all(isinstance(item, str) and item for item in items):
+        texts = tuple(item for item in items if isinstance(item, str) and item)
+        if len(texts) != len(items):
             self.problem(key, "expected a string or a list of non-empty strings")
             return ()
-        return tuple(items)
+        return texts
 
     def secret(self, key: str) -> Secret | None:
         self.seen.add(key)

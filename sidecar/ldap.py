@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import ldap3
 from ldap3.core import exceptions as lx
@@ -34,7 +34,9 @@ from sidecar.errors import AuthError, DirectoryUnavailable, InvalidCredentials
 log = logging.getLogger("sidecar.ldap")
 T = TypeVar("T")
 
-SCOPES = {"base": ldap3.BASE, "one": ldap3.LEVEL, "subtree": ldap3.SUBTREE}
+SCOPES: dict[str, Literal["BASE", "LEVEL", "SUBTREE"]] = {
+    "base": ldap3.BASE, "one": ldap3.LEVEL, "subtree": ldap3.SUBTREE,
+}
 AD_MATCHING_RULE_IN_CHAIN = "1.2.840.113556.1.4.1941"
 # Active Directory explains a refused bind with a sub-code in the message ("... data 775, v4563").
 AD_SUB_CODE = re.compile(r"\bdata ([0-9a-f]{3,4})\b", re.IGNORECASE)

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs everything the tests, the demo and the benchmark need on a fresh Debian 12 machine:
+# Debian packages (slapd, Samba AD, nginx, wrk) and a virtual environment in .venv with the
+# project and its test tools. Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+packages=(
+  slapd ldap-utils                                             # OpenLDAP server and ldapadd
+  samba samba-ad-dc samba-ad-provision winbind ldb-tools       # a real Active Directory DC
+  nginx-light                                                  # the reverse proxy
+  wrk                                                          # load for bench/
+  python3-venv
+)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "install.sh: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  # The tests run private slapd instances; the package's own would need a configuration.
+  echo "slapd slapd/no_configuration boolean true" | $SUDO debconf-set-selections
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test,dev]'
+echo "install.sh: ready ($(.venv/bin/python --version), $(.venv/bin/auth-sidecar --version))"
