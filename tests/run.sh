@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# Installs everything (tests/install.sh), then runs every test, the linters and the type checker.
-# Extra arguments go to pytest, e.g. `bash tests/run.sh -k ldap -x`.
+# Installs everything (tests/install.sh), then runs every test, the linters and the type checker,
+# and the core suites again with the lowest dependency versions pyproject.toml admits.
+# Extra arguments go to the main pytest run, e.g. `bash tests/run.sh -k ldap -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/install.sh
 .venv/bin/ruff check .
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"
+
+echo "run.sh: the core suites with the lowest admitted dependency versions"
+if [ ! -x .venv-lowest/bin/python ]; then "${PYTHON:-python3}" -m venv .venv-lowest; fi
+.venv-lowest/bin/python -m pip install -q -r tests/lowest-bounds.txt
+.venv-lowest/bin/python -m pip install -q --no-deps -e .
+.venv-lowest/bin/python -m pytest -q -p no:cacheprovider \
+  tests/test_config.py tests/test_ldap.py tests/test_hostile_input.py tests/test_hang.py tests/test_chain_nginx.py
