@@ -43,6 +43,7 @@ PASSWORDS = {"alice": "alice-pass", "bob": "bob-pass", "mallory": "mallory-pass"
 SESSION_COOKIE = "sidecar_session=refreshed; Path=/; HttpOnly"
 CLEAR_COOKIE = "sidecar_session=; Max-Age=0; Path=/"
 LOGIN = "http://example/login?rd="
+API_TOKEN = "0123456789abcdef"
 
 # Client-sent identity headers nginx must keep from the sidecar and the application.
 SPOOFS = [
@@ -88,7 +89,9 @@ class FakeSidecar(BaseHTTPRequestHandler):
 
     def _user(self) -> str | None:
         scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
-        if scheme != "Basic":
+        if scheme == "Token":  # an API token, as NetBox's API clients send
+            return "bob" if token == API_TOKEN else None
+        if scheme.lower() != "basic":
             return None
         user, _, password = base64.b64decode(token).decode().partition(":")
         return user if PASSWORDS.get(user) == password else None
@@ -302,3 +305,16 @@ def test_benchmark_ceiling_serves_a_static_app_without_a_sidecar(tmp_path: Path)
 def test_render_site_fails_loudly_when_a_token_is_missing() -> None:
     with pytest.raises(ValueError, match="listen 80;"):
         substitute("server { listen 443; }", {"listen 80;": "listen 127.0.0.1:1;"})
+
+
+@pytest.mark.parametrize("scheme", ["Basic", "basic", "BASIC"])
+def test_basic_passwords_never_reach_the_app(site: Site, scheme: str) -> None:
+    name, value = basic("alice")
+    echo = send(site.port, "/", [(name, value.replace("Basic", scheme, 1))]).echo()
+    assert header_values(echo, "Authorization") == []
+    assert value.split()[1] not in echo["raw_headers"]
+
+
+def test_other_authorization_schemes_reach_the_app_unchanged(site: Site) -> None:
+    echo = send(site.port, "/api/", [("Authorization", f"Token {API_TOKEN}")]).echo()
+    assert header_values(echo, "Authorization") == [f"Token {API_TOKEN}"]
