@@ -1,0 +1,275 @@
+"""The HTML pages the sidecar serves itself: the login form and simple messages ("signed out").
+
+Pages are filled from ``string.Template`` files in ``templates/``: every value is HTML-escaped on
+its way in unless it is markup this module built from escaped parts (:class:`_Html`). Nothing is
+inline, no ``style=`` and no ``<script>``, so :attr:`Pages.CSP` forbids both. The theme's accent
+reaches the page through a generated ``theme.css``, with variants contrast-checked for text and
+focus rings in light and dark mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from html import escape
+from importlib.resources import files
+from pathlib import PurePosixPath
+from string import Template
+from urllib.parse import urlsplit
+
+HEX_COLOUR = re.compile(r"#(?:[0-9a-f]{3}|[0-9a-f]{6})", re.IGNORECASE)
+# Named colours an operator may use for the accent, with their values for the contrast checks.
+NAMED_COLOURS = {
+    "black": "#000000", "navy": "#000080", "darkblue": "#00008b", "mediumblue": "#0000cd",
+    "blue": "#0000ff", "royalblue": "#4169e1", "steelblue": "#4682b4", "teal": "#008080",
+    "darkcyan": "#008b8b", "seagreen": "#2e8b57", "green": "#008000", "darkgreen": "#006400",
+    "olive": "#808000", "purple": "#800080", "indigo": "#4b0082", "rebeccapurple": "#663399",
+    "darkslateblue": "#483d8b", "maroon": "#800000", "darkred": "#8b0000", "firebrick": "#b22222",
+    "crimson": "#dc143c", "brown": "#a52a2a", "chocolate": "#d2691e", "darkorange": "#ff8c00",
+    "slategray": "#708090", "darkslategray": "#2f4f4f", "dimgray": "#696969",
+}
+# The card colours in login.css (light, dark): accent text and focus rings are checked against them.
+SURFACES = ("#ffffff", "#1b1f27")
+TEXT_CONTRAST = 4.5  # WCAG AA for text; also ample for the 3:1 a focus ring needs
+# An inline image, as CSP's img-src allows: "data:image/png;base64,...".
+DATA_IMAGE = re.compile(r"data:image/(?:png|gif|jpeg|webp|avif|svg\+xml)[;,]", re.IGNORECASE)
+# Characters browsers strip or reinterpret in URLs ("java\tscript:", "/\\evil.example").
+URL_TRAPS = re.compile(r"[\x00-\x20\x7f\\]")
+CONTENT_TYPES = {".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
+THEME_CSS = "theme.css"
+
+# Fragments of the pages; their placeholders are filled by _fill like the templates' own.
+_STYLESHEET = Template('<link rel="stylesheet" href="$href">\n')
+_LOGO = Template('<img class="logo" src="$src" alt="">\n')
+_HELP = Template('<footer class="help">\n$text$link</footer>\n')
+_HELP_TEXT = Template("<p>$text</p>\n")
+_HELP_LINK = Template('<p><a href="$url">Get help signing in</a></p>\n')
+_ERROR = Template('<div class="error" id="error" role="alert"><strong>Error:</strong> $error</div>\n')
+_PROVIDERS = Template(
+    '<div class="providers">\n<p class="divider"><span>or</span></p>\n<ul role="list">\n$buttons</ul>\n</div>\n'
+)
+_PROVIDER = Template('<li><a class="button secondary" href="$url">$label</a></li>\n')
+_HINT = Template('<p class="hint">$hint</p>\n')
+_LINK = Template('<p class="actions"><a class="button" href="$url">$label</a></p>\n')
+_CONFIRM = Template(
+    '<form method="post" action="$action">\n<input type="hidden" name="csrf" value="$csrf_token">\n'
+    '<button class="button" type="submit" autofocus>$label</button>\n</form>\n'
+)
+
+
+class _Html(str):
+    """Markup this module built from escaped parts: a template takes it as it is."""
+
+
+def _fill(template: Template, **values: str) -> _Html:
+    return _Html(template.substitute({k: v if isinstance(v, _Html) else escape(v) for k, v in values.items()}))
+
+
+def _template(name: str) -> Template:
+    return Template((files("sidecar") / "templates" / name).read_text(encoding="utf-8"))
+
+
+def _is_local_path(url: str) -> bool:
+    return url.startswith("/") and not url.startswith("//") and not URL_TRAPS.search(url)
+
+
+def check_url(url: str, what: str) -> str:
+    """An absolute http(s) URL or a path on this site (``/...``); anything else is a ValueError."""
+    if URL_TRAPS.search(url):
+        raise ValueError(f"{what}: spaces, control characters and backslashes are not allowed: {url!r}")
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ValueError(f"{what}: not a URL: {url!r}") from None
+    if not (_is_local_path(url) or (parts.scheme.lower() in ("http", "https") and parts.netloc)):
+        raise ValueError(f"{what}: expected an http(s) URL or a path starting with /, got {url!r}")
+    return url
+
+
+def check_logo(url: str) -> str:
+    """A data:image/... URI or a path on this site: img-src 'self' data: would block anything else."""
+    if not (DATA_IMAGE.match(url) or _is_local_path(url)):
+        raise ValueError(f"logo_url: expected a data:image/... URI or a path starting with /, got {url[:60]!r}")
+    return url
+
+
+def accent_hex(accent: str) -> str:
+    """The accent as #rrggbb; ValueError unless it is #rgb, #rrggbb or an allowed colour name."""
+    if HEX_COLOUR.fullmatch(accent):
+        digits = accent[1:].lower()
+        return "#" + (digits if len(digits) == 6 else "".join(d * 2 for d in digits))
+    if accent.lower() in NAMED_COLOURS:
+        return NAMED_COLOURS[accent.lower()]
+    raise ValueError(f"accent: expected #rgb, #rrggbb or one of {', '.join(NAMED_COLOURS)}, got {accent!r}")
+
+
+@dataclass(frozen=True)
+class Theme:
+    """What an operator may change on the pages. Invalid values raise ValueError, all at once."""
+
+    title: str = "Sign in"
+    logo_url: str | None = None
+    accent: str = "#2563eb"
+    help_text: str = ""
+    help_url: str | None = None
+
+    def __post_init__(self) -> None:
+        problems = [
+            *([] if self.title.strip() else ["title: must not be empty"]),
+            *_problem(accent_hex, self.accent),
+            *_problem(check_logo, self.logo_url),
+            *_problem(partial(check_url, what="help_url"), self.help_url),
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+def _problem(check: Callable[[str], str], value: str | None) -> list[str]:
+    try:
+        if value is not None:
+            check(value)
+    except ValueError as exc:
+        return [str(exc)]
+    return []
+
+
+def _rgb(colour: str) -> tuple[int, int, int]:
+    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
+
+
+def _luminance(colour: str) -> float:
+    def linear(channel: int) -> float:
+        c = channel / 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(c) for c in _rgb(colour))
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(a: str, b: str) -> float:
+    """The WCAG contrast ratio of two #rrggbb colours, from 1 to 21."""
+    light, dark = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def _mix(colour: str, toward: str, amount: float) -> str:
+    mixed = (round(c + (t - c) * amount) for c, t in zip(_rgb(colour), _rgb(toward), strict=True))
+    return "#" + "".join(f"{c:02x}" for c in mixed)
+
+
+def readable_on(colour: str, surface: str) -> str:
+    """The colour, darkened or lightened just enough to read as text on the surface."""
+    toward = "#000000" if _luminance(surface) > 0.18 else "#ffffff"
+    steps = (colour if i == 0 else _mix(colour, toward, i / 20) for i in range(21))
+    return next(c for c in steps if contrast(c, surface) >= TEXT_CONTRAST)
+
+
+def theme_stylesheet(accent: str) -> str:
+    """theme.css: the accent for buttons, the text on them, and its readable form for links and focus."""
+    colour = accent_hex(accent)
+    on_accent = max(("#ffffff", "#000000"), key=lambda text: contrast(text, colour))
+    light, dark = (readable_on(colour, surface) for surface in SURFACES)
+    return (
+        "/* Generated from the theme's accent; login.css uses these variables. */\n"
+        f":root {{\n  --accent: {colour};\n  --on-accent: {on_accent};\n  --accent-ink: {light};\n}}\n"
+        f"@media (prefers-color-scheme: dark) {{\n  :root {{ --accent-ink: {dark}; }}\n}}\n"
+    )
+
+
+def _static_files(theme: Theme) -> dict[str, tuple[bytes, str]]:
+    # The allowlist: the files shipped in static/ now, by exact name, so no path reaches the disk.
+    found = {
+        entry.name: (entry.read_bytes(), CONTENT_TYPES[suffix])
+        for entry in (files("sidecar") / "static").iterdir()
+        if entry.is_file() and (suffix := PurePosixPath(entry.name).suffix) in CONTENT_TYPES
+    }
+    return {**found, THEME_CSS: (theme_stylesheet(theme.accent).encode(), CONTENT_TYPES[".css"])}
+
+
+class Pages:
+    """Built once at start-up from the theme; renders the pages, and holds their static files.
+
+    ``static_prefix`` is the public path where the caller serves :meth:`static_file` (for example
+    ``/_sidecar/static``). Stylesheet links carry a content hash, so they may be cached for long.
+    """
+
+    # No inline style or script anywhere; the accent comes from theme.css.
+    CSP = (
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    )
+
+    def __init__(self, theme: Theme, *, static_prefix: str) -> None:
+        if not _is_local_path(static_prefix):
+            raise ValueError(f"static_prefix: expected a path starting with /, got {static_prefix!r}")
+        prefix = static_prefix.rstrip("/")
+        self.theme = theme
+        self._files = _static_files(theme)
+        links = "".join(
+            _fill(_STYLESHEET, href=f"{prefix}/{name}?v={hashlib.sha256(self._files[name][0]).hexdigest()[:12]}")
+            for name in ("login.css", THEME_CSS)
+        )
+        head, tail = _template("layout.html").template.split("$content")
+        self._head, self._tail = Template(head), Template(tail)
+        self._shared = {"stylesheets": _Html(links), "brand": self._brand()}
+        self._login_head = _fill(self._head, title=theme.title, **self._shared)
+        self._page_tail = _fill(self._tail, help=self._help())
+        self._login, self._message = _template("login.html"), _template("message.html")
+
+    def _brand(self) -> _Html:
+        return _fill(_LOGO, src=self.theme.logo_url) if self.theme.logo_url else _Html("")
+
+    def _help(self) -> _Html:
+        theme = self.theme
+        if not (theme.help_text or theme.help_url):
+            return _Html("")
+        text = _fill(_HELP_TEXT, text=theme.help_text) if theme.help_text else ""
+        link = _fill(_HELP_LINK, url=theme.help_url) if theme.help_url else ""
+        return _fill(_HELP, text=_Html(text), link=_Html(link))
+
+    def login(self, *, action: str, csrf_token: str, rd: str, username: str = "",
+              error: str | None = None, providers: Sequence[tuple[str, str]] = ()) -> str:
+        """The login page. ``error`` is generic text from the caller; the password is never echoed."""
+        buttons = "".join(_fill(_PROVIDER, label=label, url=check_url(url, "provider URL"))
+                          for label, url in providers)
+        form = _fill(
+            self._login,
+            action=check_url(action, "action"),
+            csrf_token=csrf_token,
+            rd=rd,
+            username=username,
+            error=_fill(_ERROR, error=error) if error else _Html(""),
+            # With an error, focus goes to the password (the field to retype) and it names the error.
+            username_state=_Html("" if error else " autofocus"),
+            password_state=_Html(' aria-invalid="true" aria-describedby="error" autofocus' if error else ""),
+            providers=_fill(_PROVIDERS, buttons=_Html(buttons)) if buttons else _Html(""),
+        )
+        return self._login_head + form + self._page_tail
+
+    def message(self, *, title: str, text: str, link: tuple[str, str] | None = None,
+                status_hint: str | None = None) -> str:
+        """A page with a heading, a sentence, an optional (label, url) button and a small hint."""
+        body = _fill(
+            self._message,
+            text=text,
+            hint=_fill(_HINT, hint=status_hint) if status_hint else _Html(""),
+            link=_fill(_LINK, label=link[0], url=check_url(link[1], "link")) if link else _Html(""),
+        )
+        return _fill(self._head, title=title, **self._shared) + body + self._page_tail
+
+    def confirm(self, *, title: str, text: str, action: str, csrf_token: str, button: str) -> str:
+        """A page asking to confirm one action with a CSRF-protected POST (sign-out)."""
+        form = _fill(_CONFIRM, action=check_url(action, "action"), csrf_token=csrf_token, label=button)
+        body = _fill(self._message, text=text, hint=_Html(""), link=form)
+        return _fill(self._head, title=title, **self._shared) + body + self._page_tail
+
+    def theme_css(self) -> str:
+        """The stylesheet the caller serves at ``{static_prefix}/theme.css``."""
+        return self._files[THEME_CSS][0].decode()
+
+    def static_file(self, name: str) -> tuple[bytes, str] | None:
+        """(content, content type) of an allowed static file, None for any other name."""
+        return self._files.get(name)
