@@ -1,0 +1,362 @@
+"""Sessions: the encrypted cookie a browser sign-in ends in, read again by every /auth subrequest.
+
+A cookie value is a JWE in compact form (``alg: dir``, ``enc: A256GCM``, ``kid`` naming the key).
+Its plaintext is one format byte (1) and then the raw DEFLATE of a compact JSON object::
+
+    {"u": username, "n": [first_name, last_name, email], "g": [groups],
+     "r": [rule groups], "R": true when the casefolded groups are rule groups too,
+     "f": flags (1 is_active, 2 is_staff, 4 is_superuser), "x": {extra}, "s": source,
+     "t": [issued_at, last_seen, checked_at]}
+
+Times are whole epoch seconds. The first key encrypts and every key decrypts, so a key rotates by
+putting a new one first, then removing the old one once its cookies have expired.
+
+:meth:`SessionCodec.decode` answers None for anything but a valid, current session, and checks the
+header before decrypting. A cookie is decrypted once: later reads find it in a bounded memo and
+only check the clock again. The memo is not thread-safe: decode on the event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import hmac
+import json
+import logging
+import re
+import secrets
+import time
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from cachetools import TTLCache
+from jose import jwe
+
+from sidecar.errors import SidecarError
+from sidecar.identity import Identity
+
+log = logging.getLogger("sidecar.sessions")
+T = TypeVar("T")
+
+ALG = "dir"
+ENC = "A256GCM"
+KEY_BYTES = 32
+KID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+FORMAT = b"\x01"
+# Inflating stops here, so a small cookie cannot become a large payload (cf. CVE-2024-33664).
+MAX_PLAINTEXT = 256 * 1024
+# A value longer than max_bytes plus this was never written by us (allows lowering max_bytes).
+DECODE_MARGIN = 512
+# Sidecar instances behind one proxy may disagree a little about the time.
+FUTURE_LEEWAY = 60.0
+REFRESH_AFTER = 300.0
+# The compact form with "dir": header (short), an empty encrypted key, IV, ciphertext, tag.
+COMPACT = re.compile(r"([A-Za-z0-9_-]{1,256})\.\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
+SAME_SITE = ("Strict", "Lax", "None")
+COOKIE_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+COOKIE_VALUE = re.compile(r"[A-Za-z0-9._-]*")
+# Printable ASCII without ";", which would start another cookie attribute.
+COOKIE_PATH = re.compile(r"/[!-:<-~]*")
+COOKIE_DOMAIN = re.compile(r"[A-Za-z0-9.-]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A signed-in browser: who, and when (epoch seconds) it signed in, was last seen, was last re-checked."""
+
+    identity: Identity
+    issued_at: float
+    last_seen: float
+    checked_at: float
+
+
+class SessionTooLarge(SidecarError):
+    """The encoded session exceeds ``max_bytes``: store fewer groups in it, or keep it server-side."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(f"the session cookie would be {size} bytes, more than {limit}")
+
+
+class _Refused(Exception):
+    """Why a cookie value is not a session: for the debug log, never for the client."""
+
+
+class SessionCodec:
+    """Turns sessions into cookie values and back, with key rotation and a memo of decoded cookies."""
+
+    def __init__(
+        self,
+        keys: Sequence[tuple[str, bytes]],
+        *,
+        lifetime: float,
+        idle_timeout: float,
+        clock: Callable[[], float] = time.time,
+        max_bytes: int = 3800,
+        memo_entries: int = 10_000,
+    ) -> None:
+        problems = _key_problems(keys)
+        for name, value in [("lifetime", lifetime), ("idle_timeout", idle_timeout),
+                            ("max_bytes", max_bytes), ("memo_entries", memo_entries)]:
+            if not value > 0:
+                problems.append(f"{name} must be positive, got {value}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        self._kid, self._key = keys[0]
+        self._keys = dict(keys)
+        self._lifetime = lifetime
+        self._idle_timeout = idle_timeout
+        self._clock = clock
+        self._max_bytes = max_bytes
+        # Memo keys are HMACs under a key of this process: the memo holds no cookie value.
+        self._memo_key = secrets.token_bytes(32)
+        self._memo: TTLCache[bytes, Session] = TTLCache(memo_entries, idle_timeout, timer=clock)
+
+    def __repr__(self) -> str:
+        return (f"SessionCodec(kids={list(self._keys)!r}, lifetime={self._lifetime:g}, "
+                f"idle_timeout={self._idle_timeout:g})")
+
+    def start(self, identity: Identity) -> Session:
+        """A new session for an identity that has just signed in."""
+        now = self._clock()
+        return Session(identity, issued_at=now, last_seen=now, checked_at=now)
+
+    def touched(self, session: Session) -> Session:
+        return dataclasses.replace(session, last_seen=self._clock())
+
+    def refresh_due(self, session: Session) -> bool:
+        """Whether to send a new cookie to slide the idle window (not on every request)."""
+        return self._clock() - session.last_seen > min(self._idle_timeout / 2, REFRESH_AFTER)
+
+    def encode(self, session: Session) -> str:
+        """The cookie value for a session; raises SessionTooLarge when it is over ``max_bytes``."""
+        text = json.dumps(_payload(session), ensure_ascii=False, separators=(",", ":"))
+        plaintext = FORMAT + _deflate(text.encode())
+        value = jwe.encrypt(plaintext, self._key, encryption=ENC, algorithm=ALG, kid=self._kid).decode("ascii")
+        if len(value) > self._max_bytes:
+            raise SessionTooLarge(len(value), self._max_bytes)
+        return value
+
+    def decode(self, value: str) -> Session | None:
+        """The session in a cookie value, or None if it is not a valid, current one. Never raises."""
+        try:
+            return self._decode(value)
+        except _Refused as exc:
+            log.debug("session cookie refused: %s", exc)
+            return None
+
+    def _decode(self, value: str) -> Session:
+        if len(value) > self._max_bytes + DECODE_MARGIN or not value.isascii():
+            raise _Refused("too long or not ASCII")
+        digest = hmac.digest(self._memo_key, value.encode(), "sha256")
+        session = self._memo.get(digest)
+        if session is None:
+            session = self._open(value)
+            self._memo[digest] = session
+        if (reason := self._stale(session)) is not None:
+            self._memo.pop(digest, None)
+            raise _Refused(reason)
+        return session
+
+    def _open(self, value: str) -> Session:
+        match = COMPACT.fullmatch(value)
+        if match is None:
+            raise _Refused("not a JWE in compact form with alg dir")
+        # Every segment must be canonical base64url; only the header is needed before decrypting.
+        header, *_ = [_unbase64(part) for part in match.groups()]
+        key = self._key_for(header)
+        try:
+            plaintext = jwe.decrypt(value, key)
+        except Exception as exc:  # python-jose raises many kinds, its own and its backend's
+            raise _Refused(f"cannot decrypt ({type(exc).__name__})") from None
+        if not plaintext:
+            raise _Refused("empty plaintext")
+        return _from_payload(_inflate(plaintext))
+
+    def _key_for(self, header: bytes) -> bytes:
+        """The key a header names; any algorithm, compression or field but ours is refused."""
+        try:
+            fields = json.loads(header)
+        except ValueError:
+            raise _Refused("the header is not JSON") from None
+        kid = fields.get("kid") if isinstance(fields, dict) else None
+        key = self._keys.get(kid) if isinstance(kid, str) else None
+        if key is None or fields != {"alg": ALG, "enc": ENC, "kid": kid}:
+            raise _Refused("the header names another algorithm, compression or key")
+        return key
+
+    def _stale(self, session: Session) -> str | None:
+        now = self._clock()
+        if now - session.issued_at > self._lifetime:
+            return "expired"
+        if now - session.last_seen > self._idle_timeout:
+            return "idle for too long"
+        if max(session.issued_at, session.last_seen, session.checked_at) > now + FUTURE_LEEWAY:
+            return "dated in the future"
+        return None
+
+
+@dataclass(frozen=True)
+class CookieSettings:
+    """How the session cookie is set.
+
+    Without a domain, with Secure and Path=/, the name takes the ``__Host-`` prefix: browsers then
+    accept the cookie only from this very host over HTTPS, so no other subdomain can plant one.
+    """
+
+    name: str = "sidecar_session"
+    domain: str | None = None
+    secure: bool = True
+    same_site: str = "Lax"
+    path: str = "/"
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not COOKIE_NAME.fullmatch(self.name):
+            problems.append(f"name: not a cookie name: {self.name!r}")
+        if self.same_site not in SAME_SITE:
+            problems.append(f"same_site: must be one of {', '.join(SAME_SITE)}, got {self.same_site!r}")
+        elif self.same_site == "None" and not self.secure:
+            problems.append("same_site: None requires secure (browsers drop the cookie otherwise)")
+        if not COOKIE_PATH.fullmatch(self.path):
+            problems.append(f"path: must start with / and hold printable characters but ';', got {self.path!r}")
+        if self.domain is not None and not COOKIE_DOMAIN.fullmatch(self.domain):
+            problems.append(f"domain: not a domain name: {self.domain!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def cookie_name(self) -> str:
+        host_only = self.domain is None and self.secure and self.path == "/"
+        return "__Host-" + self.name if host_only else self.name
+
+    def set_cookie_header(self, value: str, max_age: int) -> str:
+        """One ``Set-Cookie`` value: nginx 1.22 passes on only the first Set-Cookie of a subrequest."""
+        if not COOKIE_VALUE.fullmatch(value):
+            raise ValueError("a session cookie value holds only base64url characters and dots")
+        return self._header(value, max_age)
+
+    def clear_cookie_header(self) -> str:
+        return self._header("", 0)
+
+    def _header(self, value: str, max_age: int) -> str:
+        parts = [f"{self.cookie_name()}={value}", f"Path={self.path}"]
+        if self.domain is not None:
+            parts.append(f"Domain={self.domain}")
+        parts.append(f"Max-Age={max_age}")
+        if self.secure:
+            parts.append("Secure")
+        parts += ["HttpOnly", f"SameSite={self.same_site}"]
+        return "; ".join(parts)
+
+
+def _key_problems(keys: Sequence[tuple[str, bytes]]) -> list[str]:
+    """What is wrong with the keys, naming each by its id and never showing key material."""
+    if not keys:
+        return ["keys: at least one (kid, key) is required"]
+    problems = []
+    for kid, key in keys:
+        if not isinstance(kid, str) or not KID.fullmatch(kid):
+            problems.append(f"keys: a kid is 1 to 32 of A-Z a-z 0-9 _ -, got {kid!r}")
+        if not isinstance(key, bytes) or len(key) != KEY_BYTES:
+            problems.append(f"keys: the key of {kid!r} must be {KEY_BYTES} bytes")
+    kids = [kid for kid, _ in keys]
+    problems += [f"keys: kid {kid!r} is used twice" for kid in dict.fromkeys(kids) if kids.count(kid) > 1]
+    return problems
+
+
+def _payload(session: Session) -> dict[str, object]:
+    who = session.identity
+    folded = {name.casefold() for name in who.groups}
+    # With find_group_perms the rule groups are mostly the groups casefolded: not stored twice.
+    implied = folded <= who.rule_groups
+    return {
+        "u": who.username,
+        "n": [who.first_name, who.last_name, who.email],
+        "g": list(who.groups),
+        "r": sorted(who.rule_groups - folded if implied else who.rule_groups),
+        "R": implied,
+        "f": int(who.is_active) | int(who.is_staff) << 1 | int(who.is_superuser) << 2,
+        "x": dict(who.extra),
+        "s": who.source,
+        "t": [int(session.issued_at), int(session.last_seen), int(session.checked_at)],
+    }
+
+
+def _from_payload(data: Any) -> Session:
+    # Class patterns such as str(x) cost about a microsecond each: types are checked below instead.
+    match data:
+        case {"u": username, "n": [first, last, email], "g": [*groups], "r": [*rules], "R": implied,
+              "f": flags, "x": extra, "s": source, "t": [issued, seen, checked]}:
+            names = _strings(groups)
+            bits = _typed(flags, int)
+            if bits not in range(8):
+                raise _Refused("unknown flags in the payload")
+            folded = frozenset(name.casefold() for name in names) if _typed(implied, bool) else frozenset()
+            identity = Identity(
+                username=_typed(username, str), first_name=_typed(first, str), last_name=_typed(last, str),
+                email=_typed(email, str), groups=names, rule_groups=frozenset(_strings(rules)) | folded,
+                is_active=bool(bits & 1), is_staff=bool(bits & 2), is_superuser=bool(bits & 4),
+                extra=MappingProxyType(_text_map(extra)),
+                source=_typed(source, str),
+            )
+            return Session(identity, issued_at=float(_typed(issued, int)), last_seen=float(_typed(seen, int)),
+                           checked_at=float(_typed(checked, int)))
+    raise _Refused("the payload lacks a field")
+
+
+def _typed(value: Any, kind: type[T]) -> T:
+    # Exact types: JSON's true is no integer here, nor 1 a boolean.
+    if type(value) is not kind:
+        raise _Refused(f"a field of the payload is not of type {kind.__name__}")
+    return value
+
+
+def _strings(items: Iterable[Any]) -> tuple[str, ...]:
+    texts = tuple(items)
+    if not all(type(text) is str for text in texts):
+        raise _Refused("a list in the payload holds something other than strings")
+    return texts
+
+
+def _text_map(value: Any) -> dict[str, str]:
+    mapping = _typed(value, dict)
+    return dict(zip(_strings(mapping), _strings(mapping.values()), strict=True))
+
+
+def _deflate(data: bytes) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS, 9)
+    return compressor.compress(data) + compressor.flush()
+
+
+def _inflate(plaintext: bytes) -> Any:
+    """The JSON in a plaintext, inflating at most MAX_PLAINTEXT bytes."""
+    if plaintext[:1] != FORMAT:
+        raise _Refused("unknown payload format")
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        data = inflater.decompress(plaintext[1:], MAX_PLAINTEXT)
+    except zlib.error:
+        raise _Refused("the payload is not DEFLATE data") from None
+    if not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
+        raise _Refused("the payload is truncated, too large or followed by other data")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        raise _Refused("the payload is not JSON") from None
+
+
+def _unbase64(segment: str) -> bytes:
+    """The bytes of a base64url segment, refusing all but their one canonical spelling."""
+    try:
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except binascii.Error:
+        raise _Refused("a segment is not base64url") from None
+    # Spare low bits in the last character would let several spellings of a cookie decode alike.
+    if base64.urlsafe_b64encode(raw).rstrip(b"=") != segment.encode():
+        raise _Refused("a segment is not in canonical base64url")
+    return raw
