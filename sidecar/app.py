@@ -2,40 +2,127 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+from urllib.parse import urlsplit
+
 from aiohttp import web
 
 from sidecar.access import AccessRules
-from sidecar.auth import BasicAuthenticator, PasswordVerifier, Verdict
+from sidecar.auth import Authenticator, BasicAuthenticator, PasswordVerifier, Verdict
 from sidecar.cache import VerdictCache
-from sidecar.config import Config
+from sidecar.config import Config, SessionConfig
 from sidecar.forwarded import ClientAddress
 from sidecar.headers import HeaderWriter
 from sidecar.ldap import Directory
+from sidecar.local import LocalUsers
+from sidecar.pages import Pages, Theme
 from sidecar.policy import GroupPolicy
+from sidecar.redirects import RedirectPolicy
+from sidecar.regulation import Regulator
 from sidecar.routes import SIDECAR, Sidecar, add_routes
+from sidecar.sessions import CookieSettings, SessionCodec
+from sidecar.signin import SessionAuthenticator, SignIn
+from sidecar.sources import LdapSource, LocalSource, PasswordSource, Sources
+
+LOCAL_ONLY_CACHE_TIMEOUT = 300  # seconds, when there is no ldap.cache_timeout to follow
+MAX_BODY = 64 * 1024  # the login form is the only body the sidecar reads
+# Above nginx's own 8 KiB header line limit, so whatever a proxy forwards reaches our checks.
+MAX_HEADER = 16 * 1024
+
+
+def session_key(secret: str) -> bytes:
+    """A 256-bit key from a configured secret (at least 32 random characters, checked at load)."""
+    return hashlib.sha256(b"auth-sidecar session key v1\0" + secret.encode()).digest()
+
+
+def _redirect_targets(sessions: SessionConfig, public_url: str) -> tuple[list[str], set[str]]:
+    """Hosts and schemes a sign-in may return to: as configured, else this host and the default's."""
+    public = urlsplit(public_url)
+    hosts = list(sessions.redirect_hosts) or [public.netloc.lower()]
+    default = urlsplit(sessions.default_redirect)
+    if not sessions.redirect_hosts and default.netloc:
+        hosts.append(default.netloc.lower())
+    return hosts, set(sessions.redirect_schemes) | {public.scheme}
+
+
+def _csp(hosts: list[str], domains: tuple[str, ...], schemes: set[str]) -> str:
+    # Browsers apply form-action to the redirect after the login POST too.
+    sources = [f"{s}://{h}" for s in sorted(schemes) for h in hosts]
+    sources += [f"{s}://{p}{d}" for s in sorted(schemes) for d in domains for p in ("", "*.")]
+    return Pages.CSP.replace("form-action 'self'", " ".join(["form-action 'self'", *sources]))
 
 
 def make_app(config: Config) -> web.Application:
-    assert config.ldap is not None  # the loader refuses a config without it
-    directory = Directory(config.ldap)
+    app = web.Application(client_max_size=MAX_BODY,
+                          handler_args={"max_field_size": MAX_HEADER, "max_line_size": MAX_HEADER})
+    writer = HeaderWriter(config.headers)
+    client_address = ClientAddress(config.server.trusted_proxies)
+
+    directory = Directory(config.ldap) if config.ldap is not None else None
+    ldap_source = LdapSource(directory, GroupPolicy(config.ldap)) if directory and config.ldap else None
+    local_source = None
+    if config.local_users is not None:
+        users = LocalUsers(Path(config.local_users.file), reload_every=config.local_users.reload_every)
+        local_source = LocalSource(users)
+    ordered: list[PasswordSource | None] = [ldap_source, local_source]
+    if config.local_users is not None and config.local_users.order == "local_first":
+        ordered.reverse()
+    sources = Sources([source for source in ordered if source is not None])
+
     cache: VerdictCache[Verdict] = VerdictCache(
-        ttl=config.ldap.cache_timeout,
+        ttl=config.ldap.cache_timeout if config.ldap is not None else LOCAL_ONLY_CACHE_TIMEOUT,
         failure_ttl=config.cache.failure_timeout,
         max_entries=config.cache.max_entries,
     )
-    verifier = PasswordVerifier(directory, GroupPolicy(config.ldap), cache, HeaderWriter(config.headers))
-    app = web.Application()
+    regulation = config.regulation
+    regulator = (Regulator(max_failures=regulation.max_failures, window=regulation.window, ban=regulation.ban)
+                 if regulation.enabled else None)
+    verifier = PasswordVerifier(sources, cache, writer, regulator)
+
+    authenticators: list[Authenticator] = []
+    signin = None
+    sessions = config.sessions
+    if sessions is not None:
+        assert config.server.public_url is not None  # the loader insists
+        codec = SessionCodec([(key.id, session_key(key.secret.reveal())) for key in sessions.keys],
+                             lifetime=sessions.lifetime, idle_timeout=sessions.idle_timeout)
+        cookie = CookieSettings(name=sessions.cookie_name, domain=sessions.cookie_domain, secure=sessions.secure)
+        max_age = int(sessions.lifetime)
+        authenticators.append(SessionAuthenticator(codec, cookie, sources, writer,
+                                                   recheck_every=sessions.recheck_every, max_age=max_age))
+        page = config.login_page
+        public_path = urlsplit(config.server.public_url).path.rstrip("/")
+        pages = Pages(Theme(title=page.title, logo_url=page.logo_url, accent=page.accent,
+                            help_text=page.help_text or "", help_url=page.help_url),
+                      static_prefix=public_path + "/static")
+        hosts, schemes = _redirect_targets(sessions, config.server.public_url)
+        redirects = RedirectPolicy(hosts=hosts, domains=sessions.redirect_domains, schemes=schemes,
+                                   default=sessions.default_redirect)
+        signin = SignIn(pages=pages, verifier=verifier, codec=codec, cookie=cookie, redirects=redirects,
+                        client_address=client_address, public_url=config.server.public_url,
+                        max_age=max_age, logout_redirect=sessions.logout_redirect,
+                        csp=_csp(hosts, sessions.redirect_domains, schemes))
+    if config.server.basic_auth:
+        authenticators.append(BasicAuthenticator(verifier, client_address))
+
     app[SIDECAR] = Sidecar(
-        authenticators=[BasicAuthenticator(verifier)],
+        authenticators=authenticators,
         rules=AccessRules(config.access),
-        client_address=ClientAddress(config.server.trusted_proxies),
+        client_address=client_address,
         directory=directory,
         realm=config.server.realm,
+        basic_auth=config.server.basic_auth,
+        signin=signin,
+        redirect_status=302 if config.server.mode == "forward_auth" else 401,
     )
-    add_routes(app)
+    add_routes(app, signin)
 
     async def close(app: web.Application) -> None:
-        directory.close()
+        if directory is not None:
+            directory.close()
+        if local_source is not None:
+            local_source.close()
 
     app.on_cleanup.append(close)
     return app

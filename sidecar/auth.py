@@ -18,11 +18,12 @@ from typing import Protocol
 from aiohttp import web
 
 from sidecar.cache import VerdictCache
-from sidecar.errors import AccessDenied, AuthError, BadRequest, InvalidCredentials
+from sidecar.errors import AccessDenied, AuthError, BadRequest, InvalidCredentials, Throttled
+from sidecar.forwarded import ClientAddress
 from sidecar.headers import Headers, HeaderWriter
 from sidecar.identity import Identity
-from sidecar.ldap import Directory
-from sidecar.policy import GroupPolicy
+from sidecar.regulation import Regulator
+from sidecar.sources import Sources
 
 log = logging.getLogger("sidecar.auth")
 
@@ -40,6 +41,7 @@ class Verdict:
     identity: Identity | None
     refusal: AuthError | None = None
     headers: Headers = ()
+    set_cookie: str | None = None  # a refreshed session cookie for the browser
 
 
 class Authenticator(Protocol):
@@ -86,29 +88,43 @@ def parse_basic(header: str) -> tuple[str, str] | None:
 
 
 class PasswordVerifier:
-    """Username + password -> verdict: the cache first, then the directory.
+    """Username + password -> verdict: regulation first, then the cache, then the sources.
 
-    Concurrent misses for the same credentials share one directory round trip.
+    Concurrent misses for the same credentials share one round trip to the sources.
     """
 
-    def __init__(self, directory: Directory, policy: GroupPolicy, cache: VerdictCache[Verdict],
-                 writer: HeaderWriter) -> None:
-        self.directory = directory
-        self.policy = policy
+    def __init__(self, sources: Sources, cache: VerdictCache[Verdict], writer: HeaderWriter,
+                 regulator: Regulator | None = None) -> None:
+        self.sources = sources
         self.cache = cache
         self.writer = writer
+        self.regulator = regulator
         self._pending: dict[bytes, asyncio.Future[Verdict]] = {}
 
-    async def verify(self, username: str, password: str) -> Verdict:
+    async def verify(self, username: str, password: str, client: str | None = None) -> Verdict:
+        regulator = self.regulator
+        if regulator is not None and (why := regulator.banned(username, client)) is not None:
+            return Verdict(None, Throttled(why))
         key = self.cache.key(username, password)
-        if (verdict := self.cache.get(key)) is not None:
-            return verdict
+        verdict = self.cache.get(key)
+        fresh = verdict is None
+        if verdict is None:
+            verdict = await self._coalesced(key, username, password)
+        if regulator is not None:
+            if isinstance(verdict.refusal, InvalidCredentials):
+                for ban in regulator.failed(username, client):
+                    log.warning("regulation: %s", ban)
+            elif fresh and verdict.identity is not None:
+                regulator.succeeded(username)
+        return verdict
+
+    async def _coalesced(self, key: bytes, username: str, password: str) -> Verdict:
         if (pending := self._pending.get(key)) is not None:
             return await asyncio.shield(pending)
         future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
         try:
-            verdict = await self._ask_directory(username, password)
+            verdict = await self._ask_sources(username, password)
             self.cache.put(key, verdict, success=not isinstance(verdict.refusal, InvalidCredentials))
             future.set_result(verdict)
             return verdict
@@ -119,21 +135,18 @@ class PasswordVerifier:
         finally:
             del self._pending[key]
 
-    async def _ask_directory(self, username: str, password: str) -> Verdict:
+    async def _ask_sources(self, username: str, password: str) -> Verdict:
         try:
-            user = await self.directory.check_password(username, password)
-        except InvalidCredentials as exc:
-            return Verdict(None, exc)
-        try:
-            identity = self.policy.identity(user)
-        except AccessDenied as exc:
+            identity = await self.sources.check_password(username, password)
+        except (InvalidCredentials, AccessDenied) as exc:
             return Verdict(None, exc)
         return Verdict(identity, None, self.writer.render(identity))
 
 
 class BasicAuthenticator:
-    def __init__(self, verifier: PasswordVerifier) -> None:
+    def __init__(self, verifier: PasswordVerifier, client_address: ClientAddress) -> None:
         self.verifier = verifier
+        self.client_address = client_address
 
     async def authenticate(self, request: web.Request) -> Verdict | None:
         header = request.headers.get("Authorization")
@@ -142,4 +155,5 @@ class BasicAuthenticator:
         credentials = parse_basic(header)
         if credentials is None:
             return None
-        return await self.verifier.verify(*credentials)
+        username, password = credentials
+        return await self.verifier.verify(username, password, self.client_address(request))

@@ -53,6 +53,10 @@ class ServerConfig:
     public_url: str | None = None
     realm: str = "auth-sidecar"
     access_log: bool = False
+    # auth_request (nginx, ingress-nginx, HAProxy): browsers get 401 + Location.
+    # forward_auth (Traefik, Caddy): any non-2xx goes to the browser as is, so browsers get 302.
+    mode: str = "auth_request"
+    basic_auth: bool = True
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,56 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class SessionKey:
+    id: str
+    secret: Secret
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Browser sign-in: the login page and the encrypted session cookie."""
+
+    keys: tuple[SessionKey, ...]
+    cookie_name: str = "sidecar_session"
+    cookie_domain: str | None = None
+    secure: bool = True
+    lifetime: float = 12 * 3600
+    idle_timeout: float = 3600
+    recheck_every: float = 300
+    default_redirect: str = "/"
+    logout_redirect: str | None = None
+    redirect_hosts: tuple[str, ...] = ()
+    redirect_domains: tuple[str, ...] = ()
+    redirect_schemes: tuple[str, ...] = ("https",)
+
+
+@dataclass(frozen=True)
+class LoginPageConfig:
+    title: str = "Sign in"
+    logo_url: str | None = None
+    accent: str = "#2563eb"
+    help_text: str | None = None
+    help_url: str | None = None
+
+
+@dataclass(frozen=True)
+class LocalUsersConfig:
+    file: str
+    # ldap_first: the seed's fallback, used when the directory is unreachable or does not know
+    # the user; local_first: the file first, the directory for names it does not hold.
+    order: str = "ldap_first"
+    reload_every: float = 2.0
+
+
+@dataclass(frozen=True)
+class RegulationConfig:
+    enabled: bool = True
+    max_failures: int = 5
+    window: float = 300
+    ban: float = 900
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig
     headers: HeaderConfig
@@ -147,6 +201,10 @@ class Config:
     cache: CacheConfig
     access: AccessConfig
     log: LogConfig
+    sessions: SessionConfig | None = None
+    login_page: LoginPageConfig = field(default_factory=LoginPageConfig)
+    local_users: LocalUsersConfig | None = None
+    regulation: RegulationConfig = field(default_factory=RegulationConfig)
 
 
 class _Reader:
@@ -306,8 +364,10 @@ def _read_server(r: _Reader) -> ServerConfig:
     if not realm or any(c in realm for c in '"\\\r\n'):
         r.problem("realm", "must be non-empty, without quotes, backslashes or line breaks")
     server = ServerConfig(host=host, port=port, trusted_proxies=tuple(proxies),
-                          public_url=public_url, realm=realm,
-                          access_log=r.flag("access_log", default.access_log))
+                          public_url=public_url.rstrip("/") if public_url else None, realm=realm,
+                          access_log=r.flag("access_log", default.access_log),
+                          mode=r.choice("mode", ("auth_request", "forward_auth"), default.mode),
+                          basic_auth=r.flag("basic_auth", default.basic_auth))
     r.done()
     return server
 
@@ -489,6 +549,113 @@ def _read_access(r: _Reader) -> AccessConfig:
     return access
 
 
+KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+MIN_SECRET = 32  # characters of a session secret: about 190 bits from the generator
+
+
+def _read_sessions(r: _Reader) -> SessionConfig:
+    default = SessionConfig(keys=())
+    keys = []
+    for item in r.items("keys"):
+        key_id = item.text("id")
+        if not KEY_ID.match(key_id):
+            item.problem("id", f"expected 1-32 letters, digits, - or _, got {key_id!r}")
+        secret = item.secret("secret")
+        if secret is None:
+            item.problem("secret", "is required (auth-sidecar generate-secret makes one)")
+        elif len(secret.reveal()) < MIN_SECRET:
+            item.problem("secret", f"must be at least {MIN_SECRET} characters (auth-sidecar generate-secret)")
+        else:
+            keys.append(SessionKey(key_id, secret))
+        item.done()
+    if not r.has("keys"):
+        r.problem("keys", "is required: [{id: ..., secret: ...}], the first encrypts, all decrypt")
+    ids = [k.id for k in keys]
+    for key_id in sorted({i for i in ids if ids.count(i) > 1}):
+        r.problem("keys", f"key id {key_id!r} is used twice")
+    domain = r.optional_text("cookie_domain")
+    name = r.text("cookie_name", default.cookie_name)
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+        r.problem("cookie_name", f"expected letters, digits, - or _, got {name!r}")
+    lifetime = r.number("lifetime", default.lifetime, minimum=60)
+    idle = r.number("idle_timeout", default.idle_timeout, minimum=60)
+    if idle > lifetime:
+        r.problem("idle_timeout", "is longer than lifetime, so it would never apply")
+    default_redirect = r.text("default_redirect", default.default_redirect)
+    logout_redirect = r.optional_text("logout_redirect")
+    for key, target in (("default_redirect", default_redirect), ("logout_redirect", logout_redirect)):
+        if target is not None and not (_absolute_http(target) or _local_path(target)):
+            r.problem(key, f"expected an absolute http(s) URL or a path starting with /, got {target!r}")
+    schemes = tuple(s.lower() for s in r.texts("redirect_schemes")) or default.redirect_schemes
+    for scheme in schemes:
+        if scheme not in ("http", "https"):
+            r.problem("redirect_schemes", f"only http and https are allowed, got {scheme!r}")
+    sessions = SessionConfig(
+        keys=tuple(keys),
+        cookie_name=name,
+        cookie_domain=domain.lstrip(".").lower() if domain else None,
+        secure=r.flag("secure", default.secure),
+        lifetime=lifetime,
+        idle_timeout=idle,
+        recheck_every=r.number("recheck_every", default.recheck_every),
+        default_redirect=default_redirect,
+        logout_redirect=logout_redirect,
+        redirect_hosts=tuple(h.lower() for h in r.texts("redirect_hosts")),
+        redirect_domains=tuple(d.lstrip(".").lower() for d in r.texts("redirect_domains")),
+        redirect_schemes=schemes,
+    )
+    r.done()
+    return sessions
+
+
+def _absolute_http(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def _local_path(url: str) -> bool:
+    return url.startswith("/") and not url.startswith("//") and "\\" not in url
+
+
+def _read_login_page(r: _Reader) -> LoginPageConfig:
+    default = LoginPageConfig()
+    help_url = r.optional_text("help_url")
+    if help_url is not None and not _absolute_http(help_url):
+        r.problem("help_url", f"expected an absolute http(s) URL, got {help_url!r}")
+    accent = r.text("accent", default.accent)
+    if not re.fullmatch(r"#[0-9a-fA-F]{3}|#[0-9a-fA-F]{6}", accent):
+        r.problem("accent", f"expected a colour like #2563eb, got {accent!r}")
+    page = LoginPageConfig(title=r.text("title", default.title) or default.title,
+                           logo_url=r.optional_text("logo_url"), accent=accent,
+                           help_text=r.optional_text("help_text"), help_url=help_url)
+    r.done()
+    return page
+
+
+def _read_local_users(r: _Reader) -> LocalUsersConfig:
+    path = r.text("file")
+    if not path:
+        r.problem("file", "is required: an htpasswd (bcrypt) or YAML (argon2id) users file")
+    elif not Path(path).is_file():
+        r.problem("file", f"no such file: {path}")
+    local = LocalUsersConfig(file=path, order=r.choice("order", ("ldap_first", "local_first"), "ldap_first"),
+                             reload_every=r.number("reload_every", 2.0))
+    r.done()
+    return local
+
+
+def _read_regulation(r: _Reader) -> RegulationConfig:
+    default = RegulationConfig()
+    regulation = RegulationConfig(
+        enabled=r.flag("enabled", default.enabled),
+        max_failures=r.integer("max_failures", default.max_failures, minimum=1),
+        window=r.number("window", default.window, minimum=1),
+        ban=r.number("ban", default.ban, minimum=1),
+    )
+    r.done()
+    return regulation
+
+
 def _read_log(r: _Reader) -> LogConfig:
     log = LogConfig(level=r.choice("level", ("debug", "info", "warning", "error"), "info"))
     r.done()
@@ -503,19 +670,33 @@ def parse_config(data: object) -> Config:
         "server": _read_server, "headers": _read_headers, "cache": _read_cache,
         "access": _read_access, "log": _read_log,
     }
+    readers.update({"login_page": _read_login_page, "regulation": _read_regulation})
     parts = {name: read(top.section(name)) for name, read in readers.items()}
-    ldap = _read_ldap(top.section("ldap")) if top.has("ldap") else None
-    top.seen.add("ldap")
+    optional = {"ldap": _read_ldap, "sessions": _read_sessions, "local_users": _read_local_users}
+    for name, read in optional.items():
+        parts[name] = read(top.section(name)) if top.has(name) else None
+        top.seen.add(name)
     top.done()
-    if ldap is None:
-        problems.append("ldap: is required (the only source of users so far)")
+    ldap: LdapConfig | None = parts["ldap"]
+    sessions: SessionConfig | None = parts["sessions"]
+    if ldap is None and parts["local_users"] is None:
+        problems.append("ldap: is required unless local_users is set (where do users come from?)")
     access: AccessConfig = parts["access"]
-    if any(rule.groups for rule in access.rules) and not (ldap and ldap.find_group_perms):
+    local_groups = parts["local_users"] is not None
+    if any(rule.groups for rule in access.rules) and not (local_groups or (ldap and ldap.find_group_perms)):
         problems.append("access.rules: rules name groups but ldap.find_group_perms is false, "
                         "so no group would ever match")
+    server: ServerConfig = parts["server"]
+    if sessions is not None and server.public_url is None:
+        problems.append("server.public_url: is required with sessions (where browsers reach /login)")
+    if not server.basic_auth and sessions is None:
+        problems.append("server.basic_auth: is off and there are no sessions: nobody could sign in")
+    if (sessions and sessions.recheck_every and ldap and ldap.user_dn_template and not ldap.bind_dn):
+        problems.append("sessions.recheck_every: re-checking a session needs ldap.bind_dn "
+                        "(without a password the directory can only be read by a service account)")
     if problems:
         raise ConfigError(problems)
-    return Config(ldap=ldap, **parts)
+    return Config(**parts)
 
 
 def load_config(path: str | Path) -> Config:

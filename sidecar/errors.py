@@ -5,6 +5,8 @@
     └── AuthError                 a request cannot be given an identity
         ├── BadRequest            malformed credentials: 401 without contacting anyone
         ├── InvalidCredentials    the directory refused the credentials: 401
+        │   └── UnknownUser       no such user here (another source may know them)
+        ├── Throttled             too many failures for this user or address: 401 / 429
         ├── AccessDenied          the identity is valid but not allowed: 403
         └── DirectoryUnavailable  no directory server answered in time: 503
 
@@ -39,6 +41,14 @@ class BadRequest(AuthError):
 
 
 class InvalidCredentials(AuthError):
+    pass
+
+
+class UnknownUser(InvalidCredentials):
+    pass
+
+
+class Throttled(AuthError):
     pass
 
 

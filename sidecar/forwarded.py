@@ -38,6 +38,19 @@ def original(request: web.Request) -> Original:
     return Original(method=method, host=_hostname(host), path=normalize_path(target))
 
 
+def original_url(request: web.Request) -> str | None:
+    """The absolute URL the client asked for, as the proxy reports it (validated by whoever uses it)."""
+    h = request.headers
+    if url := h.get("X-Original-URL"):
+        return url
+    proto = h.get("X-Forwarded-Proto", "https")
+    if (uri := h.get("X-Forwarded-Uri")) is not None and (host := h.get("X-Forwarded-Host")):
+        return f"{proto}://{host}{uri}"
+    if (uri := h.get("X-Original-URI")) is not None and (host := h.get("Host")):
+        return f"{proto}://{host}{uri}"
+    return None
+
+
 def normalize_path(target: str) -> str:
     """The path part, decoded and resolved, so /public/../admin and /%61dmin both read /admin."""
     path = unquote(target.split("?", 1)[0].split("#", 1)[0], errors="replace")

@@ -29,7 +29,7 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn, parse_dn
 
 from sidecar.config import LdapConfig, Search
-from sidecar.errors import AuthError, DirectoryUnavailable, InvalidCredentials
+from sidecar.errors import AuthError, DirectoryUnavailable, InvalidCredentials, UnknownUser
 
 log = logging.getLogger("sidecar.ldap")
 T = TypeVar("T")
@@ -180,6 +180,10 @@ class Directory:
         """The user, if the directory accepts this password; else InvalidCredentials."""
         return await self._run(self._check_password, username, password)
 
+    async def lookup(self, username: str) -> DirectoryUser:
+        """The user as the directory describes them now, without a password (session re-checks)."""
+        return await self._run(self._lookup, username)
+
     async def ping(self) -> bool:
         """Whether any server accepts a connection and our bind right now."""
         return await self._run(self._ping)
@@ -203,6 +207,9 @@ class Directory:
             # An LDAP bind with a DN and no password is an "unauthenticated bind": it succeeds.
             raise InvalidCredentials("empty password")
         return self._on_some_server(lambda uri: self._check_on(uri, username, password))
+
+    def _lookup(self, username: str) -> DirectoryUser:
+        return self._on_some_server(lambda uri: self._lookup_on(uri, username))
 
     def _ping(self) -> bool:
         try:
@@ -244,10 +251,28 @@ class Directory:
             dn, entry = self._find_user(reader, config.user_search, username)
             user_conn = self._bind(uri, dn, password)
         try:
-            entry = entry or self._read_entry(reader, dn)
-            groups = self._groups(reader, dn, entry)
+            return self._describe(reader, username, dn, entry)
         finally:
             _unbind_quietly(user_conn)
+
+    def _lookup_on(self, uri: str, username: str) -> DirectoryUser:
+        config = self.config
+        reader = self._service(uri) or self._anonymous(uri)
+        if config.user_dn_template is not None:
+            dn = config.user_dn_template % {"user": escape_rdn(username)}
+            entry = self._read_entry(reader, dn)
+            if not entry:
+                raise UnknownUser(f"no such user {username!r}")
+        else:
+            assert config.user_search is not None
+            dn, entry = self._find_user(reader, config.user_search, username)
+        return self._describe(reader, username, dn, entry)
+
+    def _describe(self, reader: ldap3.Connection, username: str, dn: str,
+                  entry: Mapping[str, Any]) -> DirectoryUser:
+        config = self.config
+        entry = entry or self._read_entry(reader, dn)
+        groups = self._groups(reader, dn, entry)
         canonical = first(entry, config.username_attr) or username
         attributes = {key: first(entry, attr) for key, attr in config.user_attr_map.items()}
         log.debug("user %r is %s with %d groups: %s", username, dn, len(groups),
@@ -258,7 +283,7 @@ class Directory:
         query = search.filter % {"user": escape_filter_chars(username)}
         entries = self._search(conn, search.base_dn, search.scope, query, self._user_attrs, limit=2)
         if not entries:
-            raise InvalidCredentials(f"no such user {username!r}")
+            raise UnknownUser(f"no such user {username!r}")
         if len(entries) > 1:
             raise InvalidCredentials(f"user search is ambiguous: more than one entry for {query}")
         dn, attributes = entries[0]

@@ -11,8 +11,9 @@ from multidict import CIMultiDict
 from sidecar.access import AccessRules
 from sidecar.auth import Authenticator, Verdict
 from sidecar.errors import AccessDenied, AuthError
-from sidecar.forwarded import ClientAddress, original
+from sidecar.forwarded import ClientAddress, original, original_url
 from sidecar.ldap import Directory
+from sidecar.signin import SignIn, is_browser
 
 log = logging.getLogger("sidecar.auth")
 
@@ -23,15 +24,29 @@ class Sidecar:
     """Everything the handlers need, built once at start-up."""
 
     def __init__(self, *, authenticators: list[Authenticator], rules: AccessRules,
-                 client_address: ClientAddress, directory: Directory, realm: str) -> None:
+                 client_address: ClientAddress, directory: Directory | None, realm: str,
+                 basic_auth: bool = True, signin: SignIn | None = None, redirect_status: int = 401) -> None:
         self.authenticators = authenticators
         self.rules = rules
         self.client_address = client_address
         self.directory = directory
-        self.challenge = CIMultiDict({"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"'})
+        self.signin = signin
+        self.redirect_status = redirect_status
+        self.challenge: CIMultiDict[str] | None = (
+            CIMultiDict({"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"'}) if basic_auth else None
+        )
         self._ready: tuple[float, bool] = (0.0, False)
 
+    def unauthenticated(self, request: web.Request) -> web.Response:
+        """No credentials: browsers go to the login page, everyone else gets a plain 401."""
+        if self.signin is not None and is_browser(request):
+            location = self.signin.login_url(original_url(request))
+            return _answer(self.redirect_status, CIMultiDict({"Location": location}))
+        return _answer(401, self.challenge)
+
     async def ready(self) -> bool:
+        if self.directory is None:
+            return True
         checked_at, ready = self._ready
         if time.monotonic() - checked_at > READY_FOR:
             try:
@@ -56,13 +71,17 @@ async def auth(request: web.Request) -> web.StreamResponse:
                 break
         if verdict is None:
             log.debug("401 no credentials client=%s", sidecar.client_address(request))
-            return _answer(401, sidecar.challenge)
+            return sidecar.unauthenticated(request)
         if verdict.refusal is not None:
-            return _refuse(request, verdict.refusal)
+            return _refuse(request, verdict.refusal, verdict.set_cookie)
         assert verdict.identity is not None
         if sidecar.rules and not sidecar.rules.allows(verdict.identity, original(request)):
             return _refuse(request, AccessDenied(f"access rules refuse {verdict.identity.username}"))
-        return web.Response(headers=verdict.headers)
+        if verdict.set_cookie is None:
+            return web.Response(headers=verdict.headers)
+        headers = CIMultiDict(verdict.headers)
+        headers.add("Set-Cookie", verdict.set_cookie)
+        return web.Response(headers=headers)
     except AuthError as exc:
         return _refuse(request, exc)
     except Exception:
@@ -70,20 +89,23 @@ async def auth(request: web.Request) -> web.StreamResponse:
         return _answer(503)
 
 
-def _refuse(request: web.Request, error: AuthError) -> web.Response:
+def _refuse(request: web.Request, error: AuthError, set_cookie: str | None = None) -> web.Response:
     sidecar = request.app[SIDECAR]
     target = original(request)
     level = logging.ERROR if error.status >= 500 else logging.WARNING
     log.log(level, "%d %s client=%s %s %s%s", error.status, error.reason,
             sidecar.client_address(request), target.method, target.host, target.path)
-    return _answer(error.status, sidecar.challenge if error.status == 401 else None)
+    response = sidecar.unauthenticated(request) if error.status == 401 else _answer(error.status)
+    if set_cookie is not None:
+        response.headers.add("Set-Cookie", set_cookie)
+    return response
 
 
 def _answer(status: int, headers: CIMultiDict[str] | None = None) -> web.Response:
     return web.Response(status=status, headers=headers, text=f"{status} {_REASONS[status]}\n")
 
 
-_REASONS = {401: "Unauthorized", 403: "Forbidden", 503: "Service Unavailable"}
+_REASONS = {302: "Found", 401: "Unauthorized", 403: "Forbidden", 503: "Service Unavailable"}
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -96,7 +118,13 @@ async def readyz(request: web.Request) -> web.Response:
     return web.Response(status=503, text="directory unreachable\n")
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: web.Application, signin: SignIn | None = None) -> None:
     app.router.add_get("/auth", auth)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    if signin is not None:
+        app.router.add_get("/login", signin.show_login)
+        app.router.add_post("/login", signin.submit_login)
+        app.router.add_get("/logout", signin.show_logout)
+        app.router.add_post("/logout", signin.submit_logout)
+        app.router.add_get("/static/{name}", signin.static)

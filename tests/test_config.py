@@ -167,7 +167,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 def test_check_config_accepts_the_documented_example() -> None:
     import os
 
-    env = {**os.environ, "LDAP_BIND_PASSWORD": "example-Secret"}
+    env = {**os.environ, "LDAP_BIND_PASSWORD": "example-Secret", "SIDECAR_SESSION_SECRET": "s" * 40}
     result = run_cli("check-config", str(ROOT / "examples" / "config.yaml"), env=env)
     assert result.returncode == 0, result.stderr
     assert "example-Secret" not in result.stdout + result.stderr
@@ -187,7 +187,9 @@ def test_example_config_documents_every_key() -> None:
     text = (ROOT / "examples" / "config.yaml").read_text()
     from sidecar import config as c
 
-    for section in (c.ServerConfig, c.HeaderConfig, c.LdapConfig, c.CacheConfig, c.LogConfig):
+    sections = (c.ServerConfig, c.HeaderConfig, c.LdapConfig, c.CacheConfig, c.LogConfig, c.SessionConfig,
+                c.LoginPageConfig, c.LocalUsersConfig, c.RegulationConfig)
+    for section in sections:
         for f in dataclasses.fields(section):
             key = {"host": "listen", "port": "listen"}.get(f.name, f.name)
             assert f"{key}:" in text, f"{section.__name__}.{f.name} is not in examples/config.yaml"

@@ -1,0 +1,273 @@
+"""Browser sign-in: the login form, sign-out, and the session cookie every /auth then reads.
+
+``GET /login`` shows the form with a CSRF token (double submit: a ``SameSite=Strict`` cookie and
+a form field that must match); ``POST /login`` checks it, the regulation, then the password, and
+answers with the session cookie and a redirect to ``rd`` (only to allowed hosts). ``/logout``
+clears the cookie. :class:`SessionAuthenticator` is the /auth side: cookie -> identity, re-checked
+against its source every ``sessions.recheck_every`` seconds and refreshed while in use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from urllib.parse import quote, urlsplit
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from sidecar.auth import PasswordVerifier, Verdict, check_password_shape, normalize_username
+from sidecar.errors import AccessDenied, BadRequest, DirectoryUnavailable, InvalidCredentials, Throttled
+from sidecar.forwarded import ClientAddress
+from sidecar.headers import HeaderWriter
+from sidecar.identity import Identity
+from sidecar.pages import Pages
+from sidecar.redirects import RedirectPolicy
+from sidecar.sessions import CookieSettings, Session, SessionCodec, SessionTooLarge
+from sidecar.sources import Sources
+
+log = logging.getLogger("sidecar.signin")
+
+GENERIC_ERROR = "Wrong username or password."
+THROTTLED_ERROR = "Too many failed attempts. Wait a few minutes, then try again."
+UNAVAILABLE_ERROR = "Sign-in is unavailable right now. Try again in a minute."
+RETRY_UNREACHABLE = 30.0  # seconds before re-checking a session whose source did not answer
+MAX_FORM = 16 * 1024
+
+
+def cookie_value(header: str | None, prefix: str) -> str | None:
+    """The value of one cookie (``prefix`` is ``name=``), without parsing every other cookie."""
+    if not header:
+        return None
+    for part in header.split(";"):
+        part = part.strip()
+        if part.startswith(prefix):
+            return part[len(prefix):]
+    return None
+
+
+def is_browser(request: web.Request) -> bool:
+    headers = request.headers
+    return "text/html" in headers.get("Accept", "") and "X-Requested-With" not in headers
+
+
+class SessionAuthenticator:
+    """The /auth side of browser sign-in: a session cookie becomes a verdict."""
+
+    def __init__(self, codec: SessionCodec, cookie: CookieSettings, sources: Sources, writer: HeaderWriter,
+                 *, recheck_every: float, max_age: int, clock: Callable[[], float] = time.time) -> None:
+        self.codec = codec
+        self.cookie = cookie
+        self.sources = sources
+        self.writer = writer
+        self.recheck_every = recheck_every
+        self.max_age = max_age
+        self._clock = clock
+        self._prefix = cookie.cookie_name() + "="
+        self._retry_at: dict[str, float] = {}
+        self._rechecks: dict[str, asyncio.Future[Identity]] = {}
+
+    async def authenticate(self, request: web.Request) -> Verdict | None:
+        value = cookie_value(request.headers.get("Cookie"), self._prefix)
+        if value is None:
+            return None
+        session = self.codec.decode(value)
+        if session is None:
+            log.info("session cookie refused (invalid, expired, idle or from a retired key)")
+            return None
+        now = self._clock()
+        if self.recheck_every and now - session.checked_at > self.recheck_every:
+            return await self._rechecked(session, now)
+        if self.codec.refresh_due(session):
+            return self._verdict(self.codec.touched(session), renew=True)
+        return self._verdict(session, renew=False)
+
+    async def _rechecked(self, session: Session, now: float) -> Verdict:
+        username = session.identity.username
+        if self._retry_at.get(username, 0.0) > now:
+            return self._verdict(session, renew=False)
+        try:
+            identity = await self._recheck(session.identity)
+        except DirectoryUnavailable as exc:
+            # Signed-in people keep working while the directory is away; new sign-ins cannot.
+            log.warning("session of %s not re-checked, kept for now: %s", username, exc.reason)
+            self._retry_at[username] = now + RETRY_UNREACHABLE
+            return self._verdict(session, renew=False)
+        except (InvalidCredentials, AccessDenied) as exc:
+            log.warning("session of %s ended by its re-check: %s", username, exc.reason)
+            return Verdict(None, exc, set_cookie=self.cookie.clear_cookie_header())
+        self._retry_at.pop(username, None)
+        renewed = Session(identity=identity, issued_at=session.issued_at, last_seen=now, checked_at=now)
+        return self._verdict(renewed, renew=True)
+
+    async def _recheck(self, identity: Identity) -> Identity:
+        # One directory query per user however many of their requests arrive at once.
+        key = f"{identity.source}\0{identity.username}"
+        if (pending := self._rechecks.get(key)) is not None:
+            return await asyncio.shield(pending)
+        future = asyncio.ensure_future(self.sources.lookup(identity))
+        self._rechecks[key] = future
+        try:
+            return await asyncio.shield(future)
+        finally:
+            self._rechecks.pop(key, None)
+
+    def _verdict(self, session: Session, *, renew: bool) -> Verdict:
+        cookie = None
+        if renew:
+            try:
+                cookie = self.cookie.set_cookie_header(self.codec.encode(session), self.max_age)
+            except SessionTooLarge:
+                log.error("session of %s is too large to refresh; keeping the old cookie",
+                          session.identity.username)
+        return Verdict(session.identity, None, self.writer.render(session.identity), cookie)
+
+
+class SignIn:
+    """The login and logout pages."""
+
+    def __init__(self, *, pages: Pages, verifier: PasswordVerifier, codec: SessionCodec,
+                 cookie: CookieSettings, redirects: RedirectPolicy, client_address: ClientAddress,
+                 public_url: str, max_age: int, logout_redirect: str | None, csp: str,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.pages = pages
+        self.csp = csp
+        self.verifier = verifier
+        self.codec = codec
+        self.cookie = cookie
+        self.redirects = redirects
+        self.client_address = client_address
+        self.public_url = public_url
+        self.origin = "{0.scheme}://{0.netloc}".format(urlsplit(public_url))
+        self.path = urlsplit(public_url).path.rstrip("/")  # where the proxy serves our pages
+        self.max_age = max_age
+        self.logout_redirect = logout_redirect
+        self._clock = clock
+        secure = cookie.secure
+        self.csrf_name = ("__Host-" if secure else "") + "sidecar_csrf"
+        self._csrf_prefix = self.csrf_name + "="
+        self._csrf_attributes = "; Path=/; HttpOnly; SameSite=Strict; Max-Age=3600" + ("; Secure" if secure else "")
+        self._csrf_cleared = f"{self.csrf_name}=; Path=/; Max-Age=0" + ("; Secure" if secure else "")
+
+    def login_url(self, original_url: str | None) -> str:
+        """Where a browser without a session is sent: the login page, with the page it wanted."""
+        if not original_url:
+            return f"{self.public_url}/login"
+        return f"{self.public_url}/login?rd={quote(original_url, safe='')}"
+
+    # -- handlers -----------------------------------------------------------------------------
+
+    async def show_login(self, request: web.Request) -> web.Response:
+        rd = self.redirects.safe(request.query.get("rd"))
+        return self._form(request, rd=rd)
+
+    async def submit_login(self, request: web.Request) -> web.Response:
+        form = await self._form_fields(request)
+        if form is None:
+            return self._page(400, self.pages.message(title="Sign-in failed",
+                                                      text="Your sign-in form expired. Please try again.",
+                                                      link=("Back to sign-in", self.path + "/login")))
+        rd = self.redirects.safe(form.get("rd"))
+        typed = form.get("username", "")
+        client = self.client_address(request)
+        try:
+            username = normalize_username(typed)
+            verdict = await self.verifier.verify(username, check_password_shape(form.get("password", "")), client)
+        except BadRequest as exc:
+            verdict = Verdict(None, exc)
+        except DirectoryUnavailable as exc:
+            log.error("503 sign-in of %r: %s client=%s", typed[:64], exc.reason, client)
+            return self._form(request, rd=rd, username=typed, error=UNAVAILABLE_ERROR, status=503)
+        if verdict.identity is None:
+            refusal = verdict.refusal or InvalidCredentials("refused")
+            log.warning("%d sign-in refused for %r: %s client=%s", refusal.status, typed[:64], refusal.reason, client)
+            throttled = isinstance(refusal, Throttled)
+            error = THROTTLED_ERROR if throttled else GENERIC_ERROR
+            return self._form(request, rd=rd, username=typed, error=error, status=429 if throttled else 401)
+        session = self.codec.start(verdict.identity)
+        try:
+            value = self.codec.encode(session)
+        except SessionTooLarge:
+            log.error("session of %s is too large for a cookie", verdict.identity.username)
+            return self._form(request, rd=rd, username=typed, error=UNAVAILABLE_ERROR, status=503)
+        log.info("signed in %s (%s) client=%s", verdict.identity.username, verdict.identity.source, client)
+        response = web.HTTPSeeOther(rd)
+        response.headers.add("Set-Cookie", self.cookie.set_cookie_header(value, self.max_age))
+        response.headers.add("Set-Cookie", self._csrf_cleared)
+        raise response
+
+    async def show_logout(self, request: web.Request) -> web.Response:
+        token = self._csrf_token(request)
+        page = self.pages.confirm(title="Sign out", text="Sign out of every application behind this gateway?",
+                                  action=self.path + "/logout", csrf_token=token, button="Sign out")
+        return self._page(200, page, csrf=token)
+
+    async def submit_logout(self, request: web.Request) -> web.Response:
+        if await self._form_fields(request) is None:
+            return self._page(400, self.pages.message(title="Sign-out failed",
+                                                      text="Your sign-out form expired. Please try again.",
+                                                      link=("Back", self.path + "/logout")))
+        target = self.logout_redirect or self.path + "/login"
+        response = web.HTTPSeeOther(target)
+        response.headers.add("Set-Cookie", self.cookie.clear_cookie_header())
+        raise response
+
+    async def static(self, request: web.Request) -> web.Response:
+        found = self.pages.static_file(request.match_info["name"])
+        if found is None:
+            raise web.HTTPNotFound()
+        body, content_type = found
+        return web.Response(body=body, content_type=content_type,
+                            headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"})
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _form(self, request: web.Request, *, rd: str, username: str = "", error: str | None = None,
+              status: int = 200) -> web.Response:
+        token = self._csrf_token(request)
+        page = self.pages.login(action=self.path + "/login", csrf_token=token, rd=rd, username=username, error=error)
+        return self._page(status, page, csrf=token)
+
+    def _page(self, status: int, html: str, *, csrf: str | None = None) -> web.Response:
+        headers = CIMultiDict({
+            "Content-Security-Policy": self.csp,
+            "X-Frame-Options": "DENY",
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        })
+        if csrf is not None:
+            headers.add("Set-Cookie", f"{self.csrf_name}={csrf}{self._csrf_attributes}")
+        return web.Response(status=status, text=html, content_type="text/html", headers=headers)
+
+    def _csrf_token(self, request: web.Request) -> str:
+        existing = cookie_value(request.headers.get("Cookie"), self._csrf_prefix)
+        if existing and 32 <= len(existing) <= 64 and existing.replace("-", "").replace("_", "").isalnum():
+            return existing
+        return secrets.token_urlsafe(32)
+
+    async def _form_fields(self, request: web.Request) -> dict[str, str] | None:
+        """The posted form when its CSRF token and origin check out, else None (logged)."""
+        client = self.client_address(request)
+        origin = request.headers.get("Origin")
+        if origin is not None and origin != self.origin:
+            log.warning("form refused: Origin %r is not %r client=%s", origin[:100], self.origin, client)
+            return None
+        if (request.content_length or 0) > MAX_FORM:
+            log.warning("form refused: %d bytes client=%s", request.content_length, client)
+            return None
+        try:
+            posted = await request.post()
+        except (ValueError, web.HTTPException):
+            log.warning("form refused: unreadable body client=%s", client)
+            return None
+        fields = {k: v for k, v in posted.items() if isinstance(v, str)}
+        cookie = cookie_value(request.headers.get("Cookie"), self._csrf_prefix) or ""
+        if not cookie or not hmac.compare_digest(cookie.encode(), fields.get("csrf", "").encode()):
+            log.warning("form refused: CSRF token missing or wrong client=%s", client)
+            return None
+        return fields

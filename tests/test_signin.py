@@ -1,0 +1,379 @@
+"""Browser sign-in against a real slapd: the form, the session cookie at /auth, redirects, logout,
+re-checks against the directory, regulation, and built-in users."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from sidecar.app import make_app
+from sidecar.config import parse_config
+from sidecar.local import hash_password
+from sidecar.routes import SIDECAR
+from tests.conftest import basic, group, identity_headers, ldap_settings
+from tests.test_ldap import ClosingServer
+from tests.testbed.slapd import Slapd
+
+PUBLIC = "https://app.test/_sidecar"
+SESSION = "__Host-sidecar_session"
+CSRF = "__Host-sidecar_csrf"
+SESSIONS: dict[str, Any] = {
+    "keys": [{"id": "k1", "secret": "s" * 40}],
+    "default_redirect": "https://app.test/",
+}
+BROWSER = {"Accept": "text/html,application/xhtml+xml"}
+
+
+def settings(slapd: Slapd | None, *, ldap: dict[str, Any] | None = None, **top: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {"server": {"public_url": PUBLIC}, "sessions": dict(SESSIONS)}
+    if slapd is not None:
+        data["ldap"] = ldap_settings(slapd, **(ldap or {}))
+    for key, value in top.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    return data
+
+
+@pytest.fixture
+async def start() -> AsyncIterator[Any]:
+    clients: list[TestClient[Any, Any]] = []
+
+    async def start(data: dict[str, Any]) -> TestClient[Any, Any]:
+        client: TestClient[Any, Any] = TestClient(TestServer(make_app(parse_config(data))))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        await client.close()
+
+
+def set_cookies(response: Any) -> dict[str, str]:
+    """name -> the whole Set-Cookie value, for each cookie the response sets."""
+    return {v.split("=", 1)[0]: v for v in response.headers.getall("Set-Cookie", [])}
+
+
+def cookie_value(set_cookie: str) -> str:
+    return set_cookie.split(";", 1)[0].split("=", 1)[1]
+
+
+async def form(client: TestClient[Any, Any], path: str = "/login") -> str:
+    response = await client.get(path)
+    assert response.status == 200
+    token = cookie_value(set_cookies(response)[CSRF])
+    assert f'name="csrf" value="{token}"' in await response.text()
+    return token
+
+
+async def sign_in(client: TestClient[Any, Any], username: str, password: str, rd: str | None = None,
+                  **extra: str) -> Any:
+    token = await form(client)
+    fields = {"username": username, "password": password, "csrf": token, **extra}
+    if rd is not None:
+        fields["rd"] = rd
+    return await client.post("/login", data=fields, headers={"Cookie": f"{CSRF}={token}"},
+                             allow_redirects=False)
+
+
+async def session_of(client: TestClient[Any, Any], username: str, password: str) -> str:
+    response = await sign_in(client, username, password)
+    assert response.status == 303, await response.text()
+    return cookie_value(set_cookies(response)[SESSION])
+
+
+async def auth(client: TestClient[Any, Any], session: str, **headers: str) -> Any:
+    return await client.get("/auth", headers={"Cookie": f"other=1; {SESSION}={session}", **headers})
+
+
+# -- the form and the cookie ---------------------------------------------------------------------
+
+async def test_sign_in_sets_a_session_that_auth_accepts(start: Any, slapd: Slapd) -> None:
+    client = await start(settings(slapd))
+    response = await sign_in(client, "alice", "alice-pass", rd="https://app.test/x?a=1&b=2")
+    assert response.status == 303
+    assert response.headers["Location"] == "https://app.test/x?a=1&b=2"
+    cookie = set_cookies(response)[SESSION]
+    attributes = {a.strip().split("=")[0].lower() for a in cookie.split(";")[1:]}
+    assert {"secure", "httponly", "path", "max-age", "samesite"} <= attributes and "domain" not in attributes
+    assert "SameSite=Lax" in cookie and "Path=/" in cookie
+    answer = await auth(client, cookie_value(cookie))
+    assert answer.status == 200
+    assert identity_headers(answer)["Remote-User"] == "alice"
+    assert identity_headers(answer)["Remote-User-Email"] == "alice@example.com"
+
+
+async def test_a_cookie_domain_shares_sign_in_across_subdomains(start: Any, slapd: Slapd) -> None:
+    client = await start(settings(slapd, sessions={"cookie_domain": "app.test"}))
+    response = await sign_in(client, "alice", "alice-pass")
+    cookie = set_cookies(response)["sidecar_session"]  # no __Host- prefix: it forbids Domain
+    assert "Domain=app.test" in cookie
+
+
+async def test_wrong_password_and_unknown_user_look_the_same(start: Any, slapd: Slapd) -> None:
+    client = await start(settings(slapd))
+    wrong = await sign_in(client, "alice", "nope")
+    unknown = await sign_in(client, "nobody-here", "nope")
+    assert wrong.status == unknown.status == 401
+    for response in (wrong, unknown):
+        page = await response.text()
+        assert "Wrong username or password." in page and 'role="alert"' in page
+        assert SESSION not in set_cookies(response)
+        assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
+
+
+@pytest.mark.parametrize("problem", ["no-token", "wrong-token", "foreign-origin"])
+async def test_the_form_is_csrf_protected(start: Any, slapd: Slapd, problem: str) -> None:
+    client = await start(settings(slapd))
+    token = await form(client)
+    fields = {"username": "alice", "password": "alice-pass", "csrf": token}
+    headers = {"Cookie": f"{CSRF}={token}"}
+    if problem == "no-token":
+        fields.pop("csrf")
+    elif problem == "wrong-token":
+        fields["csrf"] = "A" * 43
+    else:
+        headers["Origin"] = "https://evil.test"
+    response = await client.post("/login", data=fields, headers=headers, allow_redirects=False)
+    assert response.status == 400
+    assert SESSION not in set_cookies(response)
+
+
+@pytest.mark.parametrize("rd", [
+    "//evil.test/", "https://evil.test/", "https://app.test@evil.test/", "https://app.test.evil.test/",
+    "javascript:alert(1)", "https:evil.test", "/\\evil.test", "https://app.test/%0d%0aSet-Cookie:x=1",
+    "x" * 5000,
+])
+async def test_open_redirects_fall_back_to_the_default(start: Any, slapd: Slapd, rd: str) -> None:
+    client = await start(settings(slapd))
+    response = await sign_in(client, "alice", "alice-pass", rd=rd)
+    assert response.status == 303 and response.headers["Location"] == "https://app.test/"
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda v: v[:-5],                             # truncated
+    lambda v: v[:40] + ("A" if v[40] != "A" else "B") + v[41:],  # one character changed
+    lambda v: v.replace(".", "", 1),              # a segment boundary gone
+    lambda v: "garbage",
+    lambda v: "",
+    lambda v: "x" * 10_000,                       # oversized
+    lambda v: base64.urlsafe_b64encode(b'{"alg":"none"}').decode() + ".." + v.split(".", 2)[2],
+])
+async def test_damaged_cookies_are_anonymous(start: Any, slapd: Slapd, mangle: Any) -> None:
+    client = await start(settings(slapd))
+    session = await session_of(client, "alice", "alice-pass")
+    response = await auth(client, mangle(session))
+    assert response.status == 401
+    assert "Remote-User" not in response.headers
+
+
+async def test_a_cookie_from_another_key_is_anonymous(start: Any, slapd: Slapd) -> None:
+    first = await start(settings(slapd))
+    session = await session_of(first, "alice", "alice-pass")
+    other = await start(settings(slapd, sessions={"keys": [{"id": "k1", "secret": "t" * 40}]}))
+    assert (await auth(other, session)).status == 401
+
+
+async def test_rotated_keys_keep_existing_sessions(start: Any, slapd: Slapd) -> None:
+    old = await start(settings(slapd))
+    session = await session_of(old, "alice", "alice-pass")
+    rotated = await start(settings(slapd, sessions={"keys": [{"id": "k2", "secret": "n" * 40},
+                                                             {"id": "k1", "secret": "s" * 40}]}))
+    assert (await auth(rotated, session)).status == 200
+    fresh = await session_of(rotated, "bob", "bob-pass")
+    assert (await auth(old, fresh)).status == 401  # the old sidecar lacks the new key
+
+
+# -- answers that fit the proxy ------------------------------------------------------------------
+
+async def test_browsers_without_a_session_get_the_login_url(start: Any, slapd: Slapd) -> None:
+    client = await start(settings(slapd))
+    original = "https://app.test/x?a=1&b=2"
+    response = await client.get("/auth", headers={**BROWSER, "X-Original-URL": original})
+    assert response.status == 401
+    assert response.headers["Location"] == f"{PUBLIC}/login?rd={quote(original, safe='')}"
+
+
+async def test_forward_auth_mode_redirects_browsers(start: Any, slapd: Slapd) -> None:
+    client = await start(settings(slapd, server={"mode": "forward_auth"}))
+    headers = {**BROWSER, "X-Forwarded-Proto": "https", "X-Forwarded-Host": "app.test", "X-Forwarded-Uri": "/y?z=1"}
+    response = await client.get("/auth", headers=headers, allow_redirects=False)
+    assert response.status == 302
+    assert response.headers["Location"] == f"{PUBLIC}/login?rd={quote('https://app.test/y?z=1', safe='')}"
+
+
+@pytest.mark.parametrize("headers", [{"Accept": "application/json"}, {**BROWSER, "X-Requested-With": "fetch"}, {}])
+async def test_api_clients_always_get_a_plain_401(start: Any, slapd: Slapd, headers: dict[str, str]) -> None:
+    client = await start(settings(slapd, server={"mode": "forward_auth"}))
+    response = await client.get("/auth", headers={**headers, "X-Original-URL": "https://app.test/api/"},
+                                allow_redirects=False)
+    assert response.status == 401 and "Location" not in response.headers
+    assert response.headers["WWW-Authenticate"].startswith("Basic ")
+
+
+async def test_logout_clears_the_session(start: Any, slapd: Slapd) -> None:
+    client = await start(settings(slapd))
+    session = await session_of(client, "alice", "alice-pass")
+    token = await form(client, "/logout")
+    response = await client.post("/logout", data={"csrf": token},
+                                 headers={"Cookie": f"{CSRF}={token}; {SESSION}={session}"}, allow_redirects=False)
+    assert response.status == 303 and response.headers["Location"] == "/_sidecar/login"
+    cleared = set_cookies(response)[SESSION]
+    assert "Max-Age=0" in cleared and cookie_value(cleared) == ""
+    forged = await client.post("/logout", data={"csrf": "x" * 43}, headers={"Cookie": f"{CSRF}={token}"},
+                               allow_redirects=False)
+    assert forged.status == 400
+
+
+# -- staying true to the directory ---------------------------------------------------------------
+
+async def test_a_session_follows_the_directory(start: Any, slapd: Slapd) -> None:
+    slapd.add_user("session-user", "pass", given_name="Before", groups=("active", "netbox-users"))
+    client = await start(settings(slapd, ldap={"require_group": group("netbox-users")},
+                                  sessions={"recheck_every": 1}))
+    session = await session_of(client, "session-user", "pass")
+    slapd.modify_user("session-user", givenName="After")
+    await asyncio.sleep(1.2)
+    renamed = await auth(client, session)
+    assert renamed.status == 200 and renamed.headers["Remote-User-First-Name"] == "After"
+    session = cookie_value(set_cookies(renamed)[SESSION])  # the refreshed cookie carries the change
+    slapd.remove_from_group("session-user", "netbox-users")
+    await asyncio.sleep(1.2)
+    refused = await auth(client, session)
+    assert refused.status == 403
+    assert "Max-Age=0" in set_cookies(refused)[SESSION]
+
+
+async def test_a_deleted_user_loses_the_session(start: Any, slapd: Slapd) -> None:
+    slapd.add_user("doomed-user", "pass")
+    client = await start(settings(slapd, sessions={"recheck_every": 1}))
+    session = await session_of(client, "doomed-user", "pass")
+    slapd.delete_user("doomed-user")
+    await asyncio.sleep(1.2)
+    assert (await auth(client, session)).status == 401
+
+
+async def test_sessions_outlive_a_directory_outage(start: Any, slapd: Slapd,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    client = await start(settings(slapd, sessions={"recheck_every": 1}))
+    session = await session_of(client, "alice", "alice-pass")
+    broken = ClosingServer()
+    try:
+        client.app[SIDECAR].directory.servers.uris = (broken.uri,)
+        await asyncio.sleep(1.2)
+        assert (await auth(client, session)).status == 200
+        assert (await auth(client, session)).status == 200
+        assert broken.accepted == 1  # one re-check attempt, then a pause, not one per request
+        assert (await sign_in(client, "bob", "bob-pass")).status == 503  # new sign-ins cannot
+    finally:
+        broken.close()
+    assert any("not re-checked" in r.getMessage() for r in caplog.records)
+
+
+# -- regulation ----------------------------------------------------------------------------------
+
+async def test_the_form_is_regulated(start: Any, slapd: Slapd, caplog: pytest.LogCaptureFixture) -> None:
+    client = await start(settings(slapd, regulation={"max_failures": 3}))
+    for _ in range(3):
+        assert (await sign_in(client, "carol", "wrong")).status == 401
+    response = await sign_in(client, "carol", "carol-pass")
+    assert response.status == 429 and "Too many failed attempts" in await response.text()
+    assert any("banned" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert (await sign_in(client, "bob", "bob-pass")).status == 429  # the same address is banned too
+
+
+async def test_basic_is_regulated_too(start: Any, slapd: Slapd) -> None:
+    client = await start(settings(slapd, regulation={"max_failures": 2}))
+    for password in ("a", "b"):
+        assert (await client.get("/auth", headers=basic("o'brien", password))).status == 401
+    assert (await client.get("/auth", headers=basic("o'brien", "obrien-pass"))).status == 401
+
+
+# -- built-in users ------------------------------------------------------------------------------
+
+@pytest.fixture
+def users_file(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "users.yaml"
+    path.write_text(
+        "users:\n"
+        f"  breakglass:\n    password: '{hash_password('glass-pass')}'\n    first_name: Break\n"
+        "    groups: [netbox-admins]\n    is_superuser: true\n"
+        f"  alice:\n    password: '{hash_password('local-alice-pass')}'\n"
+        f"  big:\n    password: '{hash_password('big-pass')}'\n    groups: ["
+        + ", ".join(f"GG_App_NetBox_Team_{i:04d}" for i in range(500)) + "]\n"
+    )
+    yield path
+
+
+async def test_local_users_alone_need_no_directory(start: Any, users_file: Path) -> None:
+    client = await start(settings(None, local_users={"file": str(users_file)}))
+    response = await client.get("/auth", headers=basic("breakglass", "glass-pass"))
+    assert response.status == 200
+    assert response.headers["Remote-User-Group"] == "netbox-admins"
+    assert response.headers["Remote-User-Superuser"] == "true"
+    session = await session_of(client, "breakglass", "glass-pass")
+    assert (await auth(client, session)).headers["Remote-User-First-Name"] == "Break"
+    assert (await client.get("/readyz")).status == 200
+
+
+async def test_ldap_first_falls_back_only_when_the_directory_cannot_say(start: Any, slapd: Slapd,
+                                                                         users_file: Path) -> None:
+    client = await start(settings(slapd, local_users={"file": str(users_file)}))
+    assert (await client.get("/auth", headers=basic("breakglass", "glass-pass"))).status == 200  # unknown to LDAP
+    # alice exists in the directory: its answer stands, the file is not asked.
+    assert (await client.get("/auth", headers=basic("alice", "local-alice-pass"))).status == 401
+    assert (await client.get("/auth", headers=basic("alice", "alice-pass"))).status == 200
+
+
+async def test_ldap_first_falls_back_when_the_directory_is_down(start: Any, slapd: Slapd, users_file: Path) -> None:
+    broken = ClosingServer()
+    try:
+        client = await start(settings(slapd, ldap={"server_uri": broken.uri}, local_users={"file": str(users_file)}))
+        response = await client.get("/auth", headers=basic("alice", "local-alice-pass"))
+        assert response.status == 200 and response.headers["Remote-User"] == "alice"
+    finally:
+        broken.close()
+
+
+async def test_local_first(start: Any, slapd: Slapd, users_file: Path) -> None:
+    client = await start(settings(slapd, local_users={"file": str(users_file), "order": "local_first"}))
+    assert (await client.get("/auth", headers=basic("alice", "local-alice-pass"))).status == 200
+    assert (await client.get("/auth", headers=basic("alice", "alice-pass"))).status == 401
+    assert (await client.get("/auth", headers=basic("bob", "bob-pass"))).status == 200  # not in the file
+
+
+async def test_a_user_in_500_groups_gets_a_working_session(users_file: Path) -> None:
+    app = make_app(parse_config(settings(None, local_users={"file": str(users_file)})))
+    # 500 group names make a 12 KB groups header: more than clients accept by default.
+    async with TestClient(TestServer(app), max_field_size=32768) as client:
+        await check_big_session(client)
+
+
+async def check_big_session(client: TestClient[Any, Any]) -> None:
+    response = await sign_in(client, "big", "big-pass")
+    cookie = set_cookies(response)[SESSION]
+    assert len(cookie) < 4096
+    answer = await auth(client, cookie_value(cookie))
+    assert answer.status == 200
+    assert len(answer.headers["Remote-User-Group"].split("|")) == 500
+
+
+def test_config_requires_public_url_and_keys() -> None:
+    from sidecar.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"ldap": {"server_uri": "ldap://x", "user_dn_template": "uid=%(user)s,dc=x"},
+                      "sessions": {"keys": [{"id": "k!", "secret": "short"}]}})
+    text = "\n".join(caught.value.problems)
+    assert "server.public_url: is required with sessions" in text
+    assert "sessions.keys[0].id" in text and "sessions.keys[0].secret: must be at least 32" in text
+    assert "short" not in text
+    assert re.search(r"sessions\.keys\[0\]\.secret", text)
