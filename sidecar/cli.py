@@ -1,4 +1,4 @@
-"""The ``auth-sidecar`` command: serve | check-config."""
+"""The ``auth-sidecar`` command: serve | check-config | hash-password | generate-secret."""
 
 from __future__ import annotations
 
@@ -24,11 +24,22 @@ def _parser() -> argparse.ArgumentParser:
                        help="overrides log.level from the configuration")
     check = commands.add_parser("check-config", help="validate a configuration and exit (0 ok, 2 not)")
     check.add_argument("config", metavar="FILE")
+    hashing = commands.add_parser("hash-password", help="print a hash for a local users file")
+    hashing.add_argument("--scheme", choices=["argon2id", "bcrypt"], default="argon2id",
+                         help="argon2id for YAML users files (default), bcrypt for htpasswd files")
+    commands.add_parser("generate-secret", help="print a random secret for sessions.keys")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "hash-password":
+        return hash_password(args.scheme)
+    if args.command == "generate-secret":
+        import secrets
+
+        print(secrets.token_urlsafe(32))  # 256 random bits, 43 characters
+        return 0
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -38,6 +49,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config}: ok")
         return 0
     return serve(config, args.log_level or config.log.level)
+
+
+def hash_password(scheme: str) -> int:
+    """Read a password (twice at a terminal, without echo; once from a pipe) and print its hash."""
+    import getpass
+
+    from sidecar.local import hash_password as make_hash
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("auth-sidecar: the passwords differ", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        print(make_hash(password, scheme))
+    except ValueError as exc:
+        print(f"auth-sidecar: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def serve(config: Config, level: str) -> int:

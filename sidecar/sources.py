@@ -9,15 +9,17 @@ password for a user a source knows ends the search.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from sidecar.errors import AccessDenied, AuthError, DirectoryUnavailable, InvalidCredentials, UnknownUser
 from sidecar.identity import Identity
 from sidecar.ldap import Directory
 from sidecar.local import LocalUsers
 from sidecar.policy import GroupPolicy
+
+T = TypeVar("T")
 
 
 class PasswordSource(Protocol):
@@ -52,19 +54,21 @@ class LocalSource:
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="hash")
 
     async def check_password(self, username: str, password: str) -> Identity:
-        loop = asyncio.get_running_loop()
-        user = await loop.run_in_executor(self._executor, self.users.verify, username, password)
+        user = await self._run(self.users.verify, username, password)
         if user is None:
-            if self.users.lookup(username) is None:
+            if self.users.lookup(username) is None:  # fresh: verify has just re-read the file
                 raise UnknownUser(f"no local user {username!r}")
             raise InvalidCredentials(f"wrong password for local user {username!r}")
         return self._allowed(user.identity(), user.is_active)
 
     async def lookup(self, username: str) -> Identity:
-        user = self.users.lookup(username)
+        user = await self._run(self.users.lookup, username)  # it may re-read a changed file
         if user is None:
             raise UnknownUser(f"local user {username!r} is gone")
         return self._allowed(user.identity(), user.is_active)
+
+    async def _run(self, function: Callable[..., T], *args: str) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     @staticmethod
     def _allowed(identity: Identity, active: bool) -> Identity:

@@ -1,0 +1,48 @@
+"""The auth-sidecar command's helpers: hash-password and generate-secret."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sidecar.config import parse_config
+from sidecar.local import LocalUsers
+from tests.testbed import ROOT
+
+
+def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sidecar", *args], input=stdin, capture_output=True,
+                          text=True, cwd=ROOT, timeout=60)
+
+
+@pytest.mark.parametrize(("scheme", "suffix", "line"), [
+    ("argon2id", "users.yaml", "users:\n  ann:\n    password: '{hash}'\n"),
+    ("bcrypt", "users.htpasswd", "ann:{hash}\n"),
+])
+def test_hash_password_makes_a_hash_the_users_file_accepts(tmp_path: Path, scheme: str, suffix: str,
+                                                          line: str) -> None:
+    result = cli("hash-password", "--scheme", scheme, stdin="Piped-pass 1\n")
+    assert result.returncode == 0, result.stderr
+    hashed = result.stdout.strip()
+    assert "Piped-pass" not in hashed
+    path = tmp_path / suffix
+    path.write_text(line.format(hash=hashed))
+    users = LocalUsers(path)
+    assert users.verify("ann", "Piped-pass 1") is not None
+    assert users.verify("ann", "Piped-pass") is None
+
+
+def test_hash_password_refuses_an_empty_password() -> None:
+    result = cli("hash-password", stdin="\n")
+    assert result.returncode == 2 and "empty" in result.stderr and result.stdout == ""
+
+
+def test_generate_secret_is_random_and_accepted_as_a_session_key() -> None:
+    first, second = cli("generate-secret").stdout.strip(), cli("generate-secret").stdout.strip()
+    assert first != second and len(first) >= 32
+    parse_config({"server": {"public_url": "https://app.test/_sidecar"},
+                  "ldap": {"server_uri": "ldap://x", "user_dn_template": "uid=%(user)s,dc=x"},
+                  "sessions": {"keys": [{"id": "k", "secret": first}]}})
