@@ -45,4 +45,4 @@ def test_generate_secret_is_random_and_accepted_as_a_session_key() -> None:
     assert first != second and len(first) >= 32
     parse_config({"server": {"public_url": "https://app.test/_sidecar"},
                   "ldap": {"server_uri": "ldap://x", "user_dn_template": "uid=%(user)s,dc=x"},
-                  "sessions": {"keys": [{"id": "k", "secret": first}]}})
+                  "sessions": {"keys": [{"id": "k", "secret": first}], "recheck_every": 0}})
