@@ -221,8 +221,8 @@ class SignIn:
         if found is None:
             raise web.HTTPNotFound()
         body, content_type = found
-        return web.Response(body=body, content_type=content_type,
-                            headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"})
+        return web.Response(body=body, headers={"Content-Type": content_type, "X-Content-Type-Options": "nosniff",
+                                                "Cache-Control": "public, max-age=3600"})
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -236,7 +236,7 @@ class SignIn:
         headers = CIMultiDict({
             "Content-Security-Policy": self.csp,
             "X-Frame-Options": "DENY",
-            "Referrer-Policy": "no-referrer",
+            "Referrer-Policy": "same-origin",
             "Cache-Control": "no-store",
             "X-Content-Type-Options": "nosniff",
         })

@@ -167,7 +167,7 @@ def test_the_page_declares_language_viewport_referrer_and_robots(pages: Pages) -
     assert page.doctype.lower() == "doctype html"
     assert page.one("html").attrs["lang"] == "en"
     meta = {e.attrs.get("name"): e.attrs.get("content") for e in page.all("meta") if "name" in e.attrs}
-    assert meta == {"viewport": "width=device-width, initial-scale=1", "referrer": "no-referrer",
+    assert meta == {"viewport": "width=device-width, initial-scale=1", "referrer": "same-origin",
                     "robots": "noindex"}
     assert page.one("meta", charset="utf-8")
     assert len(page.all("main")) == 1 and len(page.all("h1")) == 1

@@ -111,6 +111,15 @@ async def test_sign_in_sets_a_session_that_auth_accepts(start: Any, slapd: Slapd
     assert identity_headers(answer)["Remote-User-Email"] == "alice@example.com"
 
 
+@pytest.mark.parametrize(("name", "kind"), [("login.css", "text/css"), ("theme.css", "text/css")])
+async def test_static_files_are_served(start: Any, slapd: Slapd, name: str, kind: str) -> None:
+    client = await start(settings(slapd))
+    response = await client.get(f"/static/{name}?v=123")
+    assert response.status == 200 and response.headers["Content-Type"].startswith(kind)
+    for bad in ("../pages.py", "%2e%2e%2fpages.py", "templates", "nope.css"):
+        assert (await client.get(f"/static/{bad}")).status == 404
+
+
 async def test_a_cookie_domain_shares_sign_in_across_subdomains(start: Any, slapd: Slapd) -> None:
     client = await start(settings(slapd, sessions={"cookie_domain": "app.test"}))
     response = await sign_in(client, "alice", "alice-pass")
