@@ -127,6 +127,7 @@ class SessionCodec:
         return Session(identity, issued_at=now, last_seen=now, checked_at=now)
 
     def touched(self, session: Session) -> Session:
+        """A copy of the session, last seen now."""
         return dataclasses.replace(session, last_seen=self._clock())
 
     def refresh_due(self, session: Session) -> bool:
@@ -136,7 +137,7 @@ class SessionCodec:
     def encode(self, session: Session) -> str:
         """The cookie value for a session; raises SessionTooLarge when it is over ``max_bytes``."""
         text = json.dumps(_payload(session), ensure_ascii=False, separators=(",", ":"))
-        plaintext = FORMAT + _deflate(text.encode())
+        plaintext = FORMAT + zlib.compress(text.encode(), 9, wbits=-zlib.MAX_WBITS)
         value = jwe.encrypt(plaintext, self._key, encryption=ENC, algorithm=ALG, kid=self._kid).decode("ascii")
         if len(value) > self._max_bytes:
             raise SessionTooLarge(len(value), self._max_bytes)
@@ -304,8 +305,7 @@ def _from_payload(data: Any) -> Session:
                 extra=MappingProxyType(_text_map(extra)),
                 source=_typed(source, str),
             )
-            return Session(identity, issued_at=float(_typed(issued, int)), last_seen=float(_typed(seen, int)),
-                           checked_at=float(_typed(checked, int)))
+            return Session(identity, issued_at=_seconds(issued), last_seen=_seconds(seen), checked_at=_seconds(checked))
     raise _Refused("the payload lacks a field")
 
 
@@ -314,6 +314,14 @@ def _typed(value: Any, kind: type[T]) -> T:
     if type(value) is not kind:
         raise _Refused(f"a field of the payload is not of type {kind.__name__}")
     return value
+
+
+def _seconds(value: Any) -> float:
+    seconds = _typed(value, int)
+    # Exact as a float, so the clock arithmetic can neither overflow nor round.
+    if not 0 <= seconds <= 2**53:
+        raise _Refused("a time in the payload is out of range")
+    return float(seconds)
 
 
 def _strings(items: Iterable[Any]) -> tuple[str, ...]:
@@ -326,11 +334,6 @@ def _strings(items: Iterable[Any]) -> tuple[str, ...]:
 def _text_map(value: Any) -> dict[str, str]:
     mapping = _typed(value, dict)
     return dict(zip(_strings(mapping), _strings(mapping.values()), strict=True))
-
-
-def _deflate(data: bytes) -> bytes:
-    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS, 9)
-    return compressor.compress(data) + compressor.flush()
 
 
 def _inflate(plaintext: bytes) -> Any:
