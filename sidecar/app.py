@@ -22,7 +22,7 @@ from sidecar.redirects import RedirectPolicy
 from sidecar.regulation import Regulator
 from sidecar.routes import SIDECAR, Sidecar, add_routes
 from sidecar.sessions import CookieSettings, SessionCodec
-from sidecar.signin import SessionAuthenticator, SignIn
+from sidecar.signin import SessionAuthenticator, SessionJar, SignIn
 from sidecar.sources import LdapSource, LocalSource, PasswordSource, Sources
 
 LOCAL_ONLY_CACHE_TIMEOUT = 300  # seconds, when there is no ldap.cache_timeout to follow
@@ -89,7 +89,8 @@ def make_app(config: Config) -> web.Application:
                              lifetime=sessions.lifetime, idle_timeout=sessions.idle_timeout)
         cookie = CookieSettings(name=sessions.cookie_name, domain=sessions.cookie_domain, secure=sessions.secure)
         max_age = int(sessions.lifetime)
-        authenticators.append(SessionAuthenticator(codec, cookie, sources, writer,
+        jar = SessionJar(codec, sources, keep_for=sessions.lifetime)
+        authenticators.append(SessionAuthenticator(jar, cookie, sources, writer,
                                                    recheck_every=sessions.recheck_every, max_age=max_age))
         page = config.login_page
         public_path = urlsplit(config.server.public_url).path.rstrip("/")
@@ -99,7 +100,7 @@ def make_app(config: Config) -> web.Application:
         hosts, schemes = _redirect_targets(sessions, config.server.public_url)
         redirects = RedirectPolicy(hosts=hosts, domains=sessions.redirect_domains, schemes=schemes,
                                    default=sessions.default_redirect)
-        signin = SignIn(pages=pages, verifier=verifier, codec=codec, cookie=cookie, redirects=redirects,
+        signin = SignIn(pages=pages, verifier=verifier, jar=jar, cookie=cookie, redirects=redirects,
                         client_address=client_address, public_url=config.server.public_url,
                         max_age=max_age, logout_redirect=sessions.logout_redirect,
                         csp=_csp(hosts, sessions.redirect_domains, schemes))

@@ -72,6 +72,8 @@ class Session:
     issued_at: float
     last_seen: float
     checked_at: float
+    # The identity's groups did not fit in the cookie and are kept by the sidecar instead.
+    groups_elsewhere: bool = False
 
 
 class SessionTooLarge(SidecarError):
@@ -281,7 +283,8 @@ def _payload(session: Session) -> dict[str, object]:
         "g": list(who.groups),
         "r": sorted(who.rule_groups - folded if implied else who.rule_groups),
         "R": implied,
-        "f": int(who.is_active) | int(who.is_staff) << 1 | int(who.is_superuser) << 2,
+        "f": (int(who.is_active) | int(who.is_staff) << 1 | int(who.is_superuser) << 2
+              | int(session.groups_elsewhere) << 3),
         "x": dict(who.extra),
         "s": who.source,
         "t": [int(session.issued_at), int(session.last_seen), int(session.checked_at)],
@@ -295,7 +298,7 @@ def _from_payload(data: Any) -> Session:
               "f": flags, "x": extra, "s": source, "t": [issued, seen, checked]}:
             names = _strings(groups)
             bits = _typed(flags, int)
-            if bits not in range(8):
+            if bits not in range(16):
                 raise _Refused("unknown flags in the payload")
             folded = frozenset(name.casefold() for name in names) if _typed(implied, bool) else frozenset()
             identity = Identity(
@@ -305,7 +308,8 @@ def _from_payload(data: Any) -> Session:
                 extra=MappingProxyType(_text_map(extra)),
                 source=_typed(source, str),
             )
-            return Session(identity, issued_at=_seconds(issued), last_seen=_seconds(seen), checked_at=_seconds(checked))
+            return Session(identity, issued_at=_seconds(issued), last_seen=_seconds(seen), checked_at=_seconds(checked),
+                           groups_elsewhere=bool(bits & 8))
     raise _Refused("the payload lacks a field")
 
 

@@ -10,6 +10,7 @@ against its source every ``sessions.recheck_every`` seconds and refreshed while 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
 import secrets
@@ -18,10 +19,11 @@ from collections.abc import Callable
 from urllib.parse import quote, urlsplit
 
 from aiohttp import web
+from cachetools import TTLCache
 from multidict import CIMultiDict
 
 from sidecar.auth import PasswordVerifier, Verdict, check_password_shape, normalize_username
-from sidecar.errors import AccessDenied, BadRequest, DirectoryUnavailable, InvalidCredentials, Throttled
+from sidecar.errors import AccessDenied, AuthError, BadRequest, DirectoryUnavailable, InvalidCredentials, Throttled
 from sidecar.forwarded import ClientAddress
 from sidecar.headers import HeaderWriter
 from sidecar.identity import Identity
@@ -55,12 +57,50 @@ def is_browser(request: web.Request) -> bool:
     return "text/html" in headers.get("Accept", "") and "X-Requested-With" not in headers
 
 
+class SessionJar:
+    """Sessions into and out of cookies. Groups too many for a cookie (a few hundred long AD names)
+    stay here instead, per user, for the session lifetime; after a restart, or in another process,
+    they are read again from the user's source."""
+
+    def __init__(self, codec: SessionCodec, sources: Sources, *, keep_for: float, max_users: int = 5_000) -> None:
+        self.codec = codec
+        self.sources = sources
+        self._groups: TTLCache[tuple[str, str], tuple[tuple[str, ...], frozenset[str]]] = TTLCache(max_users, keep_for)
+
+    def encode(self, session: Session) -> str:
+        """The cookie value; raises SessionTooLarge only if even a session without groups is too large."""
+        try:
+            return self.codec.encode(session)
+        except SessionTooLarge:
+            who = session.identity
+            self._groups[(who.source, who.username)] = (who.groups, who.rule_groups)
+            bare = dataclasses.replace(who, groups=(), rule_groups=frozenset())
+            return self.codec.encode(dataclasses.replace(session, identity=bare, groups_elsewhere=True))
+
+    async def decode(self, value: str) -> Session | None:
+        session = self.codec.decode(value)
+        if session is None or not session.groups_elsewhere:
+            return session
+        who = session.identity
+        kept = self._groups.get((who.source, who.username))
+        if kept is None:
+            try:
+                fresh = await self.sources.lookup(who)
+            except AuthError as exc:
+                log.warning("session of %s refused: its groups could not be read again: %s", who.username, exc.reason)
+                return None
+            kept = self._groups[(who.source, who.username)] = (fresh.groups, fresh.rule_groups)
+        identity = dataclasses.replace(who, groups=kept[0], rule_groups=kept[1])
+        return dataclasses.replace(session, identity=identity, groups_elsewhere=False)
+
+
 class SessionAuthenticator:
     """The /auth side of browser sign-in: a session cookie becomes a verdict."""
 
-    def __init__(self, codec: SessionCodec, cookie: CookieSettings, sources: Sources, writer: HeaderWriter,
+    def __init__(self, jar: SessionJar, cookie: CookieSettings, sources: Sources, writer: HeaderWriter,
                  *, recheck_every: float, max_age: int, clock: Callable[[], float] = time.time) -> None:
-        self.codec = codec
+        self.jar = jar
+        self.codec = jar.codec
         self.cookie = cookie
         self.sources = sources
         self.writer = writer
@@ -75,7 +115,7 @@ class SessionAuthenticator:
         value = cookie_value(request.headers.get("Cookie"), self._prefix)
         if value is None:
             return None
-        session = self.codec.decode(value)
+        session = await self.jar.decode(value)
         if session is None:
             log.info("session cookie refused (invalid, expired, idle or from a retired key)")
             return None
@@ -120,7 +160,7 @@ class SessionAuthenticator:
         cookie = None
         if renew:
             try:
-                cookie = self.cookie.set_cookie_header(self.codec.encode(session), self.max_age)
+                cookie = self.cookie.set_cookie_header(self.jar.encode(session), self.max_age)
             except SessionTooLarge:
                 log.error("session of %s is too large to refresh; keeping the old cookie",
                           session.identity.username)
@@ -130,14 +170,14 @@ class SessionAuthenticator:
 class SignIn:
     """The login and logout pages."""
 
-    def __init__(self, *, pages: Pages, verifier: PasswordVerifier, codec: SessionCodec,
+    def __init__(self, *, pages: Pages, verifier: PasswordVerifier, jar: SessionJar,
                  cookie: CookieSettings, redirects: RedirectPolicy, client_address: ClientAddress,
                  public_url: str, max_age: int, logout_redirect: str | None, csp: str,
                  clock: Callable[[], float] = time.time) -> None:
         self.pages = pages
         self.csp = csp
         self.verifier = verifier
-        self.codec = codec
+        self.jar = jar
         self.cookie = cookie
         self.redirects = redirects
         self.client_address = client_address
@@ -188,9 +228,9 @@ class SignIn:
             throttled = isinstance(refusal, Throttled)
             error = THROTTLED_ERROR if throttled else GENERIC_ERROR
             return self._form(request, rd=rd, username=typed, error=error, status=429 if throttled else 401)
-        session = self.codec.start(verdict.identity)
+        session = self.jar.codec.start(verdict.identity)
         try:
-            value = self.codec.encode(session)
+            value = self.jar.encode(session)
         except SessionTooLarge:
             log.error("session of %s is too large for a cookie", verdict.identity.username)
             return self._form(request, rd=rd, username=typed, error=UNAVAILABLE_ERROR, status=503)

@@ -12,7 +12,8 @@ packages=(
   slapd ldap-utils                                             # OpenLDAP server and ldapadd
   samba samba-ad-dc samba-ad-provision winbind ldb-tools       # a real Active Directory DC
   nginx-light                                                  # the reverse proxy
-  wrk                                                          # load for bench/
+  chromium fonts-dejavu-core                                   # a real browser for sign-in tests
+  wrk libldap2-dev libsasl2-dev                                # bench/: load, and the peer's LDAP build
   python3-venv
 )
 missing=()
