@@ -1,0 +1,519 @@
+"""Benchmark of the auth_request path: nginx -> auth-sidecar -> slapd, next to a ceiling and a peer.
+
+    python bench/run.py [--duration 5] [--connections 10] [--skip-peer]
+
+One run starts, on 127.0.0.1 only, a private slapd (tests/testbed), then for each scenario in turn
+the processes it needs, measures them with wrk (1 thread, N connections, fixed duration) and stops
+them again:
+
+    ceiling        nginx whose auth_request target is `return 204`: no sidecar at all
+    basic-warm     nginx -> sidecar, HTTP Basic, verdict cache warm
+    basic-nocache  the same with both caches off, users taking turns: every request binds
+    peer-cookie    nginx -> nginx-ldap-auth-service /check with a session cookie (bench/.peer-venv)
+
+The table is printed and written to bench/results.md. Every process is stopped at the end, also on
+Ctrl-C, SIGTERM or an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import datetime
+import http.client
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from urllib.parse import urlencode
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))  # tests/testbed is imported from the work tree, not installed
+
+from tests.testbed import free_port, wait_for_port  # noqa: E402
+from tests.testbed.nginx import Nginx, render_site, static_app, substitute  # noqa: E402
+from tests.testbed.sidecar import SidecarProcess  # noqa: E402
+from tests.testbed.slapd import Slapd  # noqa: E402
+
+USER, PASSWORD = "alice", "alice-pass"
+APP_BODY = "ok\n"
+RESULTS = BENCH / "results.md"
+
+# The peer's exact pins from shared/reference/testbeds.md: its newest release breaks without them.
+PEER_VENV = BENCH / ".peer-venv"
+PEER_PACKAGES = (
+    "nginx-ldap-auth-service==2.6.2",
+    "fastapi==0.129.2",
+    "starlette==0.52.1",
+    "uvicorn[standard]==0.41.0",
+    "pydantic==2.12.5",
+    "redis==7.2.0",
+)
+PEER_COOKIE = "nginxauth"
+# bonsai (the peer's LDAP client) has no wheel here and compiles against these headers.
+PEER_BUILD_HEADERS = (Path("/usr/include/ldap.h"), Path("/usr/include/sasl/sasl.h"))
+
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+WARM_TARGET = 0.20  # basic-warm / ceiling, cookie-warm / ceiling
+PACED_RATE = 1000  # req/s for cookie-paced
+PACED_P99_TARGET = 2.0  # ms
+SESSION_COOKIE = "sidecar_session"  # no __Host- prefix: the bench runs on plain http
+PEER_TARGET = 15.0  # basic-warm / peer-cookie
+
+
+# -- processes ------------------------------------------------------------------------------------
+
+
+def distinct_ports(count: int) -> list[int]:
+    """Free ports that differ from each other: two quick free_port() calls may agree."""
+    ports: list[int] = []
+    while len(ports) < count:
+        if (port := free_port()) not in ports:
+            ports.append(port)
+    return ports
+
+
+def tail(log: Path, lines: int = 30) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
+
+
+@contextlib.contextmanager
+def child(command: list[str], *, log: Path, port: int, env: dict[str, str] | None = None,
+          cwd: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """Run command with its output in log; yield once it listens on port; always stop it by PID."""
+    with open(log, "wb") as out:
+        # Own session: a Ctrl-C must reach only us, so that we stop children in order.
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                   start_new_session=True)
+    try:
+        wait_listening(process, port, log)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}:\n{tail(log)}")
+        try:
+            wait_for_port(port, timeout=0.5)
+            return
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{process.args!r} did not listen on {port}:\n{tail(log)}") from None
+
+
+@contextlib.contextmanager
+def nginx(workdir: Path, site: str) -> Iterator[None]:
+    server = Nginx(workdir, site)
+    server.start()
+    try:
+        yield
+    finally:
+        server.stop()
+
+
+# -- the sidecar ----------------------------------------------------------------------------------
+
+
+def basic_auth(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def bench_users(slapd: Slapd, count: int) -> tuple[str, ...]:
+    """Authorization values of `count` new directory users, for basic-nocache to take turns with."""
+    values = []
+    for i in range(count):
+        uid, password = f"bench{i}", f"bench{i}-pass"
+        slapd.add_user(uid, password)
+        values.append(basic_auth(uid, password))
+    return tuple(values)
+
+
+def sidecar_config(slapd: Slapd, port: int, *, cache: bool, sessions: bool = False) -> dict[str, object]:
+    ldap: dict[str, object] = {
+        "server_uri": slapd.uri,
+        "bind_dn": slapd.service_dn,
+        "bind_password": slapd.service_password,
+        "user_search": {"base_dn": "ou=people,dc=example,dc=com", "filter": "(uid=%(user)s)"},
+        "group_search": {"base_dn": "ou=groups,dc=example,dc=com", "filter": "(objectClass=groupOfNames)"},
+        "group_type": "group_of_names",
+    }
+    config: dict[str, object] = {
+        "server": {"listen": f"127.0.0.1:{port}"},
+        "ldap": ldap,
+        "log": {"level": "warning"},
+    }
+    if not cache:
+        ldap["cache_timeout"] = 0
+        config["cache"] = {"failure_timeout": 0}
+    if sessions:
+        config["server"] = {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}"}
+        config["sessions"] = {"keys": [{"id": "bench", "secret": secrets.token_urlsafe(32)}], "secure": False}
+    return config
+
+
+@contextlib.contextmanager
+def sidecar(workdir: Path, slapd: Slapd, *, cache: bool, sessions: bool = False) -> Iterator[int]:
+    """One sidecar process (`python -m sidecar serve`); yields its port."""
+    port = free_port()
+    config = sidecar_config(slapd, port, cache=cache, sessions=sessions)
+    with SidecarProcess(workdir, config, log_level="warning") as process:
+        assert process.process is not None
+        progress(f"sidecar pid {process.process.pid} on 127.0.0.1:{port}")  # for py-spy --pid
+        yield port
+
+
+def sidecar_login(port: int) -> str:
+    """Sign in through the sidecar's own form; return the session cookie's value."""
+    page = fetch(port, "GET", "/login", {})
+    token = re.search(r'name="csrf" value="([^"]+)"', page.body)
+    if page.status != 200 or token is None:
+        raise RuntimeError(f"sidecar login page: {page.status}:\n{page.body[:500]}")
+    form = urlencode({"username": USER, "password": PASSWORD, "csrf": token.group(1)})
+    headers = {"Cookie": f"sidecar_csrf={token.group(1)}", "Content-Type": "application/x-www-form-urlencoded"}
+    answer = fetch(port, "POST", "/login", headers, form)
+    if answer.status != 303 or SESSION_COOKIE not in answer.cookies:
+        raise RuntimeError(f"sidecar login refused: {answer.status}:\n{answer.body[:500]}")
+    return answer.cookies[SESSION_COOKIE]
+
+
+# -- the peer -------------------------------------------------------------------------------------
+
+
+def peer_venv() -> Path:
+    """bench/.peer-venv with the pinned peer installed (once: a marker remembers the pins)."""
+    marker = PEER_VENV / "bench-installed.txt"
+    wanted = "\n".join(PEER_PACKAGES)
+    if marker.exists() and marker.read_text() == wanted:
+        return PEER_VENV
+    missing = [str(h) for h in PEER_BUILD_HEADERS if not h.exists()]
+    if missing:
+        raise RuntimeError(f"the peer's bonsai needs {', '.join(missing)}: "
+                           "apt-get install -y libldap2-dev libsasl2-dev (or use --skip-peer)")
+    progress(f"installing the peer into {PEER_VENV} (once)")
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(PEER_VENV)], check=True)
+    pip = [str(PEER_VENV / "bin" / "pip"), "install", "--disable-pip-version-check", *PEER_PACKAGES]
+    done = subprocess.run(pip, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(f"installing the peer failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+    marker.write_text(wanted)
+    return PEER_VENV
+
+
+def peer_env(slapd: Slapd) -> dict[str, str]:
+    return {
+        **os.environ,
+        "LDAP_URI": slapd.uri,
+        "LDAP_STARTTLS": "False",
+        "LDAP_BINDDN": slapd.service_dn,
+        "LDAP_PASSWORD": slapd.service_password,
+        # The peer binds as uid=<user>,<LDAP_BASEDN>: the base must be the users' own OU.
+        "LDAP_BASEDN": "ou=people,dc=example,dc=com",
+        "LDAP_USERNAME_ATTRIBUTE": "uid",
+        "LDAP_FULL_NAME_ATTRIBUTE": "cn",
+        "SECRET_KEY": secrets.token_hex(32),
+        "CSRF_SECRET_KEY": secrets.token_hex(32),
+        "INSECURE": "True",
+        "SESSION_BACKEND": "memory",
+    }
+
+
+@contextlib.contextmanager
+def peer(workdir: Path, venv: Path, slapd: Slapd) -> Iterator[int]:
+    """nginx-ldap-auth-service with one worker; yields its port."""
+    port = free_port()
+    command = [str(venv / "bin" / "nginx-ldap-auth"), "start", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "1"]
+    with child(command, log=workdir / "peer.log", port=port, env=peer_env(slapd)):
+        yield port
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    cookies: dict[str, str]
+    body: str
+
+
+def fetch(port: int, method: str, path: str, headers: dict[str, str], body: str | None = None) -> Answer:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        cookies = dict(c.split(";", 1)[0].strip().split("=", 1) for c in response.headers.get_all("Set-Cookie", []))
+        return Answer(response.status, cookies, response.read().decode(errors="replace"))
+    finally:
+        connection.close()
+
+
+def peer_login(port: int) -> str:
+    """Log in through the peer's form; return the value of its session cookie."""
+    # Its pages refuse requests without the headers its nginx example adds.
+    proxy = {"X-Proto-Scheme": "http", "X-Host": f"127.0.0.1:{port}"}
+    page = fetch(port, "GET", "/auth/login?service=/", proxy)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.body)
+    csrf_cookie = page.cookies.get(f"{PEER_COOKIE}_csrf")
+    if page.status != 200 or token is None or csrf_cookie is None:
+        raise RuntimeError(f"peer login page: {page.status}, no CSRF token or cookie:\n{page.body[:500]}")
+    form = urlencode({"username": USER, "password": PASSWORD, "csrf_token": token.group(1), "service": "/"})
+    # Both cookies are marked Secure; over plain http we carry them by hand.
+    headers = {**proxy, "Cookie": f"{PEER_COOKIE}_csrf={csrf_cookie}",
+               "Content-Type": "application/x-www-form-urlencoded"}
+    answer = fetch(port, "POST", "/auth/login", headers, form)
+    session = answer.cookies.get(PEER_COOKIE)
+    if answer.status != 302 or not session:
+        raise RuntimeError(f"peer login refused: {answer.status}:\n{answer.body[:500]}")
+    return session
+
+
+# -- measuring ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    rps: float
+    p99_ms: float
+    requests: int
+    errors: int  # non-2xx answers plus socket errors: anything but 0 makes the row suspect
+
+
+WRK_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
+WRK_P99 = re.compile(r"^\s+99%\s+([\d.]+)(us|ms|s|m)\s*$", re.M)
+WRK_TOTAL = re.compile(r"^\s+(\d+) requests in ", re.M)
+WRK_NON_2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+WRK_SOCKET = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+TO_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def parse_wrk(name: str, output: str) -> Result:
+    rps, p99, total = WRK_RPS.search(output), WRK_P99.search(output), WRK_TOTAL.search(output)
+    if rps is None or p99 is None or total is None:
+        raise RuntimeError(f"unexpected wrk output:\n{output}")
+    errors = sum(int(n) for n in WRK_NON_2XX.findall(output))
+    errors += sum(int(n) for match in WRK_SOCKET.findall(output) for n in match)
+    return Result(name, float(rps.group(1)), float(p99.group(1)) * TO_MS[p99.group(2)],
+                  int(total.group(1)), errors)
+
+
+def wrk(name: str, port: int, headers: dict[str, str], args: argparse.Namespace,
+        rotation: tuple[str, ...], paced: bool = False) -> Result:
+    """Load port for args.duration; with rotation, requests take turns with these Authorization values
+    (rotate-users.lua) and carry none of `headers` but Host; paced, about PACED_RATE req/s in all."""
+    command = ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency", "--timeout", "5s"]
+    for header, value in headers.items():
+        command += ["-H", f"{header}: {value}"]
+    command.append(f"http://127.0.0.1:{port}/")
+    if rotation:
+        command[1:1] = ["-s", str(BENCH / "rotate-users.lua")]
+        command += ["--", *rotation]
+    elif paced:
+        command[1:1] = ["-s", str(BENCH / "paced.lua")]
+        # Each answer's own time (about a millisecond) adds to the pause: pause a millisecond less.
+        command += ["--", str(max(1, round(args.connections * 1000 / PACED_RATE) - 1))]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=args.duration + 30)
+    return parse_wrk(name, done.stdout)
+
+
+def measure(name: str, port: int, headers: dict[str, str], args: argparse.Namespace,
+            rotation: tuple[str, ...] = (), paced: bool = False) -> Result:
+    """Check the path really authenticates (401 without, app page with), warm it, then load it."""
+    if headers and (refused := fetch(port, "GET", "/", {})).status != 401:
+        raise RuntimeError(f"{name}: {refused.status} without credentials, expected 401")
+    warm = fetch(port, "GET", "/", headers)
+    if warm.status != 200 or warm.body != APP_BODY:
+        raise RuntimeError(f"{name}: warm-up answered {warm.status}: {warm.body[:300]}")
+    progress(f"{name}: wrk {args.duration}s, {args.connections} connections")
+    result = wrk(name, port, headers, args, rotation, paced)
+    progress(f"{name}: {result.rps:,.0f} req/s, p99 {result.p99_ms:.2f} ms, {result.errors} errors")
+    return result
+
+
+# -- scenarios ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bench:
+    workdir: Path
+    docroot: Path
+    slapd: Slapd
+    args: argparse.Namespace
+    rotation: tuple[str, ...]  # Authorization values for basic-nocache, see bench_users
+
+    def dir(self, name: str) -> Path:
+        path = self.workdir / name
+        path.mkdir()
+        return path
+
+    def site(self, site: str, app_port: int) -> str:
+        """site plus the static application it proxies to, served by the same nginx."""
+        return site + static_app(port=app_port, root=self.docroot)
+
+
+def ceiling(bench: Bench) -> Result:
+    listen, app, unused = distinct_ports(3)
+    site = render_site(listen_port=listen, sidecar_port=unused, app_port=app, ceiling=True)
+    with nginx(bench.dir("ceiling"), bench.site(site, app)):
+        return measure("ceiling", listen, {}, bench.args)
+
+
+def basic(bench: Bench, name: str, *, cache: bool) -> Result:
+    workdir = bench.dir(name)
+    with sidecar(workdir, bench.slapd, cache=cache) as sidecar_port:
+        listen, app = distinct_ports(2)
+        site = render_site(listen_port=listen, sidecar_port=sidecar_port, app_port=app)
+        with nginx(workdir / "nginx", bench.site(site, app)):
+            # Without a cache, identical credentials in flight would share one directory round trip.
+            rotation = () if cache else bench.rotation
+            return measure(name, listen, {"Authorization": basic_auth(USER, PASSWORD)}, bench.args, rotation)
+
+
+def cookie(bench: Bench) -> list[Result]:
+    """The session-cookie path, saturated and then paced at about PACED_RATE req/s."""
+    workdir = bench.dir("cookie")
+    with sidecar(workdir, bench.slapd, cache=True, sessions=True) as sidecar_port:
+        headers = {"Cookie": f"{SESSION_COOKIE}={sidecar_login(sidecar_port)}"}
+        listen, app = distinct_ports(2)
+        site = render_site(listen_port=listen, sidecar_port=sidecar_port, app_port=app)
+        with nginx(workdir / "nginx", bench.site(site, app)):
+            return [measure("cookie-warm", listen, headers, bench.args),
+                    measure("cookie-paced", listen, headers, bench.args, paced=True)]
+
+
+def peer_cookie(bench: Bench, venv: Path) -> Result:
+    workdir = bench.dir("peer-cookie")
+    with peer(workdir, venv, bench.slapd) as peer_port:
+        session = peer_login(peer_port)
+        listen, app = distinct_ports(2)
+        tokens = {"LISTEN_PORT": str(listen), "PEER_PORT": str(peer_port), "APP_PORT": str(app)}
+        site = substitute((BENCH / "peer-site.conf").read_text(), tokens)
+        with nginx(workdir / "nginx", bench.site(site, app)):
+            return measure("peer-cookie", listen, {"Cookie": f"{PEER_COOKIE}={session}"}, bench.args)
+
+
+def run(args: argparse.Namespace) -> list[Result]:
+    # Install the peer before any load, so pip never competes with a measurement.
+    venv = None if args.skip_peer else peer_venv()
+    with tempfile.TemporaryDirectory(prefix="auth-sidecar-bench-") as tmp:
+        workdir = Path(tmp)
+        docroot = workdir / "app"
+        docroot.mkdir()
+        (docroot / "index.html").write_text(APP_BODY)
+        (workdir / "slapd").mkdir()
+        with Slapd(workdir / "slapd") as slapd:
+            # Twice the connections: with just as many, wrk still lets the odd pair overlap.
+            bench = Bench(workdir, docroot, slapd, args, bench_users(slapd, 2 * args.connections))
+            results = [ceiling(bench), basic(bench, "basic-warm", cache=True),
+                       basic(bench, "basic-nocache", cache=False), *cookie(bench)]
+            if venv is not None:
+                results.append(peer_cookie(bench, venv))
+    return results
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+
+def table(results: list[Result]) -> list[str]:
+    lines = ["| scenario | req/s | p99 (ms) | requests | errors |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r.name} | {r.rps:,.0f} | {r.p99_ms:.2f} | {r.requests:,} | {r.errors} |" for r in results]
+    return lines
+
+
+def ratios(results: list[Result]) -> list[str]:
+    by_name = {r.name: r for r in results}
+    top, other = by_name["ceiling"], by_name.get("peer-cookie")
+    lines = []
+    for name in ("basic-warm", "cookie-warm"):
+        share = by_name[name].rps / top.rps
+        met = verdict(share >= WARM_TARGET)
+        lines.append(f"- {name} / ceiling: **{share:.1%}** (target ≥ {WARM_TARGET:.0%}: {met})")
+        if other is not None:
+            times = by_name[name].rps / other.rps
+            lines.append(f"- {name} / peer-cookie: **{times:.1f}×** "
+                         f"(target ≥ {PEER_TARGET:.0f}×: {verdict(times >= PEER_TARGET)})")
+    paced = by_name["cookie-paced"]
+    met = verdict(paced.p99_ms <= PACED_P99_TARGET)
+    lines.append(f"- cookie-paced at {paced.rps:,.0f} req/s: p99 **{paced.p99_ms:.2f} ms** "
+                 f"(target ≤ {PACED_P99_TARGET:g} ms at ~{PACED_RATE:,} req/s: {met})")
+    return lines
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "MISSED"
+
+
+def report(results: list[Result], args: argparse.Namespace) -> str:
+    when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    setup = (f"{when} · wrk 1 thread, {args.connections} connections, {args.duration} s · "
+             f"{os.cpu_count()} CPUs · 127.0.0.1")
+    return "\n".join(["# auth-sidecar benchmark", "", setup, "", *table(results), "", *ratios(results), ""])
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def bounded(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer from low to high, so the load stays bounded."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+    return parse
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=bounded(1, 300), default=5, metavar="SECONDS",
+                        help="wrk run per scenario, 1-300 (default 5)")
+    parser.add_argument("--connections", type=bounded(1, 1000), default=10, metavar="N",
+                        help="wrk connections, 1-1000 (default 10)")
+    parser.add_argument("--skip-peer", action="store_true", help="leave out nginx-ldap-auth-service")
+    return parser.parse_args(argv)
+
+
+def on_sigterm(signum: int, frame: FrameType | None) -> None:
+    sys.exit(128 + signum)  # unwinds through every `finally`, which stops the children
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        progress("wrk is not installed: apt-get install -y wrk")
+        return 2
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        results = run(args)
+    except KeyboardInterrupt:
+        progress("interrupted: every process started was stopped")
+        return 130
+    text = report(results, args)
+    RESULTS.write_text(text)
+    print(text)
+    # Errors mean some answers were not the app's page: those figures do not measure the auth path.
+    return 1 if any(r.errors for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
