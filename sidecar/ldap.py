@@ -164,7 +164,7 @@ class Directory:
         self.servers = ServerList(config.server_uri, config.retry_dead_after)
         self._executor = ThreadPoolExecutor(config.threads, thread_name_prefix="ldap")
         self._local = threading.local()
-        self._kept: set[ldap3.Connection] = set()  # every thread's kept connections, for close()
+        self._open: set[ldap3.Connection] = set()  # every thread's kept connections, for close()
         self._kept_lock = threading.Lock()
         self._tls = self._make_tls(config)
         self._user_attrs = self._attributes_to_read(config)
@@ -196,7 +196,7 @@ class Directory:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         with self._kept_lock:
-            kept, self._kept = self._kept, set()
+            kept, self._open = self._open, set()
         for conn in kept:
             _unbind_quietly(conn)
 
@@ -250,10 +250,7 @@ class Directory:
             reader = service or self._anonymous(uri)
             dn, entry = self._find_user(reader, config.user_search, username)
             user_conn = self._bind(uri, dn, password)
-        try:
-            return self._describe(reader, username, dn, entry)
-        finally:
-            _unbind_quietly(user_conn)
+        return self._describe(reader, username, dn, entry)
 
     def _lookup_on(self, uri: str, username: str) -> DirectoryUser:
         config = self.config
@@ -388,65 +385,70 @@ class Directory:
         """This thread's service-account connection to ``uri`` (None without a bind_dn)."""
         if not self.config.bind_dn:
             return None
-        conns: dict[str, ldap3.Connection] = self._local.__dict__.setdefault("service", {})
-        conn = conns.get(uri)
-        if conn is not None and not conn.closed:
-            self._local.reused = True
-            return conn
-        assert self.config.bind_password is not None
-        conn = self._connect(uri, self.config.bind_dn, self.config.bind_password.reveal())
-        if not conn.bind():
-            reason = refusal_reason(conn.result or {})
-            conn.unbind()
-            raise DirectoryUnavailable(f"service account {self.config.bind_dn!r} refused: {reason}")
-        return self._keep(conns, uri, conn)
+        return self._kept("service", uri, self._bind_service)
 
     def _service_or_anonymous(self, uri: str) -> ldap3.Connection:
         return self._service(uri) or self._anonymous(uri)
 
     def _anonymous(self, uri: str) -> ldap3.Connection:
-        conns: dict[str, ldap3.Connection] = self._local.__dict__.setdefault("anonymous", {})
+        return self._kept("anonymous", uri, self._bind_anonymous)
+
+    def _kept(self, pool: str, uri: str, make: Callable[[str], ldap3.Connection]) -> ldap3.Connection:
+        """This thread's connection of a kind to a server, made when missing or closed."""
+        conns: dict[str, ldap3.Connection] = self._local.__dict__.setdefault(pool, {})
         conn = conns.get(uri)
         if conn is not None and not conn.closed:
             self._local.reused = True
             return conn
-        conn = self._connect(uri, None, None)
-        conn.bind()
-        return self._keep(conns, uri, conn)
-
-    def _keep(self, conns: dict[str, ldap3.Connection], uri: str, conn: ldap3.Connection) -> ldap3.Connection:
-        conns[uri] = conn
+        conn = conns[uri] = make(uri)
         with self._kept_lock:
-            self._kept.add(conn)
+            self._open.add(conn)
+        return conn
+
+    def _bind_service(self, uri: str) -> ldap3.Connection:
+        assert self.config.bind_password is not None
+        conn = self._connect(uri)
+        if not _simple_bind(conn, self.config.bind_dn, self.config.bind_password.reveal()):
+            reason = refusal_reason(conn.result or {})
+            conn.unbind()
+            raise DirectoryUnavailable(f"service account {self.config.bind_dn!r} refused: {reason}")
+        return conn
+
+    def _bind_anonymous(self, uri: str) -> ldap3.Connection:
+        conn = self._connect(uri)
+        conn.bind(read_server_info=False)
         return conn
 
     def _drop_service(self, uri: str) -> None:
-        for pool in ("service", "anonymous"):
+        for pool in ("service", "anonymous", "user"):
             conn = self._local.__dict__.get(pool, {}).pop(uri, None)
             if conn is not None:
                 with self._kept_lock:
-                    self._kept.discard(conn)
+                    self._open.discard(conn)
                 _unbind_quietly(conn)
 
     def _bind(self, uri: str, dn: str, password: str) -> ldap3.Connection:
+        """This thread's user-bind connection, bound as ``dn``; InvalidCredentials if refused."""
         log.debug("bind as %r on %s", dn, uri)
-        conn = self._connect(uri, dn, password)
-        if conn.bind():
+        # One kept connection per thread for users' binds saves a connect and unbind each time.
+        conn = self._kept("user", uri, self._connect)
+        accepted = _simple_bind(conn, dn, password)
+        conn.password = None  # ldap3 would keep the last user's password on the connection
+        if accepted:
             return conn
-        reason = refusal_reason(conn.result or {})
-        conn.unbind()
-        raise InvalidCredentials(f"directory refused the password for {dn}: {reason}")
+        raise InvalidCredentials(f"directory refused the password for {dn}: {refusal_reason(conn.result or {})}")
 
-    def _connect(self, uri: str, user: str | None, password: str | None) -> ldap3.Connection:
+    def _connect(self, uri: str) -> ldap3.Connection:
+        """An open, not yet bound connection (TLS started when configured)."""
         config = self.config
         log.debug("connect to %s", uri)
-        server = ldap3.Server(uri, tls=self._tls, connect_timeout=config.connect_timeout,
-                              get_info=ldap3.NONE)
+        servers: dict[str, ldap3.Server] = self._local.__dict__.setdefault("servers", {})
+        server = servers.get(uri)
+        if server is None:
+            server = servers[uri] = ldap3.Server(uri, tls=self._tls, connect_timeout=config.connect_timeout,
+                                                 get_info=ldap3.NONE)
         conn = ldap3.Connection(
             server,
-            user=user,
-            password=password,
-            authentication=ldap3.SIMPLE if user else ldap3.ANONYMOUS,
             auto_bind=ldap3.AUTO_BIND_NONE,
             client_strategy=ldap3.SYNC,
             read_only=True,
@@ -474,6 +476,13 @@ class Directory:
         if config.group_type == "posix_group":
             wanted += ["uid", "gidNumber"]
         return list(dict.fromkeys(wanted))
+
+
+def _simple_bind(conn: ldap3.Connection, dn: str, password: str) -> bool:
+    """Bind an open connection as dn (again). ldap3's rebind() would turn a dropped connection
+    into a plain LDAPBindError, hiding the transport failure that failover acts on."""
+    conn.user, conn.password, conn.authentication = dn, password, ldap3.SIMPLE
+    return bool(conn.bind(read_server_info=False))
 
 
 def _unbind_quietly(conn: ldap3.Connection) -> None:
