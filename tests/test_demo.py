@@ -15,6 +15,6 @@ def test_demo_check_passes_and_leaves_nothing_running() -> None:
     result = subprocess.run([sys.executable, "examples/demo/run.py", "--check"], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("PASS") >= 6 and "FAIL" not in result.stdout
+    assert result.stdout.count("PASS") >= 7 and "FAIL" not in result.stdout
     leftovers = subprocess.run(["pgrep", "-f", "examples/demo/app.py"], capture_output=True, text=True)
     assert leftovers.stdout.strip() == ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import secrets
 import importlib.util
 import signal
 import socket
@@ -93,7 +94,8 @@ def start(workdir: Path, stack: ExitStack, listen_port: int) -> Demo:
     app = spawn(stack, [sys.executable, str(HERE / "app.py"), "--port", str(app_port)])
     wait_until_listening(app, app_port, "the demo app")
     config = workdir / "sidecar.yaml"
-    config.write_text(yaml.safe_dump(sidecar_config(slapd, sidecar_port), sort_keys=False))
+    public = f"http://127.0.0.1:{listen_port}"
+    config.write_text(yaml.safe_dump(sidecar_config(slapd, sidecar_port, public), sort_keys=False))
     sidecar = spawn(
         stack,
         [sys.executable, "-m", "sidecar", "serve", "--config", str(config)],
@@ -105,11 +107,17 @@ def start(workdir: Path, stack: ExitStack, listen_port: int) -> Demo:
     return Demo(f"http://127.0.0.1:{listen_port}/", slapd.users, sidecar)
 
 
-def sidecar_config(slapd: Slapd, port: int) -> dict[str, object]:
-    """The demo directory's settings: service account, user and nested group search, flags."""
+def sidecar_config(slapd: Slapd, port: int, public: str) -> dict[str, object]:
+    """The demo directory's settings (service account, nested groups, flags) and browser sign-in."""
     groups = f"ou=groups,{slapd.base_dn}"
     return {
-        "server": {"listen": f"127.0.0.1:{port}", "realm": "auth-sidecar demo"},
+        "server": {"listen": f"127.0.0.1:{port}", "realm": "auth-sidecar demo",
+                   "public_url": f"{public}/_sidecar"},
+        # Plain http on loopback: the cookie cannot be Secure here (it must be in production).
+        "sessions": {"keys": [{"id": "demo", "secret": secrets.token_urlsafe(32)}], "secure": False,
+                     "default_redirect": f"{public}/", "recheck_every": 60},
+        "login_page": {"title": "Sign in to the demo app",
+                       "help_text": "The demo logins are printed in the terminal that started the demo."},
         "ldap": {
             "server_uri": slapd.uri,
             "bind_dn": slapd.service_dn,
@@ -222,6 +230,7 @@ def check(demo: Demo) -> bool:
         return {"Authorization": f"Basic {token}"}
 
     spoof = {"Remote-User": "admin"}
+    browser = fetch(demo.url + "devices/?q=1&b=2", {"Accept": "text/html"})  # follows the redirect
     alice = fetch(demo.url, basic("alice"))
     anonymous = fetch(demo.url, {})
     dave = fetch(demo.url, basic("dave"))
@@ -229,6 +238,12 @@ def check(demo: Demo) -> bool:
     spoofed_anonymous = fetch(demo.url, spoof)
     spoofed_alice = fetch(demo.url, {**basic("alice"), **spoof})
     results = [
+        (
+            "a browser without a session lands on the sign-in page, its return path kept",
+            browser,
+            browser.status == 200 and 'name="password"' in browser.body
+            and 'name="rd" value="http://127.0.0.1' in browser.body and "devices/?q=1&amp;b=2" in browser.body,
+        ),
         (
             "alice: 200, the page shows alice and Alice Liddell",
             alice,
@@ -261,10 +276,11 @@ def banner(demo: Demo) -> str:
     return f"""
 auth-sidecar demo: nginx -> auth-sidecar -> slapd, and the demo app behind nginx.
 
-  Open {demo.url} and sign in as one of:
+  Open {demo.url} in a browser (you get the sign-in page) and sign in as one of:
 {logins}
   or:  curl -u alice:{demo.passwords["alice"]} {demo.url}
 
+  Sign out at {demo.url}_sidecar/logout
   Lines starting with "sidecar |" are auth-sidecar's log. Ctrl-C to stop.
 """
 
