@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import base64
-import secrets
 import importlib.util
+import secrets
 import signal
 import socket
 import subprocess
