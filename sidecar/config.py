@@ -186,6 +186,64 @@ class LocalUsersConfig:
 
 
 @dataclass(frozen=True)
+class ClaimMap:
+    """Where each identity field comes from in a provider's claims (dotted paths reach nested ones)."""
+
+    username: str = "preferred_username"
+    first_name: str = "given_name"
+    last_name: str = "family_name"
+    email: str = "email"
+    groups: str | None = "groups"
+
+
+@dataclass(frozen=True)
+class Allow:
+    """Who a provider may sign in; empty lists allow everyone the provider vouches for."""
+
+    groups: frozenset[str] = frozenset()
+    email_domains: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class OidcProvider:
+    name: str
+    label: str
+    client_id: str
+    client_secret: Secret
+    type: str = "oidc"  # oidc: discovery and an ID token; oauth2: GitHub/GitLab-style, userinfo only
+    issuer: str | None = None
+    authorization_url: str | None = None
+    token_url: str | None = None
+    userinfo_url: str | None = None
+    scopes: tuple[str, ...] = ("openid", "email", "profile")
+    claims: ClaimMap = field(default_factory=ClaimMap)
+    allow: Allow = field(default_factory=Allow)
+    use_userinfo: bool = False
+    logout: bool = False  # RP-initiated logout: /logout also ends the provider's session
+    algorithms: tuple[str, ...] = ()  # empty: what the provider advertises, asymmetric only
+
+
+@dataclass(frozen=True)
+class BearerIssuer:
+    """Access tokens (JWT) from this issuer are accepted at /auth as ``Authorization: Bearer``."""
+
+    issuer: str
+    audiences: tuple[str, ...]
+    jwks_url: str | None = None  # default: from the issuer's discovery document
+    claims: ClaimMap = field(default_factory=lambda: ClaimMap(username="sub"))
+    allow: Allow = field(default_factory=Allow)
+    algorithms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OidcConfig:
+    providers: tuple[OidcProvider, ...] = ()
+    bearer: tuple[BearerIssuer, ...] = ()
+    callback_path: str = "/oidc/callback"
+    leeway: float = 30.0
+
+
+@dataclass(frozen=True)
 class RegulationConfig:
     enabled: bool = True
     max_failures: int = 5
@@ -205,6 +263,7 @@ class Config:
     login_page: LoginPageConfig = field(default_factory=LoginPageConfig)
     local_users: LocalUsersConfig | None = None
     regulation: RegulationConfig = field(default_factory=RegulationConfig)
+    oidc: OidcConfig = field(default_factory=OidcConfig)
 
 
 class _Reader:
@@ -644,6 +703,98 @@ def _read_local_users(r: _Reader) -> LocalUsersConfig:
     return local
 
 
+PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+
+
+def _read_claims(r: _Reader, default: ClaimMap) -> ClaimMap:
+    claims = ClaimMap(
+        username=r.text("username", default.username) or default.username,
+        first_name=r.text("first_name", default.first_name),
+        last_name=r.text("last_name", default.last_name),
+        email=r.text("email", default.email),
+        groups=r.optional_text("groups") if r.has("groups") else default.groups,
+    )
+    r.done()
+    return claims
+
+
+def _read_allow(r: _Reader) -> Allow:
+    allow = Allow(groups=frozenset(r.texts("groups")),
+                  email_domains=frozenset(d.lstrip("@").lower() for d in r.texts("email_domains")))
+    r.done()
+    return allow
+
+
+def _read_provider(r: _Reader) -> OidcProvider | None:
+    name = r.text("name")
+    if not PROVIDER_NAME.match(name):
+        r.problem("name", f"expected 1-32 lower-case letters, digits or -, got {name!r}")
+    kind = r.choice("type", ("oidc", "oauth2"), "oidc")
+    issuer = r.optional_text("issuer")
+    urls = {key: r.optional_text(key) for key in ("authorization_url", "token_url", "userinfo_url")}
+    for key, url in [("issuer", issuer), *urls.items()]:
+        if url is not None and not _absolute_http(url):
+            r.problem(key, f"expected an absolute http(s) URL, got {url!r}")
+    if kind == "oidc" and issuer is None:
+        r.problem("issuer", "is required for an OpenID Connect provider (its discovery document)")
+    if kind == "oauth2":
+        for key, url in urls.items():
+            if url is None:
+                r.problem(key, "is required for an oauth2 provider (it has no discovery)")
+    secret = r.secret("client_secret")
+    if secret is None:
+        r.problem("client_secret", "is required")
+    client_id = r.text("client_id")
+    if not client_id:
+        r.problem("client_id", "is required")
+    default_scopes = ("openid", "email", "profile") if kind == "oidc" else ()
+    scopes = r.texts("scopes") or default_scopes
+    if kind == "oidc" and "openid" not in scopes:
+        r.problem("scopes", "an OpenID Connect provider needs the openid scope")
+    provider = OidcProvider(
+        name=name, label=r.text("label", f"Sign in with {name}") or name, client_id=client_id,
+        client_secret=secret or Secret(""), type=kind, issuer=issuer.rstrip("/") if issuer else None,
+        scopes=scopes, claims=_read_claims(r.section("claims"), ClaimMap()), allow=_read_allow(r.section("allow")),
+        use_userinfo=r.flag("use_userinfo", kind == "oauth2"), logout=r.flag("logout", False),
+        algorithms=r.texts("algorithms"), **urls,
+    )
+    r.done()
+    return provider
+
+
+def _read_bearer(r: _Reader) -> BearerIssuer:
+    issuer = r.text("issuer")
+    if not _absolute_http(issuer):
+        r.problem("issuer", f"expected an absolute http(s) URL, got {issuer!r}")
+    audiences = r.texts("audiences")
+    if not audiences:
+        r.problem("audiences", "is required: the audiences (API identifiers) tokens must be issued for")
+    jwks_url = r.optional_text("jwks_url")
+    if jwks_url is not None and not _absolute_http(jwks_url):
+        r.problem("jwks_url", f"expected an absolute http(s) URL, got {jwks_url!r}")
+    bearer = BearerIssuer(issuer=issuer.rstrip("/"), audiences=audiences, jwks_url=jwks_url,
+                          claims=_read_claims(r.section("claims"), ClaimMap(username="sub")),
+                          allow=_read_allow(r.section("allow")), algorithms=r.texts("algorithms"))
+    r.done()
+    return bearer
+
+
+def _read_oidc(r: _Reader) -> OidcConfig:
+    providers = [p for p in (_read_provider(item) for item in r.items("providers")) if p is not None]
+    names = [p.name for p in providers]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        r.problem("providers", f"provider name {name!r} is used twice")
+    callback = r.text("callback_path", "/oidc/callback")
+    if not _local_path(callback):
+        r.problem("callback_path", f"expected a path starting with /, got {callback!r}")
+    oidc = OidcConfig(providers=tuple(providers), bearer=tuple(_read_bearer(item) for item in r.items("bearer")),
+                      callback_path=callback, leeway=r.number("leeway", 30.0))
+    if oidc.leeway > 300:
+        r.problem("leeway", "more than 300 seconds of clock skew would accept long-expired tokens")
+    r.done()
+    return oidc
+
+
 def _read_regulation(r: _Reader) -> RegulationConfig:
     default = RegulationConfig()
     regulation = RegulationConfig(
@@ -670,7 +821,7 @@ def parse_config(data: object) -> Config:
         "server": _read_server, "headers": _read_headers, "cache": _read_cache,
         "access": _read_access, "log": _read_log,
     }
-    readers.update({"login_page": _read_login_page, "regulation": _read_regulation})
+    readers.update({"login_page": _read_login_page, "regulation": _read_regulation, "oidc": _read_oidc})
     parts = {name: read(top.section(name)) for name, read in readers.items()}
     optional = {"ldap": _read_ldap, "sessions": _read_sessions, "local_users": _read_local_users}
     for name, read in optional.items():
@@ -679,8 +830,11 @@ def parse_config(data: object) -> Config:
     top.done()
     ldap: LdapConfig | None = parts["ldap"]
     sessions: SessionConfig | None = parts["sessions"]
-    if ldap is None and parts["local_users"] is None:
-        problems.append("ldap: is required unless local_users is set (where do users come from?)")
+    oidc: OidcConfig = parts["oidc"]
+    if ldap is None and parts["local_users"] is None and not oidc.providers and not oidc.bearer:
+        problems.append("ldap: is required unless local_users or oidc is set (where do users come from?)")
+    if oidc.providers and sessions is None:
+        problems.append("oidc.providers: single sign-on ends in a session: the sessions section is required")
     access: AccessConfig = parts["access"]
     local_groups = parts["local_users"] is not None
     if any(rule.groups for rule in access.rules) and not (local_groups or (ldap and ldap.find_group_perms)):
@@ -689,7 +843,7 @@ def parse_config(data: object) -> Config:
     server: ServerConfig = parts["server"]
     if sessions is not None and server.public_url is None:
         problems.append("server.public_url: is required with sessions (where browsers reach /login)")
-    if not server.basic_auth and sessions is None:
+    if not server.basic_auth and sessions is None and not oidc.bearer:
         problems.append("server.basic_auth: is off and there are no sessions: nobody could sign in")
     if (sessions and sessions.recheck_every and ldap and ldap.user_dn_template and not ldap.bind_dn):
         problems.append("sessions.recheck_every: re-checking a session needs ldap.bind_dn "

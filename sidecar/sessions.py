@@ -29,7 +29,7 @@ import secrets
 import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -74,6 +74,8 @@ class Session:
     checked_at: float
     # The identity's groups did not fit in the cookie and are kept by the sidecar instead.
     groups_elsewhere: bool = False
+    # A single sign-on provider's refresh token (encrypted with the rest), to renew the identity.
+    refresh_token: str | None = field(default=None, repr=False)
 
 
 class SessionTooLarge(SidecarError):
@@ -288,6 +290,7 @@ def _payload(session: Session) -> dict[str, object]:
         "x": dict(who.extra),
         "s": who.source,
         "t": [int(session.issued_at), int(session.last_seen), int(session.checked_at)],
+        **({"k": session.refresh_token} if session.refresh_token is not None else {}),
     }
 
 
@@ -308,8 +311,11 @@ def _from_payload(data: Any) -> Session:
                 extra=MappingProxyType(_text_map(extra)),
                 source=_typed(source, str),
             )
+            refresh = data.get("k")
+            if refresh is not None:
+                _typed(refresh, str)
             return Session(identity, issued_at=_seconds(issued), last_seen=_seconds(seen), checked_at=_seconds(checked),
-                           groups_elsewhere=bool(bits & 8))
+                           groups_elsewhere=bool(bits & 8), refresh_token=refresh)
     raise _Refused("the payload lacks a field")
 
 
