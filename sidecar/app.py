@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from sidecar.access import AccessRules
+from sidecar.assertion import AssertionSigner
 from sidecar.auth import Authenticator, BasicAuthenticator, PasswordVerifier, Verdict
 from sidecar.cache import VerdictCache
 from sidecar.config import Config, SessionConfig
@@ -107,6 +108,14 @@ def make_app(config: Config) -> web.Application:
     if config.server.basic_auth:
         authenticators.append(BasicAuthenticator(verifier, client_address))
 
+    signer = None
+    if config.assertion is not None:
+        signer = AssertionSigner(
+            [(key.id, key.private_key.reveal()) for key in config.assertion.keys],
+            issuer=config.assertion.issuer or config.server.public_url or "auth-sidecar",
+            audience=config.assertion.audience, lifetime=config.assertion.lifetime,
+            group_separator=config.headers.group_separator,
+        )
     app[SIDECAR] = Sidecar(
         authenticators=authenticators,
         rules=AccessRules(config.access),
@@ -116,8 +125,10 @@ def make_app(config: Config) -> web.Application:
         basic_auth=config.server.basic_auth,
         signin=signin,
         redirect_status=302 if config.server.mode == "forward_auth" else 401,
+        signer=signer,
+        assertion_header=config.headers.assertion,
     )
-    add_routes(app, signin)
+    add_routes(app, signin, signer)
 
     async def close(app: web.Application) -> None:
         if directory is not None:

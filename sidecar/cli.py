@@ -1,4 +1,4 @@
-"""The ``auth-sidecar`` command: serve | check-config | hash-password | generate-secret."""
+"""The ``auth-sidecar`` command: serve | check-config | hash-password | generate-secret | generate-signing-key."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     hashing.add_argument("--scheme", choices=["argon2id", "bcrypt"], default="argon2id",
                          help="argon2id for YAML users files (default), bcrypt for htpasswd files")
     commands.add_parser("generate-secret", help="print a random secret for sessions.keys")
+    commands.add_parser("generate-signing-key", help="print a new EC P-256 private key for assertion.keys")
     return parser
 
 
@@ -35,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "hash-password":
         return hash_password(args.scheme)
+    if args.command == "generate-signing-key":
+        from sidecar.assertion import generate_key
+
+        print(generate_key(), end="")
+        return 0
     if args.command == "generate-secret":
         import secrets
 

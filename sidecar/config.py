@@ -69,6 +69,7 @@ class HeaderConfig:
     group_separator: str = "|"
     is_staff: str = "Remote-User-Staff"
     is_superuser: str = "Remote-User-Superuser"
+    assertion: str = "Remote-User-Assertion"
     extra: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -244,6 +245,22 @@ class OidcConfig:
 
 
 @dataclass(frozen=True)
+class SigningKey:
+    id: str
+    private_key: Secret  # PEM, EC P-256
+
+
+@dataclass(frozen=True)
+class AssertionConfig:
+    """A short-lived signed statement of the identity, so applications can check the headers."""
+
+    keys: tuple[SigningKey, ...]
+    audience: str
+    issuer: str | None = None  # default: server.public_url, else "auth-sidecar"
+    lifetime: float = 60
+
+
+@dataclass(frozen=True)
 class RegulationConfig:
     enabled: bool = True
     max_failures: int = 5
@@ -264,6 +281,7 @@ class Config:
     local_users: LocalUsersConfig | None = None
     regulation: RegulationConfig = field(default_factory=RegulationConfig)
     oidc: OidcConfig = field(default_factory=OidcConfig)
+    assertion: AssertionConfig | None = None
 
 
 class _Reader:
@@ -435,7 +453,7 @@ def _read_headers(r: _Reader) -> HeaderConfig:
     default = HeaderConfig()
     names = {key: r.text(key, getattr(default, key))
              for key in ("user", "first_name", "last_name", "email", "groups", "is_staff",
-                         "is_superuser")}
+                         "is_superuser", "assertion")}
     extra = {str(k): v for k, v in (r.mapping("extra") or {}).items()}
     for key, name in [*names.items(), *(("extra." + k, v) for k, v in extra.items())]:
         if not isinstance(name, str) or not HEADER_NAME.match(name):
@@ -795,6 +813,29 @@ def _read_oidc(r: _Reader) -> OidcConfig:
     return oidc
 
 
+def _read_assertion(r: _Reader) -> AssertionConfig:
+    keys = []
+    for item in r.items("keys"):
+        key_id = item.text("id")
+        if not KEY_ID.match(key_id):
+            item.problem("id", f"expected 1-32 letters, digits, - or _, got {key_id!r}")
+        pem = item.secret("private_key")
+        if pem is None or "PRIVATE KEY-----" not in pem.reveal():
+            item.problem("private_key", "expected a PEM private key (auth-sidecar generate-signing-key)")
+        else:
+            keys.append(SigningKey(key_id, pem))
+        item.done()
+    if not r.has("keys"):
+        r.problem("keys", "is required: [{id: ..., private_key: {file: ...}}], the first signs, all are published")
+    audience = r.text("audience")
+    if not audience:
+        r.problem("audience", "is required: the name the application checks (e.g. netbox)")
+    assertion = AssertionConfig(keys=tuple(keys), audience=audience, issuer=r.optional_text("issuer"),
+                                lifetime=r.number("lifetime", 60, minimum=10))
+    r.done()
+    return assertion
+
+
 def _read_regulation(r: _Reader) -> RegulationConfig:
     default = RegulationConfig()
     regulation = RegulationConfig(
@@ -823,7 +864,8 @@ def parse_config(data: object) -> Config:
     }
     readers.update({"login_page": _read_login_page, "regulation": _read_regulation, "oidc": _read_oidc})
     parts = {name: read(top.section(name)) for name, read in readers.items()}
-    optional = {"ldap": _read_ldap, "sessions": _read_sessions, "local_users": _read_local_users}
+    optional = {"ldap": _read_ldap, "sessions": _read_sessions, "local_users": _read_local_users,
+                "assertion": _read_assertion}
     for name, read in optional.items():
         parts[name] = read(top.section(name)) if top.has(name) else None
         top.seen.add(name)

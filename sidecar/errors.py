@@ -2,6 +2,8 @@
 
     SidecarError
     ├── ConfigError               the configuration is invalid (carries every problem found)
+    ├── SessionTooLarge           a session does not fit a cookie (sidecar.sessions)
+    ├── AssertionRejected         an application refuses a signed identity (sidecar.contrib.assertion)
     └── AuthError                 a request cannot be given an identity
         ├── BadRequest            malformed credentials: 401 without contacting anyone
         ├── InvalidCredentials    the directory refused the credentials: 401

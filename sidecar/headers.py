@@ -7,6 +7,7 @@ whose name contains the separator is left out rather than split in two by the ap
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from sidecar.config import HeaderConfig
 from sidecar.identity import Identity
@@ -23,6 +24,12 @@ def clean(value: str) -> str:
     return value.translate(_CONTROLS).strip()
 
 
+def published_groups(groups: Sequence[str], separator: str) -> list[str]:
+    """The groups as the groups header carries them: cleaned, without any containing the separator."""
+    cleaned = (clean(name) for name in groups)
+    return [name for name in cleaned if name and separator not in name]
+
+
 class HeaderWriter:
     """Built once from the config; renders an identity as the 200 answer's headers."""
 
@@ -36,13 +43,10 @@ class HeaderWriter:
     def render(self, identity: Identity) -> Headers:
         c = self.config
         separator = c.group_separator
-        groups = []
-        for name in identity.groups:
-            cleaned = clean(name)
-            if cleaned and separator not in cleaned:
-                groups.append(cleaned)
-            else:
-                log.debug("group %r left out of %s: empty or contains %r", name, c.groups, separator)
+        groups = published_groups(identity.groups, separator)
+        if len(groups) != len(identity.groups) and log.isEnabledFor(logging.DEBUG):
+            log.debug("%d groups left out of %s: empty or containing %r", len(identity.groups) - len(groups),
+                      c.groups, separator)
         pairs = [
             (c.user, clean(identity.username)),
             (c.first_name, clean(identity.first_name)),

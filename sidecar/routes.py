@@ -9,6 +9,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from sidecar.access import AccessRules
+from sidecar.assertion import AssertionSigner
 from sidecar.auth import Authenticator, Verdict
 from sidecar.errors import AccessDenied, AuthError
 from sidecar.forwarded import ClientAddress, original, original_url
@@ -25,8 +26,11 @@ class Sidecar:
 
     def __init__(self, *, authenticators: list[Authenticator], rules: AccessRules,
                  client_address: ClientAddress, directory: Directory | None, realm: str,
-                 basic_auth: bool = True, signin: SignIn | None = None, redirect_status: int = 401) -> None:
+                 basic_auth: bool = True, signin: SignIn | None = None, redirect_status: int = 401,
+                 signer: AssertionSigner | None = None, assertion_header: str = "Remote-User-Assertion") -> None:
         self.authenticators = authenticators
+        self.signer = signer
+        self.assertion_header = assertion_header
         self.rules = rules
         self.client_address = client_address
         self.directory = directory
@@ -77,10 +81,14 @@ async def auth(request: web.Request) -> web.StreamResponse:
         assert verdict.identity is not None
         if sidecar.rules and not sidecar.rules.allows(verdict.identity, original(request)):
             return _refuse(request, AccessDenied(f"access rules refuse {verdict.identity.username}"))
-        if verdict.set_cookie is None:
+        if verdict.set_cookie is None and sidecar.signer is None:
             return web.Response(headers=verdict.headers)
         headers = CIMultiDict(verdict.headers)
-        headers.add("Set-Cookie", verdict.set_cookie)
+        if sidecar.signer is not None:
+            # Signed now, not cached with the verdict: an assertion lives a minute, a verdict an hour.
+            headers[sidecar.assertion_header] = sidecar.signer.sign(verdict.identity)
+        if verdict.set_cookie is not None:
+            headers.add("Set-Cookie", verdict.set_cookie)
         return web.Response(headers=headers)
     except AuthError as exc:
         return _refuse(request, exc)
@@ -108,6 +116,12 @@ def _answer(status: int, headers: CIMultiDict[str] | None = None) -> web.Respons
 _REASONS = {302: "Found", 401: "Unauthorized", 403: "Forbidden", 503: "Service Unavailable"}
 
 
+async def jwks(request: web.Request) -> web.Response:
+    signer = request.app[SIDECAR].signer
+    assert signer is not None  # the route exists only with a signer
+    return web.json_response(signer.jwks(), headers={"Cache-Control": "public, max-age=300"})
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
@@ -118,10 +132,12 @@ async def readyz(request: web.Request) -> web.Response:
     return web.Response(status=503, text="directory unreachable\n")
 
 
-def add_routes(app: web.Application, signin: SignIn | None = None) -> None:
+def add_routes(app: web.Application, signin: SignIn | None = None, signer: AssertionSigner | None = None) -> None:
     app.router.add_get("/auth", auth)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    if signer is not None:
+        app.router.add_get("/.well-known/jwks.json", jwks)
     if signin is not None:
         app.router.add_get("/login", signin.show_login)
         app.router.add_post("/login", signin.submit_login)

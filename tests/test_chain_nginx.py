@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from sidecar.assertion import generate_key
+from sidecar.contrib.assertion import AssertionVerifier
 from tests.conftest import basic, group, ldap_settings, need
 from tests.testbed import free_port
 from tests.testbed.nginx import Nginx, render_site
@@ -29,6 +31,7 @@ ALICE = [
     ("Remote-User-Staff", "true"),
     ("Remote-User-Superuser", "true"),
 ]
+SIGNING_KEY = generate_key()
 SPOOFS: list[Headers] = [
     [("Remote-User", "admin")],
     [("remote-user", "admin")],
@@ -73,6 +76,8 @@ def chain(slapd: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ch
                                  "is_superuser": group("superuser")},
         ),
         "access": {"rules": [{"path": "/admin", "groups": ["staff"]}, {"path": "/admin", "policy": "deny"}]},
+        "assertion": {"keys": [{"id": "k1", "private_key": SIGNING_KEY}], "audience": "netbox",
+                      "issuer": "https://sidecar.test"},
     }
     with EchoApp() as app, SidecarProcess(workdir, config) as sidecar:
         site = render_site(listen_port=listen_port, sidecar_port=sidecar_port, app_port=app.port)
@@ -85,7 +90,14 @@ def test_valid_credentials_reach_the_app_with_the_directorys_identity(chain: Cha
     assert response.status == 200
     echo = response.echo()
     assert echo["path"] == "/devices/?q=1&sort=name"
-    assert identity_seen(echo) == ALICE
+    seen = identity_seen(echo)
+    assertion = dict(seen).pop("Remote-User-Assertion")
+    assert [pair for pair in seen if pair[0] != "Remote-User-Assertion"] == ALICE
+    # The application can check the headers against the sidecar's signature and published keys.
+    verifier = AssertionVerifier(issuer="https://sidecar.test", audience="netbox",
+                                 jwks_url=f"http://127.0.0.1:{chain.sidecar.port}/.well-known/jwks.json")
+    plain = {key: dict(seen)[name] for key, name in PLAIN_NAMES.items()}
+    assert verifier.verify(assertion, plain)["sub"] == "alice"
 
 
 def test_the_app_never_sees_a_basic_password_but_keeps_api_tokens(chain: Chain) -> None:
@@ -95,6 +107,19 @@ def test_the_app_never_sees_a_basic_password_but_keeps_api_tokens(chain: Chain) 
     token = ("Authorization", "Token 0123456789abcdef")
     response = chain.get("/", [token])
     assert response.status == 401  # no credentials the sidecar accepts (yet)
+
+
+PLAIN_NAMES = {"user": "Remote-User", "first_name": "Remote-User-First-Name", "last_name": "Remote-User-Last-Name",
+               "email": "Remote-User-Email", "groups": "Remote-User-Group", "is_staff": "Remote-User-Staff",
+               "is_superuser": "Remote-User-Superuser"}
+
+
+def test_a_spoofed_assertion_never_reaches_the_app(chain: Chain) -> None:
+    forged = ("Remote-User-Assertion", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.")
+    assert chain.get("/", [forged]).status == 401
+    echo = chain.get("/", [forged, auth("carol", "carol-pass")]).echo()
+    values = [v for n, v in echo["headers"] if n.lower() == "remote-user-assertion"]
+    assert len(values) == 1 and values[0] != forged[1]
 
 
 def test_non_ascii_names_arrive_as_utf8_bytes(chain: Chain) -> None:
@@ -132,7 +157,7 @@ def test_spoofed_identity_headers_never_reach_the_app(chain: Chain, spoof: Heade
     echo = chain.get("/", [*spoof, auth("carol", "carol-pass")]).echo()
     seen = identity_seen(echo)
     assert dict(seen)["Remote-User"] == "carol"
-    assert len(seen) == len({name.lower() for name, _ in seen}) == 7  # one of each, no extras
+    assert len(seen) == len({name.lower() for name, _ in seen}) == 8  # one of each, no extras
     assert all(value not in ("admin", "root", "superusers", "admins", "admin@evil.test")
                for _, value in seen)
     assert dict(seen)["Remote-User-Superuser"] == "false"

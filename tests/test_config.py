@@ -167,7 +167,10 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 def test_check_config_accepts_the_documented_example() -> None:
     import os
 
-    env = {**os.environ, "LDAP_BIND_PASSWORD": "example-Secret", "SIDECAR_SESSION_SECRET": "s" * 40}
+    from sidecar.assertion import generate_key
+
+    env = {**os.environ, "LDAP_BIND_PASSWORD": "example-Secret", "SIDECAR_SESSION_SECRET": "s" * 40,
+           "SIDECAR_SIGNING_KEY": generate_key()}
     result = run_cli("check-config", str(ROOT / "examples" / "config.yaml"), env=env)
     assert result.returncode == 0, result.stderr
     assert "example-Secret" not in result.stdout + result.stderr

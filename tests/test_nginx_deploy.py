@@ -33,11 +33,13 @@ IDENTITY_NAMES = (
     "Remote-User-Group",
     "Remote-User-Staff",
     "Remote-User-Superuser",
+    "Remote-User-Assertion",
 )
 # What the fake sidecar answers per user: alice has everything, bob only a name, mallory is denied.
 IDENTITIES = {
-    "alice": ("alice", "Alice", "Liddell", "alice@example.org", "netbox-users|netbox-admins", "true", "true"),
-    "bob": ("bob", "", "", "", "", "false", "false"),
+    "alice": ("alice", "Alice", "Liddell", "alice@example.org", "netbox-users|netbox-admins", "true", "true",
+              "eyJ.alice.sig"),
+    "bob": ("bob", "", "", "", "", "false", "false", ""),
 }
 PASSWORDS = {"alice": "alice-pass", "bob": "bob-pass", "mallory": "mallory-pass"}
 SESSION_COOKIE = "sidecar_session=refreshed; Path=/; HttpOnly"
