@@ -28,6 +28,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# A real OpenID Connect provider for the single sign-on tests: panva oidc-provider, pinned in
+# tests/testbed/oidc/package-lock.json. The machine image has Node; Debian's is the fallback.
+if ! command -v npm >/dev/null 2>&1; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+if [ ! -d tests/testbed/oidc/node_modules ]; then
+  npm ci --prefix tests/testbed/oidc --no-audit --no-fund --loglevel=error
+fi
+
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
