@@ -11,19 +11,21 @@ from aiohttp import web
 from sidecar.access import AccessRules
 from sidecar.assertion import AssertionSigner
 from sidecar.auth import Authenticator, BasicAuthenticator, PasswordVerifier, Verdict
+from sidecar.bearer import BearerAuthenticator
 from sidecar.cache import VerdictCache
 from sidecar.config import Config, SessionConfig
 from sidecar.forwarded import ClientAddress
 from sidecar.headers import HeaderWriter
 from sidecar.ldap import Directory
 from sidecar.local import LocalUsers
+from sidecar.oidc import HttpClient, Provider, SingleSignOn, StateCookie
 from sidecar.pages import Pages, Theme
 from sidecar.policy import GroupPolicy
 from sidecar.redirects import RedirectPolicy
 from sidecar.regulation import Regulator
 from sidecar.routes import SIDECAR, Sidecar, add_routes
 from sidecar.sessions import CookieSettings, SessionCodec
-from sidecar.signin import SessionAuthenticator, SessionJar, SignIn
+from sidecar.signin import Renewal, SessionAuthenticator, SessionJar, SignIn
 from sidecar.sources import LdapSource, LocalSource, PasswordSource, Sources
 
 LOCAL_ONLY_CACHE_TIMEOUT = 300  # seconds, when there is no ldap.cache_timeout to follow
@@ -54,6 +56,18 @@ def _csp(hosts: list[str], domains: tuple[str, ...], schemes: set[str]) -> str:
     return Pages.CSP.replace("form-action 'self'", " ".join(["form-action 'self'", *sources]))
 
 
+def _single_sign_on(config: Config, http: HttpClient, signin: SignIn, redirects: RedirectPolicy, public_path: str,
+                    secret: str, secure: bool) -> SingleSignOn:
+    assert config.server.public_url is not None
+    redirect_uri = config.server.public_url + config.oidc.callback_path
+    providers = [Provider(p, http, redirect_uri=redirect_uri, leeway=config.oidc.leeway) for p in config.oidc.providers]
+    return SingleSignOn(
+        providers, state=StateCookie(secret, secure=secure), redirects=redirects, path=public_path,
+        finish=lambda grant, rd: signin.finish(grant.identity, rd, grant.refresh_token),
+        page=lambda status, title, text: signin.message_page(status, title, text),
+    )
+
+
 def make_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY,
                           handler_args={"max_field_size": MAX_HEADER, "max_line_size": MAX_HEADER})
@@ -69,7 +83,8 @@ def make_app(config: Config) -> web.Application:
     ordered: list[PasswordSource | None] = [ldap_source, local_source]
     if config.local_users is not None and config.local_users.order == "local_first":
         ordered.reverse()
-    sources = Sources([source for source in ordered if source is not None])
+    present = [source for source in ordered if source is not None]
+    sources = Sources(present) if present else None  # none: single sign-on or Bearer tokens only
 
     cache: VerdictCache[Verdict] = VerdictCache(
         ttl=config.ldap.cache_timeout if config.ldap is not None else LOCAL_ONLY_CACHE_TIMEOUT,
@@ -79,10 +94,11 @@ def make_app(config: Config) -> web.Application:
     regulation = config.regulation
     regulator = (Regulator(max_failures=regulation.max_failures, window=regulation.window, ban=regulation.ban)
                  if regulation.enabled else None)
-    verifier = PasswordVerifier(sources, cache, writer, regulator)
+    verifier = PasswordVerifier(sources, cache, writer, regulator) if sources is not None else None
 
     authenticators: list[Authenticator] = []
     signin = None
+    http = HttpClient()
     sessions = config.sessions
     if sessions is not None:
         assert config.server.public_url is not None  # the loader insists
@@ -91,7 +107,8 @@ def make_app(config: Config) -> web.Application:
         cookie = CookieSettings(name=sessions.cookie_name, domain=sessions.cookie_domain, secure=sessions.secure)
         max_age = int(sessions.lifetime)
         jar = SessionJar(codec, sources, keep_for=sessions.lifetime)
-        authenticators.append(SessionAuthenticator(jar, cookie, sources, writer,
+        renewal = Renewal(sources, None)
+        authenticators.append(SessionAuthenticator(jar, cookie, renewal, writer,
                                                    recheck_every=sessions.recheck_every, max_age=max_age))
         page = config.login_page
         public_path = urlsplit(config.server.public_url).path.rstrip("/")
@@ -105,8 +122,15 @@ def make_app(config: Config) -> web.Application:
                         client_address=client_address, public_url=config.server.public_url,
                         max_age=max_age, logout_redirect=sessions.logout_redirect,
                         csp=_csp(hosts, sessions.redirect_domains, schemes))
-    if config.server.basic_auth:
+        if config.oidc.providers:
+            renewal.sso = signin.sso = _single_sign_on(config, http, signin, redirects, public_path,
+                                                       sessions.keys[0].secret.reveal(), sessions.secure)
+    if config.oidc.bearer:
+        authenticators.append(BearerAuthenticator(config.oidc.bearer, http, writer, leeway=config.oidc.leeway))
+    if config.server.basic_auth and verifier is not None:
         authenticators.append(BasicAuthenticator(verifier, client_address))
+    if config.oidc.providers or config.oidc.bearer:
+        app.cleanup_ctx.append(http.lifetime)
 
     signer = None
     if config.assertion is not None:
@@ -128,7 +152,7 @@ def make_app(config: Config) -> web.Application:
         signer=signer,
         assertion_header=config.headers.assertion,
     )
-    add_routes(app, signin, signer)
+    add_routes(app, signin, signer, config.oidc.callback_path)
 
     async def close(app: web.Application) -> None:
         if directory is not None:

@@ -807,8 +807,8 @@ def _read_oidc(r: _Reader) -> OidcConfig:
         r.problem("callback_path", f"expected a path starting with /, got {callback!r}")
     oidc = OidcConfig(providers=tuple(providers), bearer=tuple(_read_bearer(item) for item in r.items("bearer")),
                       callback_path=callback, leeway=r.number("leeway", 30.0))
-    if oidc.leeway > 300:
-        r.problem("leeway", "more than 300 seconds of clock skew would accept long-expired tokens")
+    if oidc.leeway > 60:
+        r.problem("leeway", "more than 60 seconds of clock skew would accept expired tokens")
     r.done()
     return oidc
 

@@ -231,10 +231,16 @@ class Pages:
         return _fill(_HELP, text=_Html(text), link=_Html(link))
 
     def login(self, *, action: str, csrf_token: str, rd: str, username: str = "",
-              error: str | None = None, providers: Sequence[tuple[str, str]] = ()) -> str:
-        """The login page. ``error`` is generic text from the caller; the password is never echoed."""
+              error: str | None = None, providers: Sequence[tuple[str, str]] = (), passwords: bool = True) -> str:
+        """The login page. ``error`` is generic text from the caller; the password is never echoed.
+
+        Without ``passwords`` (single sign-on only) it offers just the providers' buttons.
+        """
         buttons = "".join(_fill(_PROVIDER, label=label, url=check_url(url, "provider URL"))
                           for label, url in providers)
+        if not passwords:
+            body = (_fill(_ERROR, error=error) if error else "") + _fill(_PROVIDERS, buttons=_Html(buttons))
+            return self._login_head + body + self._page_tail
         form = _fill(
             self._login,
             action=check_url(action, "action"),

@@ -132,7 +132,8 @@ async def readyz(request: web.Request) -> web.Response:
     return web.Response(status=503, text="directory unreachable\n")
 
 
-def add_routes(app: web.Application, signin: SignIn | None = None, signer: AssertionSigner | None = None) -> None:
+def add_routes(app: web.Application, signin: SignIn | None = None, signer: AssertionSigner | None = None,
+               callback_path: str = "/oidc/callback") -> None:
     app.router.add_get("/auth", auth)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -144,3 +145,6 @@ def add_routes(app: web.Application, signin: SignIn | None = None, signer: Asser
         app.router.add_get("/logout", signin.show_logout)
         app.router.add_post("/logout", signin.submit_logout)
         app.router.add_get("/static/{name}", signin.static)
+        if signin.sso is not None:
+            app.router.add_get("/oidc/{name}/start", signin.sso.start)
+            app.router.add_get(callback_path, signin.sso.callback)

@@ -373,3 +373,14 @@ def _unbase64(segment: str) -> bytes:
     if base64.urlsafe_b64encode(raw).rstrip(b"=") != segment.encode():
         raise _Refused("a segment is not in canonical base64url")
     return raw
+
+
+def cookie_value(header: str | None, prefix: str) -> str | None:
+    """The value of one cookie (``prefix`` is ``name=``), without parsing every other cookie."""
+    if not header:
+        return None
+    for part in header.split(";"):
+        part = part.strip()
+        if part.startswith(prefix):
+            return part[len(prefix):]
+    return None

@@ -15,7 +15,7 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import quote, urlsplit
 
 from aiohttp import web
@@ -23,13 +23,22 @@ from cachetools import TTLCache
 from multidict import CIMultiDict
 
 from sidecar.auth import PasswordVerifier, Verdict, check_password_shape, normalize_username
-from sidecar.errors import AccessDenied, AuthError, BadRequest, DirectoryUnavailable, InvalidCredentials, Throttled
+from sidecar.errors import (
+    AccessDenied,
+    AuthError,
+    BadRequest,
+    DirectoryUnavailable,
+    InvalidCredentials,
+    Throttled,
+    UnknownUser,
+)
 from sidecar.forwarded import ClientAddress
 from sidecar.headers import HeaderWriter
 from sidecar.identity import Identity
+from sidecar.oidc import SingleSignOn
 from sidecar.pages import Pages
 from sidecar.redirects import RedirectPolicy
-from sidecar.sessions import CookieSettings, Session, SessionCodec, SessionTooLarge
+from sidecar.sessions import CookieSettings, Session, SessionCodec, SessionTooLarge, cookie_value
 from sidecar.sources import Sources
 
 log = logging.getLogger("sidecar.signin")
@@ -39,17 +48,6 @@ THROTTLED_ERROR = "Too many failed attempts. Wait a few minutes, then try again.
 UNAVAILABLE_ERROR = "Sign-in is unavailable right now. Try again in a minute."
 RETRY_UNREACHABLE = 30.0  # seconds before re-checking a session whose source did not answer
 MAX_FORM = 16 * 1024
-
-
-def cookie_value(header: str | None, prefix: str) -> str | None:
-    """The value of one cookie (``prefix`` is ``name=``), without parsing every other cookie."""
-    if not header:
-        return None
-    for part in header.split(";"):
-        part = part.strip()
-        if part.startswith(prefix):
-            return part[len(prefix):]
-    return None
 
 
 def is_browser(request: web.Request) -> bool:
@@ -62,7 +60,8 @@ class SessionJar:
     stay here instead, per user, for the session lifetime; after a restart, or in another process,
     they are read again from the user's source."""
 
-    def __init__(self, codec: SessionCodec, sources: Sources, *, keep_for: float, max_users: int = 5_000) -> None:
+    def __init__(self, codec: SessionCodec, sources: Sources | None, *, keep_for: float,
+                 max_users: int = 5_000) -> None:
         self.codec = codec
         self.sources = sources
         self._groups: TTLCache[tuple[str, str], tuple[tuple[str, ...], frozenset[str]]] = TTLCache(max_users, keep_for)
@@ -85,6 +84,8 @@ class SessionJar:
         kept = self._groups.get((who.source, who.username))
         if kept is None:
             try:
+                if self.sources is None:
+                    raise UnknownUser(f"{who.source} cannot describe {who.username} again")
                 fresh = await self.sources.lookup(who)
             except AuthError as exc:
                 log.warning("session of %s refused: its groups could not be read again: %s", who.username, exc.reason)
@@ -94,22 +95,41 @@ class SessionJar:
         return dataclasses.replace(session, identity=identity, groups_elsewhere=False)
 
 
+class Renewal:
+    """Describes a signed-in user again, through wherever they signed in: a password source
+    (directory, users file) or a single sign-on provider (its refresh token)."""
+
+    def __init__(self, sources: Sources | None, sso: SingleSignOn | None) -> None:
+        self.sources = sources
+        self.sso = sso
+
+    async def __call__(self, session: Session) -> Session:
+        if session.identity.source.startswith("oidc:"):
+            if self.sso is None:
+                raise UnknownUser(f"{session.identity.source} is not configured")
+            return await self.sso.renew(session)
+        if self.sources is None:
+            raise UnknownUser(f"{session.identity.source} is not configured")
+        return dataclasses.replace(session, identity=await self.sources.lookup(session.identity))
+
+
 class SessionAuthenticator:
     """The /auth side of browser sign-in: a session cookie becomes a verdict."""
 
-    def __init__(self, jar: SessionJar, cookie: CookieSettings, sources: Sources, writer: HeaderWriter,
-                 *, recheck_every: float, max_age: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, jar: SessionJar, cookie: CookieSettings, renew: Callable[[Session], Awaitable[Session]],
+                 writer: HeaderWriter, *, recheck_every: float, max_age: int,
+                 clock: Callable[[], float] = time.time) -> None:
         self.jar = jar
         self.codec = jar.codec
         self.cookie = cookie
-        self.sources = sources
+        self.renew = renew  # the user's source describes them again (directory, users file, provider)
         self.writer = writer
         self.recheck_every = recheck_every
         self.max_age = max_age
         self._clock = clock
         self._prefix = cookie.cookie_name() + "="
         self._retry_at: dict[str, float] = {}
-        self._rechecks: dict[str, asyncio.Future[Identity]] = {}
+        self._rechecks: dict[str, asyncio.Future[Session]] = {}
 
     async def authenticate(self, request: web.Request) -> Verdict | None:
         value = cookie_value(request.headers.get("Cookie"), self._prefix)
@@ -131,7 +151,7 @@ class SessionAuthenticator:
         if self._retry_at.get(username, 0.0) > now:
             return self._verdict(session, renew=False)
         try:
-            identity = await self._recheck(session.identity)
+            renewed = await self._recheck(session)
         except DirectoryUnavailable as exc:
             # Signed-in people keep working while the directory is away; new sign-ins cannot.
             log.warning("session of %s not re-checked, kept for now: %s", username, exc.reason)
@@ -141,15 +161,14 @@ class SessionAuthenticator:
             log.warning("session of %s ended by its re-check: %s", username, exc.reason)
             return Verdict(None, exc, set_cookie=self.cookie.clear_cookie_header())
         self._retry_at.pop(username, None)
-        renewed = Session(identity=identity, issued_at=session.issued_at, last_seen=now, checked_at=now)
-        return self._verdict(renewed, renew=True)
+        return self._verdict(dataclasses.replace(renewed, last_seen=now, checked_at=now), renew=True)
 
-    async def _recheck(self, identity: Identity) -> Identity:
-        # One directory query per user however many of their requests arrive at once.
-        key = f"{identity.source}\0{identity.username}"
+    async def _recheck(self, session: Session) -> Session:
+        # One query to the source per user however many of their requests arrive at once.
+        key = f"{session.identity.source}\0{session.identity.username}"
         if (pending := self._rechecks.get(key)) is not None:
             return await asyncio.shield(pending)
-        future = asyncio.ensure_future(self.sources.lookup(identity))
+        future = asyncio.ensure_future(self.renew(session))
         self._rechecks[key] = future
         try:
             return await asyncio.shield(future)
@@ -170,7 +189,7 @@ class SessionAuthenticator:
 class SignIn:
     """The login and logout pages."""
 
-    def __init__(self, *, pages: Pages, verifier: PasswordVerifier, jar: SessionJar,
+    def __init__(self, *, pages: Pages, verifier: PasswordVerifier | None, jar: SessionJar,
                  cookie: CookieSettings, redirects: RedirectPolicy, client_address: ClientAddress,
                  public_url: str, max_age: int, logout_redirect: str | None, csp: str,
                  clock: Callable[[], float] = time.time) -> None:
@@ -192,6 +211,7 @@ class SignIn:
         self._csrf_prefix = self.csrf_name + "="
         self._csrf_attributes = "; Path=/; HttpOnly; SameSite=Strict; Max-Age=3600" + ("; Secure" if secure else "")
         self._csrf_cleared = f"{self.csrf_name}=; Path=/; Max-Age=0" + ("; Secure" if secure else "")
+        self.sso: SingleSignOn | None = None  # set by make_app when providers are configured
 
     def login_url(self, original_url: str | None) -> str:
         """Where a browser without a session is sent: the login page, with the page it wanted."""
@@ -212,6 +232,8 @@ class SignIn:
                                                       text="Your sign-in form expired. Please try again.",
                                                       link=("Back to sign-in", self.path + "/login")))
         rd = self.redirects.safe(form.get("rd"))
+        if self.verifier is None:
+            return self.message_page(404, "Sign-in failed", "Passwords are not accepted here: use a button below.")
         typed = form.get("username", "")
         client = self.client_address(request)
         try:
@@ -228,17 +250,26 @@ class SignIn:
             throttled = isinstance(refusal, Throttled)
             error = THROTTLED_ERROR if throttled else GENERIC_ERROR
             return self._form(request, rd=rd, username=typed, error=error, status=429 if throttled else 401)
-        session = self.jar.codec.start(verdict.identity)
+        log.info("signed in %s (%s) client=%s", verdict.identity.username, verdict.identity.source, client)
+        response = self.finish(verdict.identity, rd)
+        response.headers.add("Set-Cookie", self._csrf_cleared)
+        return response
+
+    def finish(self, identity: Identity, rd: str, refresh_token: str | None = None) -> web.Response:
+        """The end of any sign-in: the session cookie, and back to where the person was going."""
+        session = dataclasses.replace(self.jar.codec.start(identity), refresh_token=refresh_token)
         try:
             value = self.jar.encode(session)
         except SessionTooLarge:
-            log.error("session of %s is too large for a cookie", verdict.identity.username)
-            return self._form(request, rd=rd, username=typed, error=UNAVAILABLE_ERROR, status=503)
-        log.info("signed in %s (%s) client=%s", verdict.identity.username, verdict.identity.source, client)
-        response = web.HTTPSeeOther(rd)
+            log.error("session of %s is too large for a cookie", identity.username)
+            return self.message_page(503, "Sign-in failed", UNAVAILABLE_ERROR)
+        response = web.Response(status=303, headers={"Location": rd, "Cache-Control": "no-store"})
         response.headers.add("Set-Cookie", self.cookie.set_cookie_header(value, self.max_age))
-        response.headers.add("Set-Cookie", self._csrf_cleared)
-        raise response
+        return response
+
+    def message_page(self, status: int, title: str, text: str) -> web.Response:
+        link = ("Back to sign-in", self.path + "/login")
+        return self._page(status, self.pages.message(title=title, text=text, link=link))
 
     async def show_logout(self, request: web.Request) -> web.Response:
         token = self._csrf_token(request)
@@ -252,9 +283,15 @@ class SignIn:
                                                       text="Your sign-out form expired. Please try again.",
                                                       link=("Back", self.path + "/logout")))
         target = self.logout_redirect or self.path + "/login"
-        response = web.HTTPSeeOther(target)
+        if self.sso is not None:
+            # Signed in through a provider that ends its own session too: go there, then come back.
+            session = await self.jar.decode(cookie_value(request.headers.get("Cookie"),
+                                                         self.cookie.cookie_name() + "=") or "")
+            back = target if "://" in target else self.origin + target
+            target = await self.sso.logout_url(session, back) or target
+        response = web.Response(status=303, headers={"Location": target, "Cache-Control": "no-store"})
         response.headers.add("Set-Cookie", self.cookie.clear_cookie_header())
-        raise response
+        return response
 
     async def static(self, request: web.Request) -> web.Response:
         found = self.pages.static_file(request.match_info["name"])
@@ -269,7 +306,9 @@ class SignIn:
     def _form(self, request: web.Request, *, rd: str, username: str = "", error: str | None = None,
               status: int = 200) -> web.Response:
         token = self._csrf_token(request)
-        page = self.pages.login(action=self.path + "/login", csrf_token=token, rd=rd, username=username, error=error)
+        providers = self.sso.buttons(rd) if self.sso is not None else ()
+        page = self.pages.login(action=self.path + "/login", csrf_token=token, rd=rd, username=username, error=error,
+                                providers=providers, passwords=self.verifier is not None)
         return self._page(status, page, csrf=token)
 
     def _page(self, status: int, html: str, *, csrf: str | None = None) -> web.Response:

@@ -1,0 +1,114 @@
+"""API clients: ``Authorization: Bearer <JWT>`` access tokens from configured issuers.
+
+The token's own ``iss`` only chooses which configured issuer to check it against; everything is
+then verified strictly (:mod:`sidecar.tokens`) with that issuer's keys, audiences and algorithms.
+A verified token's verdict is remembered, keyed by an HMAC of the token, until the token expires
+(bounded), so a client sending the same token on every request costs a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aiohttp import web
+from cachetools import TTLCache
+
+from sidecar.auth import Verdict
+from sidecar.config import BearerIssuer
+from sidecar.errors import AccessDenied, BadRequest, InvalidCredentials
+from sidecar.headers import HeaderWriter
+from sidecar.jwks import Discovery, JwksCache
+from sidecar.oidc import HttpClient, identity_from_claims
+from sidecar.tokens import MAX_TOKEN_BYTES, Expectations, KeySet, UnknownKey, allowed_algorithms, verify
+
+log = logging.getLogger("sidecar.bearer")
+
+MEMO_TTL = 300.0  # seconds at most between two full verifications of one token
+
+
+class _Issuer:
+    """One configured issuer: its keys (from jwks_url or discovery) and what its tokens must say."""
+
+    def __init__(self, config: BearerIssuer, http: HttpClient, leeway: float) -> None:
+        self.config = config
+        self._http = http
+        self._leeway = leeway
+        self._jwks: JwksCache | None = None
+        self._expected: Expectations | None = None
+
+    async def claims(self, token: str, now: float) -> dict[str, Any]:
+        jwks, expected = await self._setup()
+        try:
+            return verify(token, await jwks.keys(), expected, now)
+        except UnknownKey as exc:
+            keys: KeySet = await jwks.refresh_for_unknown_kid(exc.kid)
+            return verify(token, keys, expected, now)
+
+    async def _setup(self) -> tuple[JwksCache, Expectations]:
+        if self._jwks is None or self._expected is None:
+            config = self.config
+            advertised: Any = config.algorithms or None
+            url = config.jwks_url
+            if url is None or not advertised:
+                metadata = await Discovery(self._http.session, config.issuer).document()
+                url = url or str(metadata["jwks_uri"])
+                advertised = advertised or metadata.get("id_token_signing_alg_values_supported")
+            self._expected = Expectations(issuer=config.issuer, audiences=frozenset(config.audiences),
+                                          algorithms=allowed_algorithms(advertised), leeway=self._leeway)
+            self._jwks = JwksCache(self._http.session, url)
+        return self._jwks, self._expected
+
+
+class BearerAuthenticator:
+    def __init__(self, issuers: Sequence[BearerIssuer], http: HttpClient, writer: HeaderWriter, *,
+                 leeway: float, memo_entries: int = 10_000, clock: Callable[[], float] = time.time) -> None:
+        self._issuers = {config.issuer: _Issuer(config, http, leeway) for config in issuers}
+        self._writer = writer
+        self._clock = clock
+        self._key = secrets.token_bytes(32)
+        self._memo: TTLCache[bytes, tuple[Verdict, float]] = TTLCache(memo_entries, MEMO_TTL)
+
+    async def authenticate(self, request: web.Request) -> Verdict | None:
+        scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        token = token.strip()
+        if not token or len(token) > MAX_TOKEN_BYTES:
+            raise BadRequest("empty or oversized Bearer token")
+        key = hmac.new(self._key, token.encode(), hashlib.sha256).digest()
+        now = self._clock()
+        if (hit := self._memo.get(key)) is not None and now < hit[1]:
+            return hit[0]
+        try:
+            issuer = self._issuers.get(_unverified_issuer(token))
+            if issuer is None:
+                raise InvalidCredentials("a Bearer token from an issuer that is not configured")
+            claims = await issuer.claims(token, now)
+            identity = identity_from_claims(claims, issuer.config.claims, issuer.config.allow,
+                                            f"bearer:{issuer.config.issuer}")
+        except (InvalidCredentials, AccessDenied) as exc:
+            return Verdict(None, exc)
+        verdict = Verdict(identity, None, self._writer.render(identity))
+        self._memo[key] = (verdict, float(claims["exp"]))
+        return verdict
+
+
+def _unverified_issuer(token: str) -> str:
+    """The ``iss`` a token claims: trusted for nothing but choosing which issuer checks it."""
+    try:
+        segment = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (IndexError, ValueError):
+        raise InvalidCredentials("a Bearer token that is not a JWT") from None
+    issuer = claims.get("iss") if isinstance(claims, dict) else None
+    if not isinstance(issuer, str):
+        raise InvalidCredentials("a Bearer token without an issuer")
+    return issuer.rstrip("/")

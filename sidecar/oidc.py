@@ -1,0 +1,372 @@
+"""Single sign-on with OpenID Connect providers (and plain OAuth2 ones such as GitHub).
+
+``/oidc/<name>/start`` binds a random state, nonce and PKCE verifier to the browser in a
+short-lived encrypted cookie and sends the browser to the provider. The provider sends it back to
+the callback with a code; the sidecar checks the state, exchanges the code (proving the verifier),
+verifies the ID token strictly (:mod:`sidecar.tokens`), maps claims to an identity, checks who is
+allowed, and ends in the same session cookie as the login form. A refresh token, when granted,
+renews the identity; ``/logout`` can also end the provider's session (RP-initiated logout).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+from aiohttp import web
+from jose import jwe
+from jose.exceptions import JOSEError
+
+from sidecar.config import Allow, ClaimMap, OidcProvider
+from sidecar.errors import AccessDenied, AuthError, InvalidCredentials
+from sidecar.identity import Identity
+from sidecar.jwks import Discovery, JwksCache, ProviderUnavailable
+from sidecar.redirects import RedirectPolicy
+from sidecar.sessions import Session, cookie_value
+from sidecar.tokens import Expectations, UnknownKey, allowed_algorithms, claim, claim_strings, verify
+
+log = logging.getLogger("sidecar.oidc")
+
+STATE_TTL = 600  # seconds a sign-in may take at the provider
+HTTP_TIMEOUT = 10.0
+MAX_RESPONSE = 256 * 1024
+# Error codes a provider may send back (RFC 6749 4.1.2.1), as people should read them.
+PROVIDER_ERRORS = {
+    "access_denied": "You did not allow the sign-in at the provider.",
+    "login_required": "The provider needs you to sign in again.",
+    "consent_required": "The provider needs your consent first.",
+    "interaction_required": "The provider needs you to act first.",
+    "temporarily_unavailable": "The provider is busy. Try again in a minute.",
+    "server_error": "The provider had a problem. Try again in a minute.",
+}
+
+
+class HttpClient:
+    """The one aiohttp session for talking to providers, opened and closed with the application."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise ProviderUnavailable("the HTTP client is not running")
+        return self._session
+
+    async def lifetime(self, app: web.Application) -> AsyncIterator[None]:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT),
+                                              headers={"User-Agent": "auth-sidecar"})
+        yield
+        await self._session.close()
+        self._session = None
+
+
+def identity_from_claims(claims: Mapping[str, Any], mapping: ClaimMap, allow: Allow, source: str) -> Identity:
+    """The identity a provider's claims describe, if the provider's allow-list lets it in."""
+    username = claim(claims, mapping.username)
+    if not isinstance(username, str) or not username.strip():
+        raise InvalidCredentials(f"the {mapping.username!r} claim is missing or not a string")
+    groups = claim_strings(claims, mapping.groups) if mapping.groups else ()
+    email = _text(claims, mapping.email)
+    if allow.groups and not allow.groups & set(groups):
+        raise AccessDenied(f"{username} is in none of the allowed groups")
+    if allow.email_domains:
+        domain = email.rpartition("@")[2].lower()
+        if claims.get("email_verified") is False or domain not in allow.email_domains:
+            raise AccessDenied(f"{username}'s email {email!r} is not verified or not in an allowed domain")
+    return Identity(
+        username=username.strip(),
+        first_name=_text(claims, mapping.first_name),
+        last_name=_text(claims, mapping.last_name),
+        email=email,
+        groups=tuple(sorted(set(groups), key=str.casefold)),
+        rule_groups=frozenset(g.casefold() for g in groups),
+        source=source,
+    )
+
+
+def _text(claims: Mapping[str, Any], path: str) -> str:
+    value = claim(claims, path) if path else None
+    return value if isinstance(value, str) else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A sign-in in progress, as the state cookie carries it."""
+
+    provider: str
+    state: str
+    nonce: str
+    verifier: str
+    rd: str
+    started: float
+
+
+class StateCookie:
+    """The short-lived encrypted cookie that binds a sign-in in progress to this browser."""
+
+    def __init__(self, secret: str, *, secure: bool, clock: Callable[[], float] = time.time) -> None:
+        # A key of its own: a state cookie can never be taken for a session, nor the reverse.
+        self._key = hashlib.sha256(b"auth-sidecar oidc state v1\0" + secret.encode()).digest()
+        self.name = ("__Host-" if secure else "") + "sidecar_oidc"
+        self._attributes = f"; Path=/; HttpOnly; SameSite=Lax; Max-Age={STATE_TTL}" + ("; Secure" if secure else "")
+        self._cleared = f"{self.name}=; Path=/; Max-Age=0" + ("; Secure" if secure else "")
+        self._clock = clock
+
+    def seal(self, pending: Pending) -> str:
+        payload = json.dumps(dataclasses.asdict(pending), separators=(",", ":")).encode()
+        token = jwe.encrypt(payload, self._key, algorithm="dir", encryption="A256GCM")
+        return f"{self.name}={token.decode('ascii')}{self._attributes}"
+
+    def cleared(self) -> str:
+        return self._cleared
+
+    def open(self, value: str | None) -> Pending | None:
+        if not value or len(value) > 4096:
+            return None
+        try:
+            data = json.loads(jwe.decrypt(value, self._key) or b"")
+            pending = Pending(**data)
+        except (JOSEError, ValueError, TypeError):
+            return None
+        if not all(isinstance(v, str) for v in dataclasses.astuple(pending)[:5]):
+            return None
+        if not 0 <= self._clock() - pending.started <= STATE_TTL:
+            return None
+        return pending
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    identity: Identity
+    refresh_token: str | None
+
+
+class Provider:
+    """One configured provider: its metadata and keys, the code exchange, refresh and logout."""
+
+    def __init__(self, config: OidcProvider, http: HttpClient, *, redirect_uri: str, leeway: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.name = config.name
+        self.source = f"oidc:{config.name}"
+        self._http = http
+        self._redirect_uri = redirect_uri
+        self._leeway = leeway
+        self._clock = clock
+        self._discovery: Discovery | None = None
+        self._jwks: JwksCache | None = None
+
+    async def metadata(self) -> Mapping[str, Any]:
+        config = self.config
+        if config.type == "oauth2":
+            return {"authorization_endpoint": config.authorization_url, "token_endpoint": config.token_url,
+                    "userinfo_endpoint": config.userinfo_url}
+        assert config.issuer is not None
+        if self._discovery is None:
+            self._discovery = Discovery(self._http.session, config.issuer)
+        return await self._discovery.document()
+
+    async def authorization_url(self, pending: Pending) -> str:
+        metadata = await self.metadata()
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(pending.verifier.encode()).digest()).rstrip(b"=")
+        query = {
+            "response_type": "code",
+            "client_id": self.config.client_id,
+            "redirect_uri": self._redirect_uri,
+            "scope": " ".join(self.config.scopes),
+            "state": pending.state,
+            "code_challenge": challenge.decode("ascii"),
+            "code_challenge_method": "S256",
+        }
+        if self.config.type == "oidc":
+            query["nonce"] = pending.nonce
+        return f"{metadata['authorization_endpoint']}?{urlencode(query)}"
+
+    async def complete(self, code: str, pending: Pending) -> Grant:
+        tokens = await self._token({"grant_type": "authorization_code", "code": code,
+                                    "redirect_uri": self._redirect_uri, "code_verifier": pending.verifier})
+        return await self._grant(tokens, nonce=pending.nonce)
+
+    async def renew(self, refresh_token: str) -> Grant:
+        tokens = await self._token({"grant_type": "refresh_token", "refresh_token": refresh_token})
+        grant = await self._grant(tokens, nonce=None)
+        # Providers that do not rotate refresh tokens let the old one be used again.
+        return grant if grant.refresh_token else dataclasses.replace(grant, refresh_token=refresh_token)
+
+    async def logout_url(self, return_to: str) -> str | None:
+        if not self.config.logout:
+            return None
+        end_session = (await self.metadata()).get("end_session_endpoint")
+        if not isinstance(end_session, str):
+            return None
+        query = urlencode({"client_id": self.config.client_id, "post_logout_redirect_uri": return_to})
+        return f"{end_session}?{query}"
+
+    async def _grant(self, tokens: Mapping[str, Any], *, nonce: str | None) -> Grant:
+        claims: dict[str, Any] = {}
+        if self.config.type == "oidc":
+            id_token = tokens.get("id_token")
+            if not isinstance(id_token, str):
+                raise InvalidCredentials("the provider's token answer has no ID token")
+            claims = await self._verified(id_token, nonce)
+        if self.config.use_userinfo:
+            info = await self._userinfo(tokens.get("access_token"))
+            if claims and info.get("sub") != claims.get("sub"):
+                raise InvalidCredentials("userinfo describes another subject than the ID token")
+            claims = {**claims, **info}
+        refresh = tokens.get("refresh_token")
+        identity = identity_from_claims(claims, self.config.claims, self.config.allow, self.source)
+        return Grant(identity, refresh if isinstance(refresh, str) else None)
+
+    async def _verified(self, id_token: str, nonce: str | None) -> dict[str, Any]:
+        metadata = await self.metadata()
+        if self._jwks is None:
+            self._jwks = JwksCache(self._http.session, str(metadata["jwks_uri"]))
+        advertised = self.config.algorithms or metadata.get("id_token_signing_alg_values_supported")
+        try:
+            algorithms = allowed_algorithms(advertised)
+        except ValueError as exc:
+            raise ProviderUnavailable(f"{self.name}: {exc}") from None
+        expected = Expectations(issuer=str(metadata["issuer"]), audiences=frozenset({self.config.client_id}),
+                                algorithms=algorithms, leeway=self._leeway,
+                                require_nonce=nonce, authorized_party=self.config.client_id)
+        try:
+            return verify(id_token, await self._jwks.keys(), expected, self._clock())
+        except UnknownKey as exc:
+            # Providers publish a new key before signing with it: fetch the set again, once.
+            keys = await self._jwks.refresh_for_unknown_kid(exc.kid)
+            return verify(id_token, keys, expected, self._clock())
+
+    async def _userinfo(self, access_token: object) -> dict[str, Any]:
+        if not isinstance(access_token, str):
+            raise InvalidCredentials("the provider's token answer has no access token")
+        url = str((await self.metadata())["userinfo_endpoint"])
+        headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
+        return await self._json("GET", url, headers=headers)
+
+    async def _token(self, form: dict[str, str]) -> dict[str, Any]:
+        url = str((await self.metadata())["token_endpoint"])
+        auth = aiohttp.BasicAuth(self.config.client_id, self.config.client_secret.reveal())
+        return await self._json("POST", url, data=form, auth=auth, headers={"Accept": "application/json"})
+
+    async def _json(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            async with self._http.session.request(method, url, allow_redirects=False, **kwargs) as response:
+                body = await response.content.read(MAX_RESPONSE + 1)
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ProviderUnavailable(f"{self.name}: {method} {url} failed: {type(exc).__name__} {exc}") from None
+        try:
+            document = json.loads(body) if len(body) <= MAX_RESPONSE else None
+        except ValueError:
+            document = None
+        if status >= 500:
+            raise ProviderUnavailable(f"{self.name}: {method} {url} answered {status}")
+        if not isinstance(document, dict):
+            raise InvalidCredentials(f"{self.name}: {method} {url} answered {status} without a JSON object")
+        if status >= 400 or "error" in document:
+            error = str(document.get("error", status))[:60]
+            raise InvalidCredentials(f"{self.name} refused at {url}: {error}")
+        return document
+
+
+class SingleSignOn:
+    """The /oidc/<name>/start and callback handlers, and what sessions need from providers."""
+
+    def __init__(self, providers: list[Provider], *, state: StateCookie, redirects: RedirectPolicy, path: str,
+                 finish: Callable[[Grant, str], web.Response], page: Callable[[int, str, str], web.Response],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.providers = {p.name: p for p in providers}
+        self.state = state
+        self.redirects = redirects
+        self.path = path
+        self._finish = finish  # makes the session cookie and the redirect: shared with the login form
+        self._page = page
+        self._clock = clock
+
+    def buttons(self, rd: str) -> list[tuple[str, str]]:
+        suffix = f"?{urlencode({'rd': rd})}" if rd else ""
+        return [(p.config.label, f"{self.path}/oidc/{name}/start{suffix}") for name, p in self.providers.items()]
+
+    async def start(self, request: web.Request) -> web.Response:
+        provider = self.providers.get(request.match_info["name"])
+        if provider is None:
+            return self._page(404, "Unknown sign-in provider", "There is no such way to sign in here.")
+        pending = Pending(provider=provider.name, state=secrets.token_urlsafe(32), nonce=secrets.token_urlsafe(32),
+                          verifier=secrets.token_urlsafe(48), rd=self.redirects.safe(request.query.get("rd")),
+                          started=self._clock())
+        try:
+            url = await provider.authorization_url(pending)
+        except ProviderUnavailable as exc:
+            log.error("sign-in with %s cannot start: %s", provider.name, exc.reason)
+            return self._page(503, "Sign-in unavailable", "The sign-in service cannot be reached. Try again soon.")
+        response = web.Response(status=302, headers={"Location": url, "Cache-Control": "no-store"})
+        response.headers.add("Set-Cookie", self.state.seal(pending))
+        return response
+
+    async def callback(self, request: web.Request) -> web.Response:
+        query = request.query
+        pending = self.state.open(cookie_value(request.headers.get("Cookie"), self.state.name + "="))
+        if pending is None or not hmac.compare_digest(query.get("state", "").encode(), pending.state.encode()):
+            log.warning("sign-in callback refused: the state is missing, expired or not this browser's")
+            return self._refused(400, "This sign-in expired or was started elsewhere. Please start again.")
+        provider = self.providers.get(pending.provider)
+        if provider is None:
+            return self._refused(400, "This sign-in was started with a provider that is gone. Please start again.")
+        if "error" in query:
+            error = query["error"][:60]
+            log.warning("sign-in with %s refused by the provider: %s", provider.name, error)
+            return self._refused(401, PROVIDER_ERRORS.get(error, "The provider did not complete the sign-in."))
+        try:
+            grant = await provider.complete(query.get("code", ""), pending)
+        except ProviderUnavailable as exc:
+            log.error("sign-in with %s failed: %s", provider.name, exc.reason)
+            return self._refused(503, "The sign-in service cannot be reached. Try again soon.")
+        except AuthError as exc:
+            log.warning("%d sign-in with %s refused: %s", exc.status, provider.name, exc.reason)
+            text = ("Your account is not allowed here." if exc.status == 403
+                    else "The sign-in could not be completed. Please start again.")
+            return self._refused(exc.status, text)
+        log.info("signed in %s with %s", grant.identity.username, provider.name)
+        response = self._finish(grant, pending.rd)
+        response.headers.add("Set-Cookie", self.state.cleared())
+        return response
+
+    def _refused(self, status: int, text: str) -> web.Response:
+        response = self._page(status, "Sign-in failed", text)
+        response.headers.add("Set-Cookie", self.state.cleared())
+        return response
+
+    async def renew(self, session: Session) -> Session:
+        """The session with its identity renewed through the refresh token (unchanged without one)."""
+        name = session.identity.source.removeprefix("oidc:")
+        provider = self.providers.get(name)
+        if provider is None:
+            raise InvalidCredentials(f"the session's provider {name!r} is not configured")
+        if session.refresh_token is None:
+            return session
+        grant = await provider.renew(session.refresh_token)
+        return dataclasses.replace(session, identity=grant.identity, refresh_token=grant.refresh_token)
+
+    async def logout_url(self, session: Session | None, return_to: str) -> str | None:
+        if session is None or not session.identity.source.startswith("oidc:"):
+            return None
+        provider = self.providers.get(session.identity.source.removeprefix("oidc:"))
+        if provider is None:
+            return None
+        try:
+            return await provider.logout_url(return_to)
+        except ProviderUnavailable:
+            return None  # signed out here at least
