@@ -87,7 +87,8 @@ def unsigned(provider: OidcProvider) -> str:
         return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
     now = int(time.time())
-    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part({'iss': provider.issuer, 'aud': RESOURCE, 'sub': 'admin', 'iat': now, 'exp': now + 60})}."
+    claims = {"iss": provider.issuer, "aud": RESOURCE, "sub": "admin", "iat": now, "exp": now + 60}
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
 
 
 def hs256_with_public_key(provider: OidcProvider) -> str:
