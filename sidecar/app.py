@@ -49,10 +49,12 @@ def _redirect_targets(sessions: SessionConfig, public_url: str) -> tuple[list[st
     return hosts, set(sessions.redirect_schemes) | {public.scheme}
 
 
-def _csp(hosts: list[str], domains: tuple[str, ...], schemes: set[str]) -> str:
-    # Browsers apply form-action to the redirect after the login POST too.
+def _csp(hosts: list[str], domains: tuple[str, ...], schemes: set[str], providers: list[str]) -> str:
+    # Browsers apply form-action to the redirect after a form POST too: after signing in, the page
+    # people return to; after signing out, a provider's end-session page.
     sources = [f"{s}://{h}" for s in sorted(schemes) for h in hosts]
     sources += [f"{s}://{p}{d}" for s in sorted(schemes) for d in domains for p in ("", "*.")]
+    sources += sorted({"{0.scheme}://{0.netloc}".format(urlsplit(issuer)) for issuer in providers})
     return Pages.CSP.replace("form-action 'self'", " ".join(["form-action 'self'", *sources]))
 
 
@@ -121,7 +123,8 @@ def make_app(config: Config) -> web.Application:
         signin = SignIn(pages=pages, verifier=verifier, jar=jar, cookie=cookie, redirects=redirects,
                         client_address=client_address, public_url=config.server.public_url,
                         max_age=max_age, logout_redirect=sessions.logout_redirect,
-                        csp=_csp(hosts, sessions.redirect_domains, schemes))
+                        csp=_csp(hosts, sessions.redirect_domains, schemes,
+                                 [p.issuer for p in config.oidc.providers if p.logout and p.issuer]))
         if config.oidc.providers:
             renewal.sso = signin.sso = _single_sign_on(config, http, signin, redirects, public_path,
                                                        sessions.keys[0].secret.reveal(), sessions.secure)

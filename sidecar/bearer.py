@@ -25,7 +25,7 @@ from sidecar.auth import Verdict
 from sidecar.config import BearerIssuer
 from sidecar.errors import AccessDenied, BadRequest, InvalidCredentials
 from sidecar.headers import HeaderWriter
-from sidecar.jwks import Discovery, JwksCache
+from sidecar.jwks import Discovery, JwksCache, ProviderUnavailable
 from sidecar.oidc import HttpClient, identity_from_claims
 from sidecar.tokens import MAX_TOKEN_BYTES, Expectations, KeySet, UnknownKey, allowed_algorithms, verify
 
@@ -43,6 +43,7 @@ class _Issuer:
         self._leeway = leeway
         self._jwks: JwksCache | None = None
         self._expected: Expectations | None = None
+        self._discovery: Discovery | None = None  # kept, so its cache and rate limit hold while set-up fails
 
     async def claims(self, token: str, now: float) -> dict[str, Any]:
         jwks, expected = await self._setup()
@@ -58,11 +59,17 @@ class _Issuer:
             advertised: Any = config.algorithms or None
             url = config.jwks_url
             if url is None or not advertised:
-                metadata = await Discovery(self._http.session, config.issuer).document()
+                if self._discovery is None:
+                    self._discovery = Discovery(self._http.session, config.issuer)
+                metadata = await self._discovery.document()
                 url = url or str(metadata["jwks_uri"])
                 advertised = advertised or metadata.get("id_token_signing_alg_values_supported")
+            try:
+                algorithms = allowed_algorithms(advertised)
+            except ValueError as exc:
+                raise ProviderUnavailable(f"{config.issuer}: {exc}") from None
             self._expected = Expectations(issuer=config.issuer, audiences=frozenset(config.audiences),
-                                          algorithms=allowed_algorithms(advertised), leeway=self._leeway)
+                                          algorithms=algorithms, leeway=self._leeway)
             self._jwks = JwksCache(self._http.session, url)
         return self._jwks, self._expected
 

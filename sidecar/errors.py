@@ -7,10 +7,14 @@
     └── AuthError                 a request cannot be given an identity
         ├── BadRequest            malformed credentials: 401 without contacting anyone
         ├── InvalidCredentials    the directory refused the credentials: 401
-        │   └── UnknownUser       no such user here (another source may know them)
+        │   ├── UnknownUser       no such user here (another source may know them)
+        │   └── TokenRejected     a token is not valid for us (sidecar.tokens)
+        │       └── UnknownKey    ... signed with a key id we lack: refetch the keys once
         ├── Throttled             too many failures for this user or address: 401 / 429
         ├── AccessDenied          the identity is valid but not allowed: 403
         └── DirectoryUnavailable  no directory server answered in time: 503
+            └── ProviderUnavailable  an identity provider cannot be reached (sidecar.jwks)
+                └── KeysUnavailable  ... nor its signing keys
 
 Every AuthError carries a ``reason`` for the operator's log line. Clients never see it.
 """
