@@ -22,6 +22,7 @@ import base64
 import contextlib
 import datetime
 import http.client
+import json
 import os
 import re
 import secrets
@@ -70,6 +71,8 @@ WARM_TARGET = 0.20  # basic-warm / ceiling, cookie-warm / ceiling
 PACED_RATE = 1000  # req/s for cookie-paced
 PACED_P99_TARGET = 2.0  # ms
 SESSION_COOKIE = "sidecar_session"  # no __Host- prefix: the bench runs on plain http
+BEARER_ISSUER = "https://issuer.bench.test"
+BEARER_TARGET = 0.15  # bearer-warm / ceiling
 PEER_TARGET = 15.0  # basic-warm / peer-cookie
 
 
@@ -173,10 +176,11 @@ def sidecar_config(slapd: Slapd, port: int, *, cache: bool, sessions: bool = Fal
 
 
 @contextlib.contextmanager
-def sidecar(workdir: Path, slapd: Slapd, *, cache: bool, sessions: bool = False) -> Iterator[int]:
+def sidecar(workdir: Path, slapd: Slapd, *, cache: bool, sessions: bool = False,
+            extra: dict[str, object] | None = None) -> Iterator[int]:
     """One sidecar process (`python -m sidecar serve`); yields its port."""
     port = free_port()
-    config = sidecar_config(slapd, port, cache=cache, sessions=sessions)
+    config = {**sidecar_config(slapd, port, cache=cache, sessions=sessions), **(extra or {})}
     with SidecarProcess(workdir, config, log_level="warning") as process:
         assert process.process is not None
         progress(f"sidecar pid {process.process.pid} on 127.0.0.1:{port}")  # for py-spy --pid
@@ -400,6 +404,27 @@ def cookie(bench: Bench) -> list[Result]:
                     measure("cookie-paced", listen, headers, bench.args, paced=True)]
 
 
+def bearer(bench: Bench) -> Result:
+    """A Bearer JWT checked against an issuer whose keys (JWKS) the bench's nginx serves as a file."""
+    from jose import jwt
+
+    from tests.testbed.oidc import public_jwk, rsa_jwk
+
+    key = rsa_jwk("bench")
+    (bench.docroot / "jwks.json").write_text(json.dumps({"keys": [public_jwk(key)]}))
+    now = int(time.time())
+    claims = {"iss": BEARER_ISSUER, "aud": "bench-api", "sub": "robot", "iat": now, "exp": now + 3600}
+    token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "bench"})
+    workdir = bench.dir("bearer")
+    listen, app = distinct_ports(2)
+    extra = {"oidc": {"bearer": [{"issuer": BEARER_ISSUER, "audiences": ["bench-api"], "algorithms": ["RS256"],
+                                  "jwks_url": f"http://127.0.0.1:{app}/jwks.json"}]}}
+    with sidecar(workdir, bench.slapd, cache=True, extra=extra) as sidecar_port:
+        site = render_site(listen_port=listen, sidecar_port=sidecar_port, app_port=app)
+        with nginx(workdir / "nginx", bench.site(site, app)):
+            return measure("bearer-warm", listen, {"Authorization": f"Bearer {token}"}, bench.args)
+
+
 def peer_cookie(bench: Bench, venv: Path) -> Result:
     workdir = bench.dir("peer-cookie")
     with peer(workdir, venv, bench.slapd) as peer_port:
@@ -424,7 +449,7 @@ def run(args: argparse.Namespace) -> list[Result]:
             # Twice the connections: with just as many, wrk still lets the odd pair overlap.
             bench = Bench(workdir, docroot, slapd, args, bench_users(slapd, 2 * args.connections))
             results = [ceiling(bench), basic(bench, "basic-warm", cache=True),
-                       basic(bench, "basic-nocache", cache=False), *cookie(bench)]
+                       basic(bench, "basic-nocache", cache=False), *cookie(bench), bearer(bench)]
             if venv is not None:
                 results.append(peer_cookie(bench, venv))
     return results
@@ -451,6 +476,9 @@ def ratios(results: list[Result]) -> list[str]:
             times = by_name[name].rps / other.rps
             lines.append(f"- {name} / peer-cookie: **{times:.1f}×** "
                          f"(target ≥ {PEER_TARGET:.0f}×: {verdict(times >= PEER_TARGET)})")
+    share = by_name["bearer-warm"].rps / top.rps
+    lines.append(f"- bearer-warm / ceiling: **{share:.1%}** "
+                 f"(target ≥ {BEARER_TARGET:.0%}: {verdict(share >= BEARER_TARGET)})")
     paced = by_name["cookie-paced"]
     met = verdict(paced.p99_ms <= PACED_P99_TARGET)
     lines.append(f"- cookie-paced at {paced.rps:,.0f} req/s: p99 **{paced.p99_ms:.2f} ms** "
