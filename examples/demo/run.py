@@ -36,6 +36,7 @@ from tests.testbed import find_binary, free_port, wait_for_port  # noqa: E402
 from tests.testbed.nginx import Nginx, render_site  # noqa: E402
 
 if TYPE_CHECKING:
+    from tests.testbed.oidc import OidcProvider
     from tests.testbed.slapd import Slapd
 
 PREFERRED_PORT = 8080
@@ -90,12 +91,20 @@ def start(workdir: Path, stack: ExitStack, listen_port: int) -> Demo:
     from tests.testbed.slapd import Slapd
 
     slapd = stack.enter_context(Slapd(workdir / "slapd"))
+    public = f"http://127.0.0.1:{listen_port}"
+    provider = start_provider(workdir, stack, public)
     app_port, sidecar_port = free_port(), free_port()
     app = spawn(stack, [sys.executable, str(HERE / "app.py"), "--port", str(app_port)])
     wait_until_listening(app, app_port, "the demo app")
     config = workdir / "sidecar.yaml"
-    public = f"http://127.0.0.1:{listen_port}"
-    config.write_text(yaml.safe_dump(sidecar_config(slapd, sidecar_port, public), sort_keys=False))
+    settings = sidecar_config(slapd, sidecar_port, public)
+    if provider is not None:
+        settings["oidc"] = {"providers": [{
+            "name": "demo-idp", "label": "Sign in with the demo identity provider", "issuer": provider.issuer,
+            "client_id": "sidecar-demo", "client_secret": "demo-client-secret",
+            "scopes": ["openid", "email", "profile", "groups"], "logout": True,
+        }]}
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
     sidecar = spawn(
         stack,
         [sys.executable, "-m", "sidecar", "serve", "--config", str(config)],
@@ -105,6 +114,18 @@ def start(workdir: Path, stack: ExitStack, listen_port: int) -> Demo:
     site = render_site(listen_port=listen_port, sidecar_port=sidecar_port, app_port=app_port)
     stack.enter_context(Nginx(workdir / "nginx", site))
     return Demo(f"http://127.0.0.1:{listen_port}/", slapd.users, sidecar)
+
+
+def start_provider(workdir: Path, stack: ExitStack, public: str) -> OidcProvider | None:
+    """A real OpenID Connect provider for single sign-on, when Node and its packages are installed."""
+    from tests.testbed.oidc import OidcProvider, node_modules_installed, oidc_client
+
+    if find_binary("node") is None or not node_modules_installed():
+        print("demo: no Node.js or tests/testbed/oidc/node_modules: single sign-on left out", file=sys.stderr)
+        return None
+    client = oidc_client("sidecar-demo", "demo-client-secret", [f"{public}/_sidecar/oidc/callback"],
+                         post_logout_redirect_uris=[f"{public}/_sidecar/login"])
+    return stack.enter_context(OidcProvider(workdir / "idp", clients=[client]))
 
 
 def sidecar_config(slapd: Slapd, port: int, public: str) -> dict[str, object]:
@@ -239,10 +260,11 @@ def check(demo: Demo) -> bool:
     spoofed_alice = fetch(demo.url, {**basic("alice"), **spoof})
     results = [
         (
-            "a browser without a session lands on the sign-in page, its return path kept",
+            "a browser without a session lands on the sign-in page (LDAP form and SSO), its return path kept",
             browser,
             browser.status == 200 and 'name="password"' in browser.body
-            and 'name="rd" value="http://127.0.0.1' in browser.body and "devices/?q=1&amp;b=2" in browser.body,
+            and 'name="rd" value="http://127.0.0.1' in browser.body and "devices/?q=1&amp;b=2" in browser.body
+            and "Sign in with the demo identity provider" in browser.body,
         ),
         (
             "alice: 200, the page shows alice and Alice Liddell",
@@ -280,6 +302,8 @@ auth-sidecar demo: nginx -> auth-sidecar -> slapd, and the demo app behind nginx
 {logins}
   or:  curl -u alice:{demo.passwords["alice"]} {demo.url}
 
+  Or press "Sign in with the demo identity provider": log in there as alice, bob or jose (any
+  password) — single sign-on through a real OpenID Connect provider, next to the directory.
   Sign out at {demo.url}_sidecar/logout
   Lines starting with "sidecar |" are auth-sidecar's log. Ctrl-C to stop.
 """
