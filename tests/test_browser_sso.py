@@ -197,3 +197,21 @@ def test_a_replayed_callback_is_refused(site: Site, page: Any) -> None:
     response = page.goto(callback)  # the state cookie is gone with the first use
     assert response is not None and response.status == 400
     assert "sidecar_session" not in {c["name"] for c in page.context.cookies()}
+
+
+def test_a_replayed_code_is_refused_by_the_provider(site: Site, page: Any) -> None:
+    callbacks: list[str] = []
+    page.on("request", lambda request: callbacks.append(request.url) if "/oidc/callback?" in request.url else None)
+    page.goto(site.protected())
+    page.get_by_role("link", name="Sign in with Demo IdP").click()
+    (state,) = [c["value"] for c in page.context.cookies() if c["name"] == "sidecar_oidc"]
+    site.provider.sign_in_with_browser(page, "alice")
+    page.wait_for_url(site.protected())
+    (callback,) = callbacks
+    page.context.clear_cookies()
+    # The browser gets its state cookie back: only the provider can still tell the code was used.
+    page.context.add_cookies([{"name": "sidecar_oidc", "value": state, "url": site.base}])
+    response = page.goto(callback)
+    assert response is not None and response.status == 401
+    assert "could not be completed" in page.content()
+    assert "sidecar_session" not in {c["name"] for c in page.context.cookies()}
