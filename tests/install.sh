@@ -11,7 +11,8 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 packages=(
   slapd ldap-utils                                             # OpenLDAP server and ldapadd
   samba samba-ad-dc samba-ad-provision winbind ldb-tools       # a real Active Directory DC
-  nginx-light                                                  # the reverse proxy
+  nginx-light apache2 lua-socket caddy haproxy                 # the reverse proxies we ship files for
+  systemd                                                      # systemd-analyze checks the unit file
   chromium fonts-dejavu-core                                   # a real browser for sign-in tests
   wrk libldap2-dev libsasl2-dev                                # bench/: load, and the peer's LDAP build
   python3-venv

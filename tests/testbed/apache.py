@@ -1,0 +1,147 @@
+"""A private Apache httpd for tests, configured from the shipped deploy/apache files.
+
+`render_site` turns deploy/apache/apache-site.conf and auth-sidecar.lua into a test site by replacing
+exact tokens (ports, the script's path); `Apache` runs it in the foreground from its own directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+from tests.testbed import ROOT, find_binary, wait_for_port
+
+DEPLOY = ROOT / "deploy" / "apache"
+MODULES = Path("/usr/lib/apache2/modules")  # Debian's module directory
+NEEDED_MODULES = {
+    "mpm_event_module": "mod_mpm_event.so",
+    "authz_core_module": "mod_authz_core.so",
+    "alias_module": "mod_alias.so",
+    "headers_module": "mod_headers.so",
+    "lua_module": "mod_lua.so",
+    "proxy_module": "mod_proxy.so",
+    "proxy_http_module": "mod_proxy_http.so",
+}
+
+# Exact texts of the deploy files that render_site replaces.
+VHOST = "<VirtualHost *:80>"
+SIDECAR = "http://127.0.0.1:9180/"
+APP = "http://127.0.0.1:8000/"
+SCRIPT = "/etc/apache2/auth-sidecar/auth-sidecar.lua"
+SCRIPT_SIDECAR = 'local SIDECAR_URL = "http://127.0.0.1:9180/auth"'
+
+
+def substitute(text: str, replacements: dict[str, str], source: str) -> str:
+    """Replace every token; a token missing from text means the deploy file changed under us: fail."""
+    for token, value in replacements.items():
+        if token not in text:
+            raise ValueError(f"{source} no longer contains {token!r}")
+        text = text.replace(token, value)
+    return text
+
+
+def render_site(*, listen_port: int, sidecar_port: int, app_port: int, script: Path) -> str:
+    """apache-site.conf on 127.0.0.1 ports, running the access checker from script."""
+    replacements = {
+        VHOST: f"<VirtualHost 127.0.0.1:{listen_port}>",
+        SIDECAR: f"http://127.0.0.1:{sidecar_port}/",
+        APP: f"http://127.0.0.1:{app_port}/",
+        SCRIPT: str(script),
+    }
+    return substitute((DEPLOY / "apache-site.conf").read_text(), replacements, "deploy/apache/apache-site.conf")
+
+
+def render_script(*, sidecar_port: int) -> str:
+    """auth-sidecar.lua asking the sidecar on sidecar_port."""
+    replacements = {SCRIPT_SIDECAR: f'local SIDECAR_URL = "http://127.0.0.1:{sidecar_port}/auth"'}
+    return substitute((DEPLOY / "auth-sidecar.lua").read_text(), replacements, "deploy/apache/auth-sidecar.lua")
+
+
+class Apache:
+    """Apache serving the shipped site on listen_port, in front of a sidecar and an application.
+
+    Its files live in a fresh directory under /tmp that other users can read: run as root, Apache's
+    workers run as `nobody` (Apache refuses to serve as root) and read the Lua script per thread.
+    """
+
+    def __init__(self, *, listen_port: int, sidecar_port: int, app_port: int) -> None:
+        self.listen_port = listen_port
+        self.sidecar_port = sidecar_port
+        self.app_port = app_port
+        self.workdir: Path | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Check the configuration, start Apache and wait until it listens."""
+        binary = find_binary("apache2")
+        if binary is None:
+            raise FileNotFoundError("apache2 is not installed")
+        self.workdir = Path(tempfile.mkdtemp(prefix="auth-sidecar-apache-"))
+        self.workdir.chmod(0o755)
+        script = self.workdir / "auth-sidecar.lua"
+        script.write_text(render_script(sidecar_port=self.sidecar_port))
+        script.chmod(0o644)
+        site = render_site(listen_port=self.listen_port, sidecar_port=self.sidecar_port,
+                           app_port=self.app_port, script=script)
+        conf = self.workdir / "httpd.conf"
+        conf.write_text(self._main_conf(site, self.workdir))
+        command = [binary, "-d", str(self.workdir), "-f", str(conf)]
+        check = subprocess.run([*command, "-t"], capture_output=True, text=True)
+        if check.returncode != 0:
+            self.stop()
+            raise RuntimeError(f"apache2 rejects its configuration:\n{check.stderr}")
+        self.process = subprocess.Popen([*command, "-DFOREGROUND"])
+        try:
+            wait_for_port(self.listen_port, timeout=10)
+        except TimeoutError:
+            log = self.log()  # before stop() removes it
+            self.stop()
+            raise RuntimeError(f"apache2 did not listen on {self.listen_port}:\n{log}") from None
+
+    def stop(self) -> None:
+        """TERM (Apache stops its children), KILL if it lingers; then remove its directory."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def log(self) -> str:
+        """The error log so far, for assertion messages."""
+        error_log = self.workdir / "error.log" if self.workdir else None
+        return error_log.read_text(errors="replace") if error_log and error_log.exists() else ""
+
+    def __enter__(self) -> Apache:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _main_conf(self, site: str, workdir: Path) -> str:
+        modules = "\n".join(f"LoadModule {name} {MODULES / file}" for name, file in NEEDED_MODULES.items())
+        user = "User nobody\nGroup nogroup" if os.geteuid() == 0 else ""
+        return f"""
+ServerName localhost
+DefaultRuntimeDir {workdir}
+PidFile {workdir / "httpd.pid"}
+ErrorLog {workdir / "error.log"}
+LogLevel warn lua:info
+Listen 127.0.0.1:{self.listen_port}
+{user}
+{modules}
+{site}
+"""
