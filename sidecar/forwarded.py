@@ -1,8 +1,9 @@
 """The original request behind an auth subrequest, as the proxy describes it.
 
 URL: ``X-Original-URL``; else ``X-Forwarded-Proto`` + ``X-Forwarded-Host`` + ``X-Forwarded-Uri``;
-else ``X-Original-URI`` + ``Host``. Client address: ``X-Forwarded-For`` / ``X-Real-IP``, believed
-only when the peer is one of ``server.trusted_proxies``.
+else ``X-Original-URI`` + ``Host``; in forward-auth mode (Traefik, Caddy) ``X-Forwarded-*`` only.
+Client address: ``X-Forwarded-For`` (or, without it, ``X-Real-IP``), believed only when the peer
+is one of ``server.trusted_proxies``.
 """
 
 from __future__ import annotations
@@ -25,8 +26,14 @@ class Original:
     path: str  # percent-decoded, dot segments resolved: what access rules compare
 
 
-def original(request: web.Request) -> Original:
+def original(request: web.Request, *, forward_auth: bool = False) -> Original:
     h = request.headers
+    if forward_auth:
+        # Traefik and Caddy describe the request with X-Forwarded-*: X-Original-* could only be
+        # the client's own words, passed through.
+        method = (h.get("X-Forwarded-Method") or "GET").upper()
+        host, target = h.get("X-Forwarded-Host", ""), h.get("X-Forwarded-Uri", "/")
+        return Original(method=method, host=_hostname(host), path=normalize_path(target))
     method = (h.get("X-Original-Method") or h.get("X-Forwarded-Method") or "GET").upper()
     if url := h.get("X-Original-URL"):
         parts = urlsplit(url)
@@ -38,15 +45,15 @@ def original(request: web.Request) -> Original:
     return Original(method=method, host=_hostname(host), path=normalize_path(target))
 
 
-def original_url(request: web.Request) -> str | None:
+def original_url(request: web.Request, *, forward_auth: bool = False) -> str | None:
     """The absolute URL the client asked for, as the proxy reports it (validated by whoever uses it)."""
     h = request.headers
-    if url := h.get("X-Original-URL"):
+    if not forward_auth and (url := h.get("X-Original-URL")):
         return url
     proto = h.get("X-Forwarded-Proto", "https")
     if (uri := h.get("X-Forwarded-Uri")) is not None and (host := h.get("X-Forwarded-Host")):
         return f"{proto}://{host}{uri}"
-    if (uri := h.get("X-Original-URI")) is not None and (host := h.get("Host")):
+    if not forward_auth and (uri := h.get("X-Original-URI")) is not None and (host := h.get("Host")):
         return f"{proto}://{host}{uri}"
     return None
 
@@ -89,4 +96,8 @@ class ClientAddress:
         for address in reversed(forwarded):
             if not self.is_trusted(address):
                 return address
-        return request.headers.get("X-Real-IP", "").strip() or (forwarded[0] if forwarded else peer)
+        if forwarded:
+            return forwarded[0]
+        # X-Real-IP only without X-Forwarded-For: a proxy that passes a client's X-Real-IP
+        # through would otherwise let the client choose its address (and dodge its bans).
+        return request.headers.get("X-Real-IP", "").strip() or peer

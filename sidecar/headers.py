@@ -37,7 +37,7 @@ class HeaderWriter:
         self.config = config
         self.names: tuple[str, ...] = (
             config.user, config.first_name, config.last_name, config.email, config.groups,
-            config.is_staff, config.is_superuser, *config.extra.values(),
+            config.is_staff, config.is_superuser, config.assertion, *config.extra.values(),
         )
 
     def render(self, identity: Identity) -> Headers:
@@ -55,6 +55,9 @@ class HeaderWriter:
             (c.groups, separator.join(groups)),
             (c.is_staff, "true" if identity.is_staff else "false"),
             (c.is_superuser, "true" if identity.is_superuser else "false"),
+            # Present even without signing keys (filled in per answer when there are): some proxies
+            # (Caddy < 2.10) put placeholder text in a copied header the answer lacks.
+            (c.assertion, ""),
         ]
         pairs += [(header, clean(identity.extra.get(key, ""))) for key, header in c.extra.items()]
         return tuple(pairs)

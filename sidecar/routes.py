@@ -36,6 +36,7 @@ class Sidecar:
         self.directory = directory
         self.signin = signin
         self.redirect_status = redirect_status
+        self.forward_auth = redirect_status == 302  # forward-auth mode: see sidecar.forwarded
         self.challenge: CIMultiDict[str] | None = (
             CIMultiDict({"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"'}) if basic_auth else None
         )
@@ -44,7 +45,7 @@ class Sidecar:
     def unauthenticated(self, request: web.Request) -> web.Response:
         """No credentials: browsers go to the login page, everyone else gets a plain 401."""
         if self.signin is not None and is_browser(request):
-            location = self.signin.login_url(original_url(request))
+            location = self.signin.login_url(original_url(request, forward_auth=self.forward_auth))
             return _answer(self.redirect_status, CIMultiDict({"Location": location}))
         return _answer(401, self.challenge)
 
@@ -79,7 +80,8 @@ async def auth(request: web.Request) -> web.StreamResponse:
         if verdict.refusal is not None:
             return _refuse(request, verdict.refusal, verdict.set_cookie)
         assert verdict.identity is not None
-        if sidecar.rules and not sidecar.rules.allows(verdict.identity, original(request)):
+        rules = sidecar.rules
+        if rules and not rules.allows(verdict.identity, original(request, forward_auth=sidecar.forward_auth)):
             return _refuse(request, AccessDenied(f"access rules refuse {verdict.identity.username}"))
         if verdict.set_cookie is None and sidecar.signer is None:
             return web.Response(headers=verdict.headers)
@@ -99,7 +101,7 @@ async def auth(request: web.Request) -> web.StreamResponse:
 
 def _refuse(request: web.Request, error: AuthError, set_cookie: str | None = None) -> web.Response:
     sidecar = request.app[SIDECAR]
-    target = original(request)
+    target = original(request, forward_auth=sidecar.forward_auth)
     level = logging.ERROR if error.status >= 500 else logging.WARNING
     log.log(level, "%d %s client=%s %s %s%s", error.status, error.reason,
             sidecar.client_address(request), target.method, target.host, target.path)

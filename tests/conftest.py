@@ -83,7 +83,8 @@ def ad(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest)
     need("samba")
     need("samba-tool")
     # pytest's cache dir outlives the run, so only the first run on a machine provisions.
-    cache_dir = request.config.cache.mkdir("samba-dc") if request.config.cache else None
+    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+    cache_dir = cache.mkdir("samba-dc") if cache else None
     with SambaDC(tmp_path_factory.mktemp("samba"), cache_dir=cache_dir) as dc:
         yield dc
 

@@ -60,6 +60,7 @@ async def test_user_search_with_service_account(sidecar: StartSidecar) -> None:
         "Remote-User-Group": "active|netbox-users|staff|superuser",
         "Remote-User-Staff": "false",
         "Remote-User-Superuser": "false",
+        "Remote-User-Assertion": "",  # present and empty: this sidecar has no signing key
     }
 
 
