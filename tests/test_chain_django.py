@@ -9,29 +9,23 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pytest
 
 from tests.conftest import basic, group, ldap_settings, need
 from tests.django_project import need_module
-from tests.testbed import ROOT, free_port, in_ci, wait_for_port
+from tests.testbed import free_port
+from tests.testbed.gunicorn import Gunicorn
 from tests.testbed.nginx import Nginx, render_site
 from tests.testbed.rawhttp import Headers, Response, send
 from tests.testbed.sidecar import SidecarProcess
 from tests.testbed.slapd import Slapd
 
-GUNICORN_CONF = ROOT / "deploy" / "gunicorn" / "gunicorn.conf.py"
-SETTINGS = "tests.django_project.settings"
 NOMAIL = "django-nomail"  # a directory user without mail, added for this module
 
 ALICE = {
@@ -57,71 +51,6 @@ SPOOFS: list[Headers] = [
     [("Remote-User-Group", "superusers"), ("remote-user-group", "admins")],
 ]
 SPOOFED_VALUES = ("admin", "root", "superusers", "admins", "admin@evil.test")
-
-
-def gunicorn_binary() -> str:
-    """gunicorn from this virtual environment; skip without it, except under CI=true."""
-    path = Path(sys.executable).parent / "gunicorn"
-    if not path.exists():
-        message = f"gunicorn is not installed next to {sys.executable} (tests/install.sh installs it)"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-    return str(path)
-
-
-class Gunicorn:
-    """gunicorn serving tests/django_project on 127.0.0.1:port, with deploy/gunicorn's config if there is one."""
-
-    def __init__(self, workdir: Path, port: int) -> None:
-        self.port = port
-        self.workdir = workdir
-        self.error_log = workdir / "gunicorn-error.log"
-        self.access_log = workdir / "gunicorn-access.log"
-        self.env = {**os.environ, "DJANGO_SETTINGS_MODULE": SETTINGS,
-                    "SIDECAR_TEST_DB": str(workdir / "db.sqlite3")}
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        subprocess.run([sys.executable, "-m", "django", "migrate", "--verbosity", "0"],
-                       cwd=ROOT, env=self.env, check=True)
-        config = ["--config", str(GUNICORN_CONF)] if GUNICORN_CONF.exists() else []
-        # Command-line options win over the config file: only the address and logs are the test's.
-        command = [gunicorn_binary(), *config, "--bind", f"127.0.0.1:{self.port}", "--chdir", str(ROOT),
-                   "--pythonpath", str(ROOT), "--error-logfile", str(self.error_log),
-                   "--access-logfile", str(self.access_log), "tests.django_project.wsgi:application"]
-        self.process = subprocess.Popen(command, cwd=ROOT, env=self.env)
-        try:
-            wait_for_port(self.port, timeout=30)
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError(f"gunicorn did not start:\n{self.log()}") from None
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-
-    def requests(self) -> int:
-        """How many requests gunicorn has answered so far."""
-        return len(self.access_log.read_text().splitlines()) if self.access_log.exists() else 0
-
-    def log(self) -> str:
-        return self.error_log.read_text(errors="replace") if self.error_log.exists() else ""
-
-    def __enter__(self) -> Gunicorn:
-        self.start()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self.stop()
 
 
 @dataclass

@@ -8,6 +8,7 @@ anyone else, and never an identity header a client wrote, in any spelling.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from tests.conftest import basic, group, ldap_settings, need
 from tests.testbed import free_port
 from tests.testbed.apache import Apache
 from tests.testbed.caddy import Caddy
+from tests.testbed.gunicorn import Gunicorn
 from tests.testbed.haproxy import HAProxy
 from tests.testbed.rawhttp import Headers, Response, identity_seen, send
 from tests.testbed.sidecar import SidecarProcess
@@ -326,3 +328,46 @@ def test_sidecar_down_means_5xx_never_open_access(proxy: str, tmp_path: Path) ->
         for headers in ([auth("alice", "alice-pass")], [("Remote-User", "admin")], [BROWSER]):
             assert send(listen_port, "/", headers).status >= 500
     assert app.requests == []
+
+
+# -- a real Django app (sidecar.contrib.django, served by gunicorn) behind each proxy ------------------
+
+@pytest.fixture(scope="module", params=PROXIES)
+def django_chain(request: pytest.FixtureRequest, slapd: Slapd,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Gunicorn]]:
+    proxy: str = request.param
+    need(BINARIES[proxy])
+    workdir = tmp_path_factory.mktemp(f"django-{proxy}")
+    sidecar_port, listen_port, app_port = free_port(), free_port(), free_port()
+    config = sidecar_config(proxy, slapd, sidecar_port=sidecar_port, listen_port=listen_port)
+    with Gunicorn(workdir / "django", app_port) as django, SidecarProcess(workdir, config):
+        with proxy_server(proxy, workdir / proxy, listen_port=listen_port, sidecar_port=sidecar_port,
+                          app_port=app_port):
+            yield listen_port, django
+
+
+def whoami(port: int, headers: Headers) -> dict[str, Any]:
+    response = send(port, "/whoami", headers)
+    assert response.status == 200, response.body[:300]
+    seen: dict[str, Any] = json.loads(response.body)
+    return seen
+
+
+def test_django_behind_each_proxy_gets_the_directory_user_and_never_a_spoof(
+        django_chain: tuple[int, Gunicorn]) -> None:
+    port, django = django_chain
+    alice = whoami(port, [auth("alice", "alice-pass")])
+    assert (alice["username"], alice["first_name"], alice["last_name"]) == ("alice", "Alice", "Liddell")
+    assert set(alice["groups"]) == {"netbox-users", "staff", "superuser"} and alice["is_superuser"]
+    assert whoami(port, [auth("jose", "jose-pass")])["last_name"] == "山田"
+    for number, spoof in enumerate(SPOOFS):
+        assert send(port, f"/whoami?anonymous={number}", spoof).status == 401
+        carol = whoami(port, [*spoof, auth("carol", "carol-pass")])
+        assert carol["username"] == "carol" and not carol["is_superuser"] and not carol["is_staff"]
+    # gunicorn logs a request after answering it: once the last one is logged, the log is complete.
+    send(port, "/whoami?last=1", [auth("carol", "carol-pass")])
+    deadline = time.monotonic() + 10
+    while "last=1" not in django.access_log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    logged = django.access_log.read_text()
+    assert "last=1" in logged and "anonymous=" not in logged  # no anonymous request reached Django
