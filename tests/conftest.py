@@ -18,6 +18,9 @@ from tests.testbed import find_binary, in_ci
 from tests.testbed.samba import SambaDC
 from tests.testbed.slapd import Slapd
 
+# Debian's Chromium, headless; without the networking flags it keeps calling home and is refused.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 PEOPLE = "ou=people,dc=example,dc=com"
 GROUPS = "ou=groups,dc=example,dc=com"
 
@@ -103,3 +106,23 @@ async def sidecar(slapd: Slapd) -> AsyncIterator[StartSidecar]:
     yield start
     for client in clients:
         await client.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium driven by Playwright (sync API: per module, away from the async tests)."""
+    chromium = need("chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A page in a fresh browser context: no cookies from other tests."""
+    context = browser.new_context()
+    yield context.new_page()
+    context.close()

@@ -22,8 +22,6 @@ from tests.testbed.sidecar import SidecarProcess
 from tests.testbed.slapd import Slapd
 
 ARTIFACTS = ROOT / "artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 PROTECTED = "/devices/?q=rack%201&sort=name"
 
 
@@ -60,24 +58,6 @@ def site(slapd: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sit
     finally:
         app.terminate()
         app.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    chromium = need("chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context()
-    yield context.new_page()
-    context.close()
 
 
 def test_sign_in_round_trip(site: Site, page: Any) -> None:

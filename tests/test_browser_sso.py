@@ -18,7 +18,6 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests.conftest import ldap_settings, need
-from tests.test_browser import CHROMIUM_ARGS
 from tests.testbed import ROOT, free_port, wait_for_port
 from tests.testbed.nginx import Nginx, render_site
 from tests.testbed.oidc import OidcProvider, oidc_client, rsa_jwk
@@ -78,24 +77,6 @@ def site(slapd: Slapd, tmp_path: Path) -> Iterator[Site]:
 @pytest.fixture
 def rechecking(slapd: Slapd, tmp_path: Path) -> Iterator[Site]:
     yield from start_site(tmp_path, slapd, recheck_every=1)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    chromium = need("chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context()
-    yield context.new_page()
-    context.close()
 
 
 def sign_in(site: Site, page: Any, username: str) -> None:

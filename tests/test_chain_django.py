@@ -22,7 +22,7 @@ from tests.django_project import need_module
 from tests.testbed import free_port
 from tests.testbed.gunicorn import Gunicorn
 from tests.testbed.nginx import Nginx, render_site
-from tests.testbed.rawhttp import Headers, Response, send
+from tests.testbed.rawhttp import SPOOFED_VALUES, SPOOFS, Headers, Response, send
 from tests.testbed.sidecar import SidecarProcess
 from tests.testbed.slapd import Slapd
 
@@ -39,18 +39,6 @@ ALICE = {
     "is_superuser": True,
     "groups": ["active", "netbox-users", "staff", "superuser"],
 }
-SPOOFS: list[Headers] = [
-    [("Remote-User", "admin")],
-    [("remote-user", "admin")],
-    [("REMOTE-USER", "admin")],
-    [("Remote_User", "admin")],
-    [("Remote-User_Email", "admin@evil.test")],
-    [("Remote_User_Group", "superusers")],
-    [("Remote-User-Superuser", "true"), ("Remote-User-Staff", "true")],
-    [("Remote-User", "admin"), ("Remote-User", "root")],
-    [("Remote-User-Group", "superusers"), ("remote-user-group", "admins")],
-]
-SPOOFED_VALUES = ("admin", "root", "superusers", "admins", "admin@evil.test")
 
 
 @dataclass

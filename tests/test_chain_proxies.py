@@ -29,7 +29,7 @@ from tests.testbed.apache import Apache
 from tests.testbed.caddy import Caddy
 from tests.testbed.gunicorn import Gunicorn
 from tests.testbed.haproxy import HAProxy
-from tests.testbed.rawhttp import Headers, Response, identity_seen, send
+from tests.testbed.rawhttp import SPOOFS, Headers, Response, identity_seen, send
 from tests.testbed.sidecar import SidecarProcess
 from tests.testbed.slapd import Slapd
 from tests.testbed.upstream import Echo, EchoApp, header_values
@@ -62,19 +62,6 @@ CAROL = {
     "remote-user-staff": "false",
     "remote-user-superuser": "false",
 }
-SPOOFS: list[Headers] = [
-    [("Remote-User", "admin")],
-    [("remote-user", "admin")],
-    [("REMOTE-USER", "admin")],
-    [("Remote_User", "admin")],
-    [("Remote-User_Email", "admin@evil.test")],
-    [("Remote_User_Group", "superusers")],
-    [("REMOTE_USER", "admin")],
-    [("rEmOtE_uSeR-eMaIl", "admin@evil.test")],
-    [("Remote-User-Superuser", "true")],
-    [("Remote-User", "admin"), ("Remote-User", "root")],
-    [("Remote-User-Group", "superusers"), ("remote-user-group", "admins")],
-]
 BROWSER = ("Accept", "text/html,application/xhtml+xml")
 CSRF = "c" * 43  # the login form accepts a token the browser already holds in its cookie
 

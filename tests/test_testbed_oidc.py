@@ -31,9 +31,6 @@ from tests.testbed.oidc import (
     rsa_jwk,
 )
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-
 
 def need_provider() -> None:
     need("node")
@@ -101,17 +98,6 @@ def op(receiver: Receiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     keys = [rsa_jwk("rsa-1"), ec_jwk("ec-1")]
     with OidcProvider(tmp_path_factory.mktemp("oidc"), clients=clients, accounts=DEMO_ACCOUNTS, keys=keys) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    chromium = need("chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
-        yield launched
-        launched.close()
 
 
 def get_json(url: str, token: str | None = None) -> Any:

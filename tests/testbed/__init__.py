@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,3 +46,19 @@ def find_binary(name: str, *extra_dirs: str) -> str | None:
     """The path of an executable, also looking in sbin directories that root's PATH may lack."""
     path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", *extra_dirs])
     return shutil.which(name, path=path)
+
+
+def stop_process(process: subprocess.Popen[Any] | None, *signals: int, timeout: float = 10.0) -> None:
+    """Stop a child: each signal in turn (SIGTERM by default), waiting after each, SIGKILL last."""
+    if process is None:
+        return
+    for sig in (*(signals or (signal.SIGTERM,)), signal.SIGKILL):
+        if process.poll() is not None:
+            break
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=timeout)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    process.wait()

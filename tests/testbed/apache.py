@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from tests.testbed import ROOT, find_binary, wait_for_port
+from tests.testbed import ROOT, find_binary, stop_process, wait_for_port
 
 DEPLOY = ROOT / "deploy" / "apache"
 MODULES = Path("/usr/lib/apache2/modules")  # Debian's module directory
@@ -105,14 +104,8 @@ class Apache:
 
     def stop(self) -> None:
         """TERM (Apache stops its children), KILL if it lingers; then remove its directory."""
-        if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
+        stop_process(self.process)
+        self.process = None
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None

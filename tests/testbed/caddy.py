@@ -8,12 +8,11 @@ automatic HTTPS. `Caddy` runs it in the foreground with its state in its own dir
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from pathlib import Path
 from types import TracebackType
 
-from tests.testbed import ROOT, find_binary, wait_for_port
+from tests.testbed import ROOT, find_binary, stop_process, wait_for_port
 
 CADDYFILE = ROOT / "deploy" / "caddy" / "Caddyfile"
 
@@ -84,14 +83,7 @@ class Caddy:
 
     def stop(self) -> None:
         """TERM (a graceful stop), then KILL if Caddy lingers."""
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
         self.process = None
 
     def log(self) -> str:

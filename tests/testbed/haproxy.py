@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 from types import TracebackType
 
-from tests.testbed import ROOT, find_binary, wait_for_port
+from tests.testbed import ROOT, find_binary, stop_process, wait_for_port
 
 DEPLOY = ROOT / "deploy" / "haproxy"
 
@@ -86,15 +86,7 @@ class HAProxy:
 
     def stop(self) -> None:
         """USR1 (a soft stop: idle connections are closed cleanly), then TERM and KILL if it lingers."""
-        if self.process is None:
-            return
-        for sig in (signal.SIGUSR1, signal.SIGTERM, signal.SIGKILL):
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=10)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        stop_process(self.process, signal.SIGUSR1, signal.SIGTERM)
         self.process = None
 
     def log(self) -> str:

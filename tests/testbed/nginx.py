@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from types import TracebackType
 
-from tests.testbed import ROOT, find_binary, wait_for_port
+from tests.testbed import ROOT, find_binary, stop_process, wait_for_port
 
 DEPLOY = ROOT / "deploy" / "nginx"
 
@@ -95,15 +95,7 @@ class Nginx:
 
     def stop(self) -> None:
         """Graceful stop (QUIT), then TERM and KILL if nginx lingers."""
-        if self.process is None:
-            return
-        for sig in (signal.SIGQUIT, signal.SIGTERM, signal.SIGKILL):
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=10)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        stop_process(self.process, signal.SIGQUIT, signal.SIGTERM)
         self.process = None
 
     def log(self) -> str:

@@ -53,7 +53,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.testbed import find_binary, free_port
+from tests.testbed import find_binary, free_port, stop_process
 
 HERE = Path(__file__).resolve().parent / "oidc"
 INSTALL_HINT = "npm ci --prefix tests/testbed/oidc"
@@ -288,12 +288,7 @@ class OidcProvider:
         if process is None:
             return
         atexit.unregister(self.stop)
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=STOP_TIMEOUT)
 
     def restart(self, *, keys: Sequence[Mapping[str, Any]] | None = None) -> None:
         """Stop and start again on the same port with the same clients and accounts.

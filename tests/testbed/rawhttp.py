@@ -16,6 +16,24 @@ from tests.testbed.upstream import Echo
 
 Headers = Sequence[tuple[str, str]]
 
+# Client-sent identity headers every proxy must keep from the application, in every spelling
+# (proxies.md, "Spoofing: what a test must try"), and the values they carry.
+SPOOFS: list[Headers] = [
+    [("Remote-User", "admin")],
+    [("remote-user", "admin")],
+    [("REMOTE-USER", "admin")],
+    [("Remote_User", "admin")],
+    [("Remote-User_Email", "admin@evil.test")],
+    [("Remote_User_Group", "superusers")],
+    [("REMOTE_USER", "admin")],
+    [("rEmOtE_uSeR-eMaIl", "admin@evil.test")],
+    [("Remote-User-Superuser", "true"), ("Remote-User-Staff", "true")],
+    [("Remote-User-Assertion", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.")],
+    [("Remote-User", "admin"), ("Remote-User", "root")],
+    [("Remote-User-Group", "superusers"), ("remote-user-group", "admins")],
+]
+SPOOFED_VALUES = ("admin", "root", "superusers", "admins", "admin@evil.test")
+
 
 @dataclass
 class Response:

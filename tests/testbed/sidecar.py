@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from tests.testbed import ROOT, wait_for_port
+from tests.testbed import ROOT, stop_process, wait_for_port
 
 
 class SidecarProcess:
@@ -41,15 +40,7 @@ class SidecarProcess:
             raise RuntimeError(f"the sidecar did not start:\n{self.log()}") from None
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
 
     def log(self) -> str:

@@ -55,7 +55,7 @@ from string import Template
 from ldap3 import BASE, MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, NONE, Connection, Server
 from ldap3.utils.dn import escape_rdn
 
-from tests.testbed import find_binary, free_port
+from tests.testbed import find_binary, free_port, stop_process
 from tests.testbed.tls import Pki, make_pki
 
 HERE = Path(__file__).resolve().parent
@@ -188,12 +188,7 @@ class Slapd:
         if process is None:
             return
         atexit.unregister(self.stop)
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=STOP_TIMEOUT)
 
     # DNs
 
