@@ -10,6 +10,7 @@ the original bytes back), for spellings and whitespace that parsing would hide.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import BufferedIOBase
@@ -89,6 +90,11 @@ class _EchoServer(ThreadingHTTPServer):
     def record(self, echo: Echo) -> None:
         with self._lock:
             self.requests.append(echo)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Proxies close idle keep-alive connections (HAProxy with a reset): not an error of ours.
+        if not isinstance(sys.exc_info()[1], ConnectionResetError):
+            super().handle_error(request, client_address)
 
 
 class EchoApp:
