@@ -48,6 +48,7 @@ THROTTLED_ERROR = "Too many failed attempts. Wait a few minutes, then try again.
 UNAVAILABLE_ERROR = "Sign-in is unavailable right now. Try again in a minute."
 RETRY_UNREACHABLE = 30.0  # seconds before re-checking a session whose source did not answer
 MAX_FORM = 16 * 1024
+MAX_RENDERED = 10_000  # sessions whose rendered verdict is kept
 
 
 def is_browser(request: web.Request) -> bool:
@@ -130,6 +131,9 @@ class SessionAuthenticator:
         self._prefix = cookie.cookie_name() + "="
         self._retry_at: dict[str, float] = {}
         self._rechecks: dict[str, asyncio.Future[Session]] = {}
+        # Rendered verdicts by session: the codec's memo hands back the same Session for the same
+        # cookie, so a cookie in use costs no header rendering. Holding the session keeps its id valid.
+        self._verdicts: dict[int, tuple[Session, Verdict]] = {}
 
     async def authenticate(self, request: web.Request) -> Verdict | None:
         value = cookie_value(request.headers.get("Cookie"), self._prefix)
@@ -176,6 +180,8 @@ class SessionAuthenticator:
             self._rechecks.pop(key, None)
 
     def _verdict(self, session: Session, *, renew: bool) -> Verdict:
+        if not renew and (hit := self._verdicts.get(id(session))) is not None and hit[0] is session:
+            return hit[1]
         cookie = None
         if renew:
             try:
@@ -183,7 +189,12 @@ class SessionAuthenticator:
             except SessionTooLarge:
                 log.error("session of %s is too large to refresh; keeping the old cookie",
                           session.identity.username)
-        return Verdict(session.identity, None, self.writer.render(session.identity), cookie)
+        verdict = Verdict(session.identity, None, self.writer.render(session.identity), cookie)
+        if cookie is None:
+            if len(self._verdicts) >= MAX_RENDERED:
+                self._verdicts.clear()
+            self._verdicts[id(session)] = (session, verdict)
+        return verdict
 
 
 class SignIn:

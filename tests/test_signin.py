@@ -409,3 +409,21 @@ def test_config_requires_public_url_and_keys() -> None:
     assert "sessions.keys[0].id" in text and "sessions.keys[0].secret: must be at least 32" in text
     assert "short" not in text
     assert re.search(r"sessions\.keys\[0\]\.secret", text)
+
+
+async def test_a_cookie_in_use_is_rendered_once(start: Any, slapd: Slapd, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sidecar.headers import HeaderWriter
+
+    client = await start(settings(slapd))
+    session = await session_of(client, "alice", "alice-pass")
+    calls: list[str] = []
+    original = HeaderWriter.render
+
+    def counting(self: HeaderWriter, identity: Any) -> Any:
+        calls.append(identity.username)
+        return original(self, identity)
+
+    monkeypatch.setattr(HeaderWriter, "render", counting)
+    for _ in range(5):
+        assert (await auth(client, session)).headers["Remote-User"] == "alice"
+    assert calls == ["alice"]
