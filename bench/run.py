@@ -42,8 +42,8 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))  # tests/testbed is imported from the work tree, not installed
 
-from tests.testbed import free_port, wait_for_port  # noqa: E402
-from tests.testbed.nginx import Nginx, render_site, static_app, substitute  # noqa: E402
+from tests.testbed import free_port, substitute, wait_for_port  # noqa: E402
+from tests.testbed.nginx import Nginx, render_site, static_app  # noqa: E402
 from tests.testbed.sidecar import SidecarProcess  # noqa: E402
 from tests.testbed.slapd import Slapd  # noqa: E402
 

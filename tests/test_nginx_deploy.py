@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import need
-from tests.testbed import free_port
-from tests.testbed.nginx import Nginx, render_site, static_app, substitute
+from tests.testbed import free_port, substitute
+from tests.testbed.nginx import Nginx, render_site, static_app
 from tests.testbed.rawhttp import identity_seen, is_identity, send
 from tests.testbed.upstream import EchoApp, header_values
 

@@ -38,6 +38,15 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> 
             time.sleep(0.05)
 
 
+def substitute(text: str, replacements: dict[str, str], source: str = "the template") -> str:
+    """Replace every token; a token missing from text means the deploy file changed under us: fail."""
+    for token, value in replacements.items():
+        if token not in text:
+            raise ValueError(f"{source} no longer contains {token!r}")
+        text = text.replace(token, value)
+    return text
+
+
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 

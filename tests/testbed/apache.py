@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from tests.testbed import ROOT, find_binary, stop_process, wait_for_port
+from tests.testbed import ROOT, find_binary, stop_process, substitute, wait_for_port
 
 DEPLOY = ROOT / "deploy" / "apache"
 MODULES = Path("/usr/lib/apache2/modules")  # Debian's module directory
@@ -33,15 +33,6 @@ SIDECAR = "http://127.0.0.1:9180/"
 APP = "http://127.0.0.1:8000/"
 SCRIPT = "/etc/apache2/auth-sidecar/auth-sidecar.lua"
 SCRIPT_SIDECAR = 'local SIDECAR_URL = "http://127.0.0.1:9180/auth"'
-
-
-def substitute(text: str, replacements: dict[str, str], source: str) -> str:
-    """Replace every token; a token missing from text means the deploy file changed under us: fail."""
-    for token, value in replacements.items():
-        if token not in text:
-            raise ValueError(f"{source} no longer contains {token!r}")
-        text = text.replace(token, value)
-    return text
 
 
 def render_site(*, listen_port: int, sidecar_port: int, app_port: int, script: Path) -> str:

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 from types import TracebackType
 
-from tests.testbed import ROOT, find_binary, stop_process, wait_for_port
+from tests.testbed import ROOT, find_binary, stop_process, substitute, wait_for_port
 
 CADDYFILE = ROOT / "deploy" / "caddy" / "Caddyfile"
 
@@ -27,15 +27,6 @@ GLOBAL_OPTIONS = """{
 	auto_https off
 }
 """
-
-
-def substitute(text: str, replacements: dict[str, str], source: str) -> str:
-    """Replace every token; a token missing from text means the deploy file changed under us: fail."""
-    for token, value in replacements.items():
-        if token not in text:
-            raise ValueError(f"{source} no longer contains {token!r}")
-        text = text.replace(token, value)
-    return text
 
 
 def render_caddyfile(*, listen_port: int, sidecar_port: int, app_port: int) -> str:

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 from types import TracebackType
 
-from tests.testbed import ROOT, find_binary, stop_process, wait_for_port
+from tests.testbed import ROOT, find_binary, stop_process, substitute, wait_for_port
 
 DEPLOY = ROOT / "deploy" / "haproxy"
 
@@ -21,15 +21,6 @@ APP = "server app 127.0.0.1:8000"
 SIDECAR = "server sidecar 127.0.0.1:9180"
 SCRIPT = "lua-load /etc/haproxy/auth-sidecar.lua"
 SCRIPT_SIDECAR = 'local SIDECAR_URL = "http://127.0.0.1:9180/auth"'
-
-
-def substitute(text: str, replacements: dict[str, str], source: str) -> str:
-    """Replace every token; a token missing from text means the deploy file changed under us: fail."""
-    for token, value in replacements.items():
-        if token not in text:
-            raise ValueError(f"{source} no longer contains {token!r}")
-        text = text.replace(token, value)
-    return text
 
 
 def render_config(*, listen_port: int, sidecar_port: int, app_port: int, script: Path) -> str:

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from types import TracebackType
 
-from tests.testbed import ROOT, find_binary, stop_process, wait_for_port
+from tests.testbed import ROOT, find_binary, stop_process, substitute, wait_for_port
 
 DEPLOY = ROOT / "deploy" / "nginx"
 
@@ -41,7 +41,7 @@ def render_site(*, listen_port: int, sidecar_port: int, app_port: int, ceiling: 
         SERVER_SNIPPET: server_snippet,
         LOCATION_SNIPPET: f"include {DEPLOY / 'auth-sidecar-location.conf'};",
     }
-    return substitute((DEPLOY / "site.conf").read_text(), replacements)
+    return substitute((DEPLOY / "site.conf").read_text(), replacements, "deploy/nginx/site.conf")
 
 
 def static_app(*, port: int, root: Path) -> str:
@@ -53,15 +53,6 @@ server {{
     types {{ text/html html; }}
 }}
 """
-
-
-def substitute(text: str, replacements: dict[str, str]) -> str:
-    """Replace each token; a token missing from text means site.conf changed under us: fail."""
-    for token, value in replacements.items():
-        if token not in text:
-            raise ValueError(f"deploy/nginx/site.conf no longer contains {token!r}")
-        text = text.replace(token, value)
-    return text
 
 
 class Nginx:
