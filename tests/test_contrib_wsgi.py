@@ -231,3 +231,15 @@ def test_the_flask_example_reads_its_assertion_settings(monkeypatch: pytest.Monk
     monkeypatch.setenv("SIDECAR_ASSERTION_JWKS_URL", "http://127.0.0.1:9180/.well-known/jwks.json")
     assert example.assertion_from_environment() == {
         "issuer": "https://sso.test", "audience": "app", "jwks_url": "http://127.0.0.1:9180/.well-known/jwks.json"}
+
+
+def test_the_application_side_defaults_are_the_sidecars() -> None:
+    # Two copies on purpose (the contrib imports no YAML); they must never drift apart.
+    import dataclasses
+
+    from sidecar.config import HeaderConfig
+    from sidecar.contrib.headers import HeaderNames
+
+    sidecar_side = HeaderConfig()
+    for field in dataclasses.fields(HeaderNames):
+        assert getattr(HeaderNames(), field.name) == getattr(sidecar_side, field.name)
