@@ -35,10 +35,6 @@ class HeaderWriter:
 
     def __init__(self, config: HeaderConfig) -> None:
         self.config = config
-        self.names: tuple[str, ...] = (
-            config.user, config.first_name, config.last_name, config.email, config.groups,
-            config.is_staff, config.is_superuser, config.assertion, *config.extra.values(),
-        )
 
     def render(self, identity: Identity) -> Headers:
         c = self.config

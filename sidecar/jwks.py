@@ -204,16 +204,6 @@ class Discovery(_Cached[dict[str, Any]]):
         return _check_discovery(document, self.issuer)
 
 
-async def discover(session: aiohttp.ClientSession, issuer: str, *, timeout: float = TIMEOUT,
-                   max_bytes: int = MAX_BYTES) -> dict[str, Any]:
-    """The discovery document of an issuer, once; raises ProviderUnavailable."""
-    url = _discovery_url(issuer)
-    try:
-        return _check_discovery(await _fetch_json(session, url, timeout=timeout, max_bytes=max_bytes), issuer)
-    except _Invalid as exc:
-        raise ProviderUnavailable(f"cannot fetch {url}: {exc}") from None
-
-
 def _discovery_url(issuer: str) -> str:
     # OpenID Connect Discovery 1.0, section 4: a terminating "/" is removed before appending.
     return issuer.rstrip("/") + "/.well-known/openid-configuration"

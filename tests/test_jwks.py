@@ -15,7 +15,7 @@ from jose import jwk, jwt
 from pytest_aiohttp import AiohttpServer
 
 from sidecar.errors import DirectoryUnavailable
-from sidecar.jwks import Discovery, JwksCache, KeysUnavailable, ProviderUnavailable, discover
+from sidecar.jwks import Discovery, JwksCache, KeysUnavailable, ProviderUnavailable
 from sidecar.tokens import Expectations, KeySet, UnknownKey, allowed_algorithms, verify
 from tests.test_tokens import EC_JWK, EC_PEMS, OTHER_RSA_PEM, RSA_JWK, RSA_PEM, claims, expect, public_jwk
 
@@ -346,9 +346,9 @@ async def test_an_oversized_chunked_document_is_refused(session: aiohttp.ClientS
 
 async def test_discover_returns_the_document(session: aiohttp.ClientSession, provider: Provider) -> None:
     issuer = provider.base + ISSUER_PATH
-    assert (await discover(session, issuer))["jwks_uri"] == provider.url()
+    assert (await Discovery(session, issuer).document())["jwks_uri"] == provider.url()
     provider.discovery["issuer"] = issuer + "/"
-    assert (await discover(session, issuer + "/"))["issuer"] == issuer + "/"
+    assert (await Discovery(session, issuer + "/").document())["issuer"] == issuer + "/"
 
 
 @pytest.mark.parametrize(("change", "cause"), [
@@ -360,12 +360,12 @@ async def test_discover_refuses_another_issuer_or_a_partial_document(
         session: aiohttp.ClientSession, provider: Provider, change: dict[str, Any], cause: str) -> None:
     provider.discovery.update(change)
     with pytest.raises(ProviderUnavailable, match=cause):
-        await discover(session, provider.base + ISSUER_PATH)
+        await Discovery(session, provider.base + ISSUER_PATH).document()
 
 
 async def test_discover_of_a_missing_issuer_is_unavailable(session: aiohttp.ClientSession, provider: Provider) -> None:
     with pytest.raises(ProviderUnavailable, match="HTTP status 404"):
-        await discover(session, provider.base + "/realms/other")
+        await Discovery(session, provider.base + "/realms/other").document()
 
 
 async def test_discovery_is_cached(session: aiohttp.ClientSession, provider: Provider, clock: Clock) -> None:
@@ -386,7 +386,7 @@ async def test_discovery_refuses_a_mixed_up_issuer(session: aiohttp.ClientSessio
 
 
 async def test_discovered_algorithms_build_expectations(session: aiohttp.ClientSession, provider: Provider) -> None:
-    document = await discover(session, provider.base + ISSUER_PATH)
+    document = await Discovery(session, provider.base + ISSUER_PATH).document()
     expected = Expectations(issuer=document["issuer"], audiences=frozenset({"sidecar"}),
                             algorithms=allowed_algorithms(document["id_token_signing_alg_values_supported"]))
     assert expected.algorithms == {"RS256"}
