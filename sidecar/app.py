@@ -151,7 +151,7 @@ def make_app(config: Config) -> web.Application:
         realm=config.server.realm,
         basic_auth=config.server.basic_auth,
         signin=signin,
-        redirect_status=302 if config.server.mode == "forward_auth" else 401,
+        forward_auth=config.server.mode == "forward_auth",
         signer=signer,
         assertion_header=config.headers.assertion,
     )

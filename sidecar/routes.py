@@ -26,7 +26,7 @@ class Sidecar:
 
     def __init__(self, *, authenticators: list[Authenticator], rules: AccessRules,
                  client_address: ClientAddress, directory: Directory | None, realm: str,
-                 basic_auth: bool = True, signin: SignIn | None = None, redirect_status: int = 401,
+                 basic_auth: bool = True, signin: SignIn | None = None, forward_auth: bool = False,
                  signer: AssertionSigner | None = None, assertion_header: str = "Remote-User-Assertion") -> None:
         self.authenticators = authenticators
         self.signer = signer
@@ -35,8 +35,10 @@ class Sidecar:
         self.client_address = client_address
         self.directory = directory
         self.signin = signin
-        self.redirect_status = redirect_status
-        self.forward_auth = redirect_status == 302  # forward-auth mode: see sidecar.forwarded
+        # Traefik and Caddy pass any non-2xx to the browser as is: browsers need the 302 itself.
+        # nginx, ingress-nginx and HAProxy accept only 401 and make the redirect from Location.
+        self.forward_auth = forward_auth
+        self.redirect_status = 302 if forward_auth else 401
         self.challenge: CIMultiDict[str] | None = (
             CIMultiDict({"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"'}) if basic_auth else None
         )
