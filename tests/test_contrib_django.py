@@ -354,7 +354,7 @@ def test_with_an_assertion_a_match_logs_in_and_a_later_mismatch_logs_out(client:
 
 
 def test_the_real_assertion_verifier_with_the_sidecar_s_signer(client: Client) -> None:
-    signing = pytest.importorskip("sidecar.assertion")
+    import sidecar.assertion as signing
     signer = signing.AssertionSigner([("k1", signing.generate_key())], issuer="https://sso.test", audience="app")
     other = signing.AssertionSigner([("k1", signing.generate_key())], issuer="https://sso.test", audience="app")
     jose = Identity("jose", first_name="José", last_name="山田", email="jose@example.com",

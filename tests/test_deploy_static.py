@@ -21,7 +21,7 @@ import yaml
 
 from sidecar.config import parse_config
 from tests.conftest import need
-from tests.testbed import ROOT, free_port, wait_for_port
+from tests.testbed import ROOT, free_port, in_ci, wait_for_port
 from tests.testbed.rawhttp import send
 
 DEPLOY = ROOT / "deploy"
@@ -203,7 +203,10 @@ def runnable_unit(tmp_path: Path) -> Path:
     unit = tmp_path / UNIT.name
     program = Path(sys.executable).with_name("auth-sidecar")
     if not program.exists():
-        pytest.skip(f"{program} is not installed (pip install -e .)")
+        message = f"{program} is not installed (pip install -e .)"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
     unit.write_text(UNIT.read_text().replace("/opt/auth-sidecar/bin/auth-sidecar", str(program)))
     return unit
 
