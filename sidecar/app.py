@@ -15,7 +15,7 @@ from sidecar.bearer import BearerAuthenticator
 from sidecar.cache import VerdictCache
 from sidecar.config import Config, SessionConfig
 from sidecar.forwarded import ClientAddress
-from sidecar.headers import HeaderWriter
+from sidecar.headers import HeaderWriter, identity_names
 from sidecar.ldap import Directory
 from sidecar.local import LocalUsers
 from sidecar.oidc import HttpClient, Provider, SingleSignOn, StateCookie
@@ -154,6 +154,8 @@ def make_app(config: Config) -> web.Application:
         forward_auth=config.server.mode == "forward_auth",
         signer=signer,
         assertion_header=config.headers.assertion,
+        identity_headers=identity_names(config.headers),
+        identity_prefix=config.headers.user.lower() + "-",
     )
     add_routes(app, signin, signer, config.oidc.callback_path)
 

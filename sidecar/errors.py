@@ -6,6 +6,7 @@
     ├── AssertionRejected         an application refuses a signed identity (sidecar.contrib.assertion)
     └── AuthError                 a request cannot be given an identity
         ├── BadRequest            malformed credentials: 401 without contacting anyone
+        ├── MalformedRequest      an ambiguous or malformed request (host, path, spoofed headers): 400
         ├── InvalidCredentials    the directory refused the credentials: 401
         │   ├── UnknownUser       no such user here (another source may know them)
         │   └── TokenRejected     a token is not valid for us (sidecar.tokens)
@@ -44,6 +45,12 @@ class AuthError(SidecarError):
 
 class BadRequest(AuthError):
     pass
+
+
+class MalformedRequest(AuthError):
+    """The request could be read in more than one way, or carries what no proxy of ours would pass."""
+
+    status = 400
 
 
 class InvalidCredentials(AuthError):

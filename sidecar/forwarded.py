@@ -1,75 +1,136 @@
-"""The original request behind an auth subrequest, as the proxy describes it.
+"""The original request behind an auth subrequest, as the proxy describes it, parsed strictly.
 
-URL: ``X-Original-URL``; else ``X-Forwarded-Proto`` + ``X-Forwarded-Host`` + ``X-Forwarded-Uri``;
-else ``X-Original-URI`` + ``Host``; in forward-auth mode (Traefik, Caddy) ``X-Forwarded-*`` only.
+URL: ``X-Forwarded-Host`` + ``X-Forwarded-Uri`` (with ``X-Forwarded-Proto``); else ``X-Original-URL``;
+else ``Host`` + ``X-Original-URI``. In forward-auth mode (Traefik, Caddy) ``X-Forwarded-*`` only.
 Client address: ``X-Forwarded-For`` (or, without it, ``X-Real-IP``), believed only when the peer
 is one of ``server.trusted_proxies``.
+
+Access rules judge what the application will receive, so nothing here guesses. A host is DNS
+labels (or an IPv6 literal) with an optional port and one optional trailing dot, compared
+lower-cased without either; a path is the raw target the proxy forwards, and one that a server
+could read in two ways (dot segments, raw or percent-encoded; encoded slashes; backslashes; NUL and
+other controls) is refused with :class:`~sidecar.errors.MalformedRequest` (400) instead.
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
-import posixpath
+import re
+import unicodedata
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from aiohttp import web
 
 from sidecar.config import Network
+from sidecar.errors import MalformedRequest
+
+# Labels of letters, digits, "_" and "-" joined by single dots; one trailing dot; a port.
+_HOST = re.compile(r"((?:[a-z0-9_-]+\.)*[a-z0-9_-]+)\.?(?::([0-9]{1,5}))?", re.ASCII | re.IGNORECASE)
+_IPV6 = re.compile(r"\[([0-9a-f:.]+)\](?::([0-9]{1,5}))?", re.ASCII | re.IGNORECASE)
+# What a path must not hold, in any letter case: encoded dots, slashes, backslashes and NUL, or a
+# raw backslash. Raw dot segments are found after decoding (which also catches ".%2e" and the like).
+_AMBIGUOUS = re.compile(r"%2e|%2f|%5c|%00|\\", re.ASCII | re.IGNORECASE)
+_TARGET_CHARS = re.compile(r"[!-~]+", re.ASCII)  # printable ASCII, no space: a raw request target
+_SCHEMES = frozenset({"http", "https"})
+_METHOD = re.compile(r"[A-Za-z][A-Za-z-]{0,19}", re.ASCII)
+MEMO_TARGET = 512  # requests whose target and host are at most this long are parsed once each
 
 
 @dataclass(frozen=True, slots=True)
 class Original:
     method: str
-    host: str
-    path: str  # percent-decoded, dot segments resolved: what access rules compare
+    scheme: str
+    host: str  # lower case, no port, no trailing dot: what host rules compare
+    authority: str  # host[:port] as the login redirect returns to it
+    target: str  # the raw path and query the application receives
+    path: str  # percent-decoded, repeated slashes collapsed: what path rules compare
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.authority}{self.target}"
 
 
 def original(request: web.Request, *, forward_auth: bool = False) -> Original:
+    """The request the proxy asks about; MalformedRequest when any part of it is ambiguous."""
     h = request.headers
     if forward_auth:
         # Traefik and Caddy describe the request with X-Forwarded-*: X-Original-* could only be
         # the client's own words, passed through.
-        method = (h.get("X-Forwarded-Method") or "GET").upper()
-        host, target = h.get("X-Forwarded-Host", ""), h.get("X-Forwarded-Uri", "/")
-        return Original(method=method, host=_hostname(host), path=normalize_path(target))
-    method = (h.get("X-Original-Method") or h.get("X-Forwarded-Method") or "GET").upper()
+        method = h.get("X-Forwarded-Method") or "GET"
+        return parse(method, h.get("X-Forwarded-Proto"), h.get("X-Forwarded-Host", ""),
+                     h.get("X-Forwarded-Uri", "/"))
+    method = h.get("X-Original-Method") or h.get("X-Forwarded-Method") or "GET"
+    if (uri := h.get("X-Forwarded-Uri")) is not None:
+        return parse(method, h.get("X-Forwarded-Proto"), h.get("X-Forwarded-Host", ""), uri)
     if url := h.get("X-Original-URL"):
-        parts = urlsplit(url)
-        host, target = parts.netloc, parts.path or "/"
-    elif uri := h.get("X-Forwarded-Uri"):
-        host, target = h.get("X-Forwarded-Host", ""), uri
-    else:
-        host, target = h.get("Host", ""), h.get("X-Original-URI", "/")
-    return Original(method=method, host=_hostname(host), path=normalize_path(target))
+        scheme, separator, rest = url.partition("://")
+        if not separator:
+            raise MalformedRequest(f"X-Original-URL is not absolute: {url[:200]!r}")
+        # The authority ends at the first "/": a "?" or "#" before it is a malformed host, never a query.
+        slash = rest.find("/")
+        authority, target = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
+        return parse(method, scheme, authority, target)
+    return parse(method, h.get("X-Forwarded-Proto"), h.get("Host", ""), h.get("X-Original-URI", "/"))
 
 
-def original_url(request: web.Request, *, forward_auth: bool = False) -> str | None:
-    """The absolute URL the client asked for, as the proxy reports it (validated by whoever uses it)."""
-    h = request.headers
-    if not forward_auth and (url := h.get("X-Original-URL")):
-        return url
-    proto = h.get("X-Forwarded-Proto", "https")
-    if (uri := h.get("X-Forwarded-Uri")) is not None and (host := h.get("X-Forwarded-Host")):
-        return f"{proto}://{host}{uri}"
-    if not forward_auth and (uri := h.get("X-Original-URI")) is not None and (host := h.get("Host")):
-        return f"{proto}://{host}{uri}"
-    return None
+def parse(method: str, scheme: str | None, authority: str, target: str) -> Original:
+    """One strict reading of a request's parts. Short ones repeat a lot and are read once."""
+    if len(target) <= MEMO_TARGET and len(authority) <= MEMO_TARGET:
+        return _parse_memo(method, scheme, authority, target)
+    return _parse(method, scheme, authority, target)
 
 
-def normalize_path(target: str) -> str:
-    """The path part, decoded and resolved, so /public/../admin and /%61dmin both read /admin."""
-    path = unquote(target.split("?", 1)[0].split("#", 1)[0], errors="replace")
-    path = posixpath.normpath("/" + path.replace("\\", "/"))
-    return "/" + path.lstrip("/")
+def _parse(method: str, scheme: str | None, authority: str, target: str) -> Original:
+    scheme = "https" if scheme is None else scheme.lower()
+    if scheme not in _SCHEMES:
+        raise MalformedRequest(f"scheme {scheme[:20]!r} is neither http nor https")
+    if not _METHOD.fullmatch(method):
+        raise MalformedRequest(f"method {method[:20]!r} is not a method")
+    host, port = parse_host(authority)
+    return Original(method=method.upper(), scheme=scheme, host=host,
+                    authority=host if port is None else f"{host}:{port}", target=target,
+                    path=parse_path(target))
 
 
-def _hostname(host: str) -> str:
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host.split("]", 1)[0] + "]"
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+_parse_memo = functools.lru_cache(maxsize=2048)(_parse)
+
+
+def parse_host(authority: str) -> tuple[str, int | None]:
+    """(host, port) of a Host value: lower case, without the trailing dot; MalformedRequest otherwise."""
+    match = _HOST.fullmatch(authority) or _IPV6.fullmatch(authority)
+    if match is None:
+        raise MalformedRequest(f"ambiguous or malformed host {authority[:200]!r}")
+    host, port = match.group(1).lower(), match.group(2)
+    if authority.startswith("["):
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise MalformedRequest(f"malformed IPv6 host {authority[:200]!r}") from None
+        host = f"[{host}]"
+    if port is not None and not 0 < int(port) <= 65535:
+        raise MalformedRequest(f"port out of range in host {authority[:200]!r}")
+    return host, None if port is None else int(port)
+
+
+def parse_path(target: str) -> str:
+    """The path access rules compare, from a raw request target; MalformedRequest if it reads two ways."""
+    if not target.startswith("/") or not _TARGET_CHARS.fullmatch(target) or "#" in target:
+        raise MalformedRequest(f"malformed request target {target[:200]!r}")
+    raw = target.split("?", 1)[0]
+    if _AMBIGUOUS.search(raw):
+        raise MalformedRequest(f"ambiguous path (encoded dot, slash, backslash or NUL) {raw[:200]!r}")
+    try:
+        path = unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise MalformedRequest(f"path is not percent-encoded UTF-8 {raw[:200]!r}") from None
+    segments = path.split("/")
+    if "." in segments or ".." in segments:
+        raise MalformedRequest(f"dot segment in path {raw[:200]!r}")
+    if any(unicodedata.category(c) == "Cc" for c in path):
+        raise MalformedRequest(f"control character in path {raw[:200]!r}")
+    return "/" + "/".join(segment for segment in segments if segment)
 
 
 class ClientAddress:

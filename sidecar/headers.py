@@ -1,33 +1,59 @@
 """Identity -> response headers: names from the config, values made safe for any proxy.
 
-Values never carry control characters (CR/LF would split a header) and are never quoted; a group
-whose name contains the separator is left out rather than split in two by the application.
+A value is never changed into another one: an identity whose name, names or email hold a control
+character (CR/LF would split a header; stripping one would turn ``alice\x01`` into ``alice``) is
+refused, and a group whose name holds one, surrounding white space or the separator is left out
+rather than published as some other group. Values are never quoted.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 
 from sidecar.config import HeaderConfig
+from sidecar.errors import AccessDenied
 from sidecar.identity import Identity
 
 log = logging.getLogger("sidecar.headers")
 
-# C0 controls and DEL: a header value must not contain any of them.
-_CONTROLS = {code: None for code in [*range(32), 127]}
+# Unicode's control characters (category Cc: C0, DEL, C1) and lone surrogates, which no header can carry.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 Headers = tuple[tuple[str, str], ...]
 
 
+def has_control(value: str) -> bool:
+    return _CONTROL.search(value) is not None
+
+
 def clean(value: str) -> str:
-    return value.translate(_CONTROLS).strip()
+    """A name or email as published: without surrounding white space (controls are refused before)."""
+    return value.strip()
 
 
 def published_groups(groups: Sequence[str], separator: str) -> list[str]:
-    """The groups as the groups header carries them: cleaned, without any containing the separator."""
-    cleaned = (clean(name) for name in groups)
-    return [name for name in cleaned if name and separator not in name]
+    """The groups as the groups header carries them: each exactly as named, or left out."""
+    return [name for name in groups
+            if name and name == name.strip() and separator not in name and not has_control(name)]
+
+
+def identity_names(config: HeaderConfig) -> frozenset[str]:
+    """Every header name the sidecar answers with, lower-cased: a client must never send one."""
+    names = [config.user, config.first_name, config.last_name, config.email, config.groups,
+             config.is_staff, config.is_superuser, config.assertion, *config.extra.values()]
+    return frozenset(name.lower() for name in names)
+
+
+def check(identity: Identity) -> None:
+    """Refuse an identity that cannot be published exactly as it is."""
+    name = identity.username
+    if not name or name != name.strip() or has_control(name):
+        raise AccessDenied(f"user name {name[:100]!r} is empty, padded or holds a control character")
+    values = [identity.first_name, identity.last_name, identity.email, *identity.extra.values()]
+    if any(has_control(value) for value in values):
+        raise AccessDenied(f"an attribute of {name!r} holds a control character")
 
 
 class HeaderWriter:
@@ -37,14 +63,16 @@ class HeaderWriter:
         self.config = config
 
     def render(self, identity: Identity) -> Headers:
+        """The headers of an identity; AccessDenied if any value would have to be altered."""
+        check(identity)
         c = self.config
         separator = c.group_separator
         groups = published_groups(identity.groups, separator)
         if len(groups) != len(identity.groups) and log.isEnabledFor(logging.DEBUG):
-            log.debug("%d groups left out of %s: empty or containing %r", len(identity.groups) - len(groups),
-                      c.groups, separator)
+            log.debug("%d groups left out of %s: empty, padded, with a control character or %r",
+                      len(identity.groups) - len(groups), c.groups, separator)
         pairs = [
-            (c.user, clean(identity.username)),
+            (c.user, identity.username),
             (c.first_name, clean(identity.first_name)),
             (c.last_name, clean(identity.last_name)),
             (c.email, clean(identity.email)),

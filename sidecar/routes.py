@@ -11,8 +11,8 @@ from multidict import CIMultiDict
 from sidecar.access import AccessRules
 from sidecar.assertion import AssertionSigner
 from sidecar.auth import Authenticator, Verdict
-from sidecar.errors import AccessDenied, AuthError
-from sidecar.forwarded import ClientAddress, original, original_url
+from sidecar.errors import AccessDenied, AuthError, MalformedRequest
+from sidecar.forwarded import ClientAddress, Original, original
 from sidecar.ldap import Directory
 from sidecar.signin import SignIn, is_browser
 
@@ -27,7 +27,8 @@ class Sidecar:
     def __init__(self, *, authenticators: list[Authenticator], rules: AccessRules,
                  client_address: ClientAddress, directory: Directory | None, realm: str,
                  basic_auth: bool = True, signin: SignIn | None = None, forward_auth: bool = False,
-                 signer: AssertionSigner | None = None, assertion_header: str = "Remote-User-Assertion") -> None:
+                 signer: AssertionSigner | None = None, assertion_header: str = "Remote-User-Assertion",
+                 identity_headers: frozenset[str] = frozenset(), identity_prefix: str = "remote-user-") -> None:
         self.authenticators = authenticators
         self.signer = signer
         self.assertion_header = assertion_header
@@ -42,12 +43,33 @@ class Sidecar:
         self.challenge: CIMultiDict[str] | None = (
             CIMultiDict({"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"'}) if basic_auth else None
         )
+        # Names as a proxy could spell them (any case, "_" for "-"): none may reach us from a client.
+        self.identity_headers = identity_headers
+        self.identity_prefix = identity_prefix
         self._ready: tuple[float, bool] = (0.0, False)
 
-    def unauthenticated(self, request: web.Request) -> web.Response:
+    def describe(self, request: web.Request) -> Original:
+        """The request the proxy asks about, read strictly; MalformedRequest if anything in it is ambiguous."""
+        target = original(request, forward_auth=self.forward_auth)
+        names, prefix = self.identity_headers, self.identity_prefix
+        seen_authorization = False
+        for name in request.headers:
+            folded = name.lower()
+            if folded == "authorization":
+                if seen_authorization:
+                    raise MalformedRequest("more than one Authorization header")
+                seen_authorization = True
+                continue
+            folded = folded.replace("_", "-")
+            if folded in names or folded.startswith(prefix):
+                raise MalformedRequest(f"the proxy passed on a client's identity header {name[:100]!r}: "
+                                       "its deploy files must strip it (see deploy/)")
+        return target
+
+    def unauthenticated(self, request: web.Request, target: Original | None) -> web.Response:
         """No credentials: browsers go to the login page, everyone else gets a plain 401."""
         if self.signin is not None and is_browser(request):
-            location = self.signin.login_url(original_url(request, forward_auth=self.forward_auth))
+            location = self.signin.login_url(target.url if target is not None else None)
             return _answer(self.redirect_status, CIMultiDict({"Location": location}))
         return _answer(401, self.challenge)
 
@@ -70,7 +92,9 @@ SIDECAR = web.AppKey("sidecar", Sidecar)
 
 async def auth(request: web.Request) -> web.StreamResponse:
     sidecar = request.app[SIDECAR]
+    target: Original | None = None
     try:
+        target = sidecar.describe(request)
         verdict: Verdict | None = None
         for authenticator in sidecar.authenticators:
             verdict = await authenticator.authenticate(request)
@@ -78,13 +102,13 @@ async def auth(request: web.Request) -> web.StreamResponse:
                 break
         if verdict is None:
             log.debug("401 no credentials client=%s", sidecar.client_address(request))
-            return sidecar.unauthenticated(request)
+            return sidecar.unauthenticated(request, target)
         if verdict.refusal is not None:
-            return _refuse(request, verdict.refusal, verdict.set_cookie)
+            return _refuse(request, target, verdict.refusal, verdict.set_cookie)
         assert verdict.identity is not None
         rules = sidecar.rules
-        if rules and not rules.allows(verdict.identity, original(request, forward_auth=sidecar.forward_auth)):
-            return _refuse(request, AccessDenied(f"access rules refuse {verdict.identity.username}"))
+        if rules and not rules.allows(verdict.identity, target):
+            return _refuse(request, target, AccessDenied(f"access rules refuse {verdict.identity.username}"))
         if verdict.set_cookie is None and sidecar.signer is None:
             return web.Response(headers=verdict.headers)
         headers = CIMultiDict(verdict.headers)
@@ -95,19 +119,19 @@ async def auth(request: web.Request) -> web.StreamResponse:
             headers.add("Set-Cookie", verdict.set_cookie)
         return web.Response(headers=headers)
     except AuthError as exc:
-        return _refuse(request, exc)
+        return _refuse(request, target, exc)
     except Exception:
         log.exception("unexpected error answering /auth; refusing the request")
         return _answer(503)
 
 
-def _refuse(request: web.Request, error: AuthError, set_cookie: str | None = None) -> web.Response:
+def _refuse(request: web.Request, target: Original | None, error: AuthError,
+            set_cookie: str | None = None) -> web.Response:
     sidecar = request.app[SIDECAR]
-    target = original(request, forward_auth=sidecar.forward_auth)
     level = logging.ERROR if error.status >= 500 else logging.WARNING
-    log.log(level, "%d %s client=%s %s %s%s", error.status, error.reason,
-            sidecar.client_address(request), target.method, target.host, target.path)
-    response = sidecar.unauthenticated(request) if error.status == 401 else _answer(error.status)
+    where = f"{target.method} {target.host}{target.path}" if target is not None else "-"
+    log.log(level, "%d %s client=%s %s", error.status, error.reason, sidecar.client_address(request), where)
+    response = sidecar.unauthenticated(request, target) if error.status == 401 else _answer(error.status)
     if set_cookie is not None:
         response.headers.add("Set-Cookie", set_cookie)
     return response
@@ -117,7 +141,7 @@ def _answer(status: int, headers: CIMultiDict[str] | None = None) -> web.Respons
     return web.Response(status=status, headers=headers, text=f"{status} {_REASONS[status]}\n")
 
 
-_REASONS = {302: "Found", 401: "Unauthorized", 403: "Forbidden", 503: "Service Unavailable"}
+_REASONS = {302: "Found", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 503: "Service Unavailable"}
 
 
 async def jwks(request: web.Request) -> web.Response:

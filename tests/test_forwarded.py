@@ -8,7 +8,8 @@ from unittest import mock
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from sidecar.forwarded import ClientAddress, original, original_url
+from sidecar.errors import MalformedRequest
+from sidecar.forwarded import ClientAddress, original, parse_host, parse_path
 
 TRUSTED = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("10.0.0.0/8"))
 
@@ -39,5 +40,63 @@ def test_forward_auth_reads_only_x_forwarded() -> None:
                       X_Forwarded_Method="POST")
     seen = original(spoofed, forward_auth=True)  # type: ignore[arg-type]
     assert (seen.method, seen.host, seen.path) == ("POST", "app.test", "/admin/x")
-    assert original_url(spoofed, forward_auth=True) == "https://app.test/admin/x?a=1"  # type: ignore[arg-type]
-    assert original(spoofed).path == "/public"  # auth_request mode: nginx sets X-Original-URL itself
+    assert seen.url == "https://app.test/admin/x?a=1"
+    # auth_request mode: the separate host and target win over a URL a client may have written.
+    assert original(spoofed).path == "/admin/x"  # type: ignore[arg-type]
+
+
+def test_x_original_url_is_split_at_the_first_slash() -> None:
+    seen = original(request("127.0.0.1", X_Original_URL="https://App.Test:8443/admin/x?a=1"))  # type: ignore[arg-type]
+    assert (seen.host, seen.authority, seen.path, seen.target) == ("app.test", "app.test:8443", "/admin/x",
+                                                                   "/admin/x?a=1")
+    for url in ["https://app.test?/admin", "https://app.test#/admin", "https://x@app.test/admin", "app.test/admin",
+                "ftp://app.test/admin", "https://app.test/admin/../x"]:
+        with pytest.raises(MalformedRequest):
+            original(request("127.0.0.1", X_Original_URL=url))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("host", "seen"), [
+    ("app.test", ("app.test", None)),
+    ("ADMIN.App.Test", ("admin.app.test", None)),
+    ("admin.app.test.", ("admin.app.test", None)),  # one trailing dot: the same name for DNS and proxies
+    ("admin.app.test.:8443", ("admin.app.test", 8443)),
+    ("admin.app.test:80", ("admin.app.test", 80)),
+    ("[::1]:8080", ("[::1]", 8080)),
+    ("[2001:DB8::1]", ("[2001:db8::1]", None)),
+    ("my_host", ("my_host", None)),
+])
+def test_hosts_are_read_canonically(host: str, seen: tuple[str, int | None]) -> None:
+    assert parse_host(host) == seen
+
+
+@pytest.mark.parametrize("host", [
+    "", "app.test?", "app.test#", "app.test?/admin", "x@admin.app.test", "admin.app.test:80:80", "admin.app.test..",
+    ".app.test", "app..test", "app.test/", "app.test\\", "app test", " app.test", "app.test:", "app.test:0",
+    "app.test:65536", "app.test:+80", "[app.test]", "[::1", "[::g]", "app.test%2e", "аpp.test",  # Cyrillic а
+    "app.test\x00", "app.test\r\nX: y", "xn--80ak6aa92e.com:99999",
+])
+def test_ambiguous_hosts_are_refused(host: str) -> None:
+    with pytest.raises(MalformedRequest):
+        parse_host(host)
+
+
+@pytest.mark.parametrize(("target", "path"), [
+    ("/", "/"),
+    ("/admin/x?a=1&b=/../..", "/admin/x"),  # the query is not judged
+    ("/%61dmin", "/admin"),
+    ("//admin//x/", "/admin/x"),
+    ("/caf%C3%A9", "/café"),
+    ("/a.b/.c/..d/...", "/a.b/.c/..d/..."),
+])
+def test_paths_are_decoded_for_rules(target: str, path: str) -> None:
+    assert parse_path(target) == path
+
+
+@pytest.mark.parametrize("target", [
+    "/admin/../x", "/admin/./x", "/admin/..", "/admin/.", "/..", "/admin/%2e%2e/x", "/admin/%2E%2E/x", "/admin/.%2e/x",
+    "/admin/%2e/x", "/x/..%2fadmin", "/x%2F..%2Fadmin", "/admin%5c..%5cx", "/admin\\..\\x", "/admin\\x", "/x%00",
+    "/x%0a", "/x%7f", "/x%c2%85", "/x%ff", "x", "", "*", "http://app.test/admin", "/x#frag", "/x y", "/x\ty", "/café",
+])
+def test_ambiguous_paths_are_refused(target: str) -> None:
+    with pytest.raises(MalformedRequest):
+        parse_path(target)
