@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import need
 from tests.testbed import free_port, substitute
 from tests.testbed.nginx import Nginx, render_site, static_app
-from tests.testbed.rawhttp import identity_seen, is_identity, send
+from tests.testbed.rawhttp import exchange, identity_seen, is_identity, raw_request, send, utf8
 from tests.testbed.upstream import EchoApp, header_values
 
 Headers = Sequence[tuple[str, str]]
@@ -46,6 +46,9 @@ SESSION_COOKIE = "sidecar_session=refreshed; Path=/; HttpOnly"
 CLEAR_COOKIE = "sidecar_session=; Max-Age=0; Path=/"
 LOGIN = "http://example/login?rd="
 API_TOKEN = "0123456789abcdef"
+SESSION = ("Cookie", "sidecar_session=alice-session")  # the fake sidecar's session for alice
+# Paths for which the fake sidecar answers with that status, whoever asks.
+STATUS_PATHS = {"/status/400": 400, "/status/503": 503, "/status/500": 500, "/status/429": 429}
 
 # Client-sent identity headers nginx must keep from the sidecar and the application.
 SPOOFS = [
@@ -81,6 +84,10 @@ class FakeSidecar(BaseHTTPRequestHandler):
         if self.path.startswith("/login"):
             self._answer(200, [], b"login page")
             return
+        status = STATUS_PATHS.get((self.headers.get("X-Forwarded-Uri") or "").split("?")[0])
+        if status is not None:  # how nginx hands on each other status of the sidecar's
+            self._answer(status, [])
+            return
         user = self._user()
         if user in IDENTITIES:
             self._answer(200, [*identity(user), ("Set-Cookie", SESSION_COOKIE)])
@@ -90,6 +97,8 @@ class FakeSidecar(BaseHTTPRequestHandler):
             self._answer(401, self._refusal())
 
     def _user(self) -> str | None:
+        if SESSION[1] in (self.headers.get("Cookie") or ""):
+            return "alice"
         scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
         if scheme == "Token":  # an API token, as NetBox's API clients send
             return "bob" if token == API_TOKEN else None
@@ -101,7 +110,8 @@ class FakeSidecar(BaseHTTPRequestHandler):
     def _refusal(self) -> list[tuple[str, str]]:
         headers = [("WWW-Authenticate", 'Basic realm="test"'), ("Set-Cookie", CLEAR_COOKIE)]
         if "text/html" in (self.headers.get("Accept") or ""):
-            original = self.headers.get("X-Original-URL") or ""
+            h = self.headers
+            original = f"{h['X-Forwarded-Proto']}://{h['X-Forwarded-Host']}{h['X-Forwarded-Uri']}"
             headers.append(("Location", LOGIN + urllib.parse.quote(original, safe="")))
         return headers
 
@@ -212,10 +222,11 @@ def test_wrong_password_is_refused(site: Site) -> None:
 def test_sidecar_receives_the_original_request_and_no_client_identity(site: Site) -> None:
     send(site.port, "/x?a=1&b=2", [("Remote-User", "evil"), ("X-Forwarded-For", "6.6.6.6"), basic("alice")])
     received = dict(only_auth_request(site))
-    assert received["X-Original-URL"] == f"http://localhost:{site.port}/x?a=1&b=2"
-    assert received["X-Original-Method"] == "GET"
+    assert received["X-Forwarded-Method"] == "GET"
+    assert received["X-Forwarded-Proto"] == "http"
     assert received["X-Forwarded-Uri"] == "/x?a=1&b=2"
     assert received["X-Forwarded-Host"] == f"localhost:{site.port}"
+    assert "X-Original-URL" not in received  # never built from the client's Host
     assert received["X-Forwarded-For"] == "127.0.0.1"  # the client's own value is replaced
     assert received["Authorization"] == basic("alice")[1]
     assert not any(is_identity(name) for name in received)
@@ -224,7 +235,7 @@ def test_sidecar_receives_the_original_request_and_no_client_identity(site: Site
 @pytest.mark.parametrize("method", ["HEAD", "PUT", "DELETE", "OPTIONS"])
 def test_any_method_is_checked_with_get_and_passed_on(site: Site, method: str) -> None:
     assert send(site.port, "/", [basic("alice")], method=method).status == 200
-    assert dict(only_auth_request(site))["X-Original-Method"] == method
+    assert dict(only_auth_request(site))["X-Forwarded-Method"] == method
     assert [echo["method"] for echo in site.app.requests] == [method]
 
 
@@ -233,7 +244,7 @@ def test_post_body_reaches_the_app_but_not_the_sidecar(site: Site) -> None:
     assert response.status == 200
     assert (response.echo()["method"], response.echo()["body"]) == ("POST", '{"name": "x"}')
     received = dict(only_auth_request(site))
-    assert received["X-Original-Method"] == "POST"
+    assert received["X-Forwarded-Method"] == "POST"
     assert "Content-Length" not in received
 
 
@@ -320,3 +331,53 @@ def test_basic_passwords_never_reach_the_app(site: Site, scheme: str) -> None:
 def test_other_authorization_schemes_reach_the_app_unchanged(site: Site) -> None:
     echo = send(site.port, "/api/", [("Authorization", f"Token {API_TOKEN}")]).echo()
     assert header_values(echo, "Authorization") == [f"Token {API_TOKEN}"]
+
+
+@pytest.mark.parametrize(("sidecar_status", "client_status"), [(400, 400), (503, 503), (500, 500), (429, 500)])
+def test_each_other_status_of_the_sidecar_stops_the_request(site: Site, sidecar_status: int,
+                                                            client_status: int) -> None:
+    # auth_request makes a 500 of anything but 2xx/401/403; @auth_sidecar_error gives 400 and 503 back.
+    response = send(site.port, f"/status/{sidecar_status}", [basic("alice")])
+    assert response.status == client_status
+    assert site.app.requests == []
+
+
+def test_a_client_s_own_x_original_url_never_reaches_the_sidecar(site: Site) -> None:
+    send(site.port, "/x", [("X-Original-URL", "http://localhost/public"), basic("alice")])
+    assert "X-Original-URL" not in dict(only_auth_request(site))
+
+
+@pytest.mark.parametrize(("host", "judged"), [
+    ("localhost", "localhost"), ("LocalHost.", "LocalHost."), ("localhost:8080", "localhost:8080"),
+    # Not the host nginx routes on: a value the sidecar can only refuse.
+    ("localhost:80:80", "localhost:80:80 (not localhost)"),
+])
+def test_the_sidecar_judges_the_host_nginx_routes_on(site: Site, host: str, judged: str) -> None:
+    exchange(site.port, raw_request("GET", "/x", [("Host", host), basic("alice")]))
+    assert dict(only_auth_request(site))["X-Forwarded-Host"] == judged
+
+
+def test_an_absolute_form_request_for_another_host_is_judged_unroutable(site: Site) -> None:
+    exchange(site.port, raw_request("GET", "http://admin.app.test/x", [("Host", "localhost"), basic("alice")]))
+    assert dict(only_auth_request(site))["X-Forwarded-Host"] == "localhost (not admin.app.test)"
+
+
+@pytest.mark.parametrize("prefix", ["", "\t", " ", utf8("\u00a0"), utf8("\u2003"), utf8("\u3000"), ",", "x,"],
+                         ids=["none", "tab", "space", "nbsp", "em-space", "ideographic-space", "comma",
+                              "after-comma"])
+@pytest.mark.parametrize("scheme", ["Basic", "basic", "BASIC", "bAsIc"])
+def test_anything_that_could_be_basic_never_reaches_the_app(site: Site, prefix: str, scheme: str) -> None:
+    token = basic("alice")[1].split()[1]
+    # A session lets the request through whatever the fake sidecar makes of this Authorization.
+    response = exchange(site.port, raw_request("GET", "/", [("Host", "localhost"), SESSION,
+                                                            ("Authorization:", f"{prefix}{scheme}   {token}")]))
+    assert response.status == 200
+    assert header_values(response.echo(), "Authorization") == []
+    assert token not in response.echo()["raw_headers"]
+
+
+def test_a_second_authorization_header_is_refused_by_nginx(site: Site) -> None:
+    response = exchange(site.port, raw_request("GET", "/", [("Host", "localhost"), ("Authorization", "Token x"),
+                                                            basic("alice")]))
+    assert response.status == 400
+    assert site.app.requests == []

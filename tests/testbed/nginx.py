@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -28,18 +29,46 @@ LOCATION_SNIPPET = "include /etc/nginx/snippets/auth-sidecar-location.conf;"
 CEILING = """
     location = /_auth { internal; return 204; }
     location @auth_sidecar_login { return 401; }
+    location @auth_sidecar_error { return 500; }
 """
 
+# Anchors in the snippets after which render_site adds the lines for a headers.extra name, as
+# deploy/nginx/README.md tells operators to.
+BLANK_ANCHOR = 'proxy_set_header Remote-User-Assertion  "";\n'
+SET_ANCHOR = "auth_request_set $auth_sidecar_assertion  $upstream_http_remote_user_assertion;\n"
+COPY_ANCHOR = "proxy_set_header Remote-User-Assertion  $auth_sidecar_assertion;\n"
 
-def render_site(*, listen_port: int, sidecar_port: int, app_port: int, ceiling: bool = False) -> str:
-    """deploy/nginx/site.conf on 127.0.0.1 ports, with absolute snippet paths; ceiling: no sidecar."""
-    server_snippet = CEILING if ceiling else f"include {DEPLOY / 'auth-sidecar.conf'};"
+
+def render_site(*, listen_port: int, sidecar_port: int, app_port: int, ceiling: bool = False,
+                extra: Sequence[str] = (), snippets: Path | None = None) -> str:
+    """deploy/nginx/site.conf on 127.0.0.1 ports, with absolute snippet paths; ceiling: no sidecar.
+
+    extra: headers.extra names, added to copies of the snippets written into the directory
+    snippets, the way deploy/nginx/README.md says (blanked in /_auth, copied from the answer).
+    """
+    server_snippet, location_snippet = DEPLOY / "auth-sidecar.conf", DEPLOY / "auth-sidecar-location.conf"
+    if extra:
+        if snippets is None:
+            raise ValueError("extra header names need a directory for the snippets")
+        snippets.mkdir(parents=True, exist_ok=True)
+        blank = "".join(f'    proxy_set_header {name} "";\n' for name in extra)
+        variables = {name: "$auth_sidecar_extra_" + name.lower().replace("-", "_") for name in extra}
+        sets = "".join(f"auth_request_set {var} $upstream_http_{name.lower().replace('-', '_')};\n"
+                       for name, var in variables.items())
+        copies = "".join(f"proxy_set_header {name} {var};\n" for name, var in variables.items())
+        text = substitute(server_snippet.read_text(), {BLANK_ANCHOR: BLANK_ANCHOR + blank}, str(server_snippet))
+        server_snippet = snippets / "auth-sidecar.conf"
+        server_snippet.write_text(text)
+        text = substitute(location_snippet.read_text(), {SET_ANCHOR: SET_ANCHOR + sets,
+                                                         COPY_ANCHOR: COPY_ANCHOR + copies}, str(location_snippet))
+        location_snippet = snippets / "auth-sidecar-location.conf"
+        location_snippet.write_text(text)
     replacements = {
         LISTEN: f"listen 127.0.0.1:{listen_port};",
         SIDECAR: f"server 127.0.0.1:{sidecar_port};",
         APP: f"server 127.0.0.1:{app_port};",
-        SERVER_SNIPPET: server_snippet,
-        LOCATION_SNIPPET: f"include {DEPLOY / 'auth-sidecar-location.conf'};",
+        SERVER_SNIPPET: CEILING if ceiling else f"include {server_snippet};",
+        LOCATION_SNIPPET: f"include {location_snippet};",
     }
     return substitute((DEPLOY / "site.conf").read_text(), replacements, "deploy/nginx/site.conf")
 

@@ -51,12 +51,32 @@ class Response:
 
 def send(port: int, path: str = "/", headers: Headers = (), method: str = "GET", body: bytes = b"") -> Response:
     """One request written byte for byte (clients would merge duplicates and reject underscores)."""
-    lines = [f"{method} {path} HTTP/1.1", f"Host: localhost:{port}", "Connection: close"]
-    lines += [f"{name}: {value}" for name, value in headers]
+    return exchange(port, raw_request(method, path, [("Host", f"localhost:{port}"), *headers], body=body),
+                    method=method)
+
+
+def raw_request(method: str, target: str, headers: Headers, *, body: bytes = b"") -> bytes:
+    """The request exactly as given (Host included, or not: it is one of headers), then
+    `Connection: close` on a line of its own and the body's Content-Length. Header lines are
+    `name: value` unless the name ends with ":" (then the value follows it as is, e.g. a tab);
+    text is latin-1, so a value can carry any byte (`utf8()` turns text into its UTF-8 bytes)."""
+    lines = [f"{method} {target} HTTP/1.1"]
+    lines += [f"{name}{value}" if name.endswith(":") else f"{name}: {value}" for name, value in headers]
+    lines.append("Connection: close")
     if body:
         lines.append(f"Content-Length: {len(body)}")
+    return "\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body
+
+
+def utf8(text: str) -> str:
+    """text as the latin-1 string of its UTF-8 bytes: what raw_request must write to send them."""
+    return text.encode("utf-8").decode("latin-1")
+
+
+def exchange(port: int, request: bytes, *, method: str = "GET") -> Response:
+    """Send request bytes to 127.0.0.1:port on a new connection and read the whole answer."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall("\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body)
+        sock.sendall(request)
         response = http.client.HTTPResponse(sock, method=method)
         response.begin()
         return Response(response.status, response.getheaders(), response.read())
