@@ -1,8 +1,9 @@
 """Authenticators: each turns a request's credentials into a :class:`Verdict`.
 
 Every way in implements :class:`Authenticator`: ``None`` means "no credentials of mine here",
-a :class:`~sidecar.errors.BadRequest` means "credentials of mine, malformed". Today there is
-one: HTTP Basic checked against the directory through :class:`PasswordVerifier`.
+a :class:`~sidecar.errors.BadRequest` means "credentials of mine, malformed". This module holds
+HTTP Basic, checked against the password sources through :class:`PasswordVerifier` (which the
+login form shares); sessions and Bearer tokens have modules of their own.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import logging
+import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Protocol
@@ -22,7 +25,7 @@ from sidecar.errors import AccessDenied, AuthError, BadRequest, InvalidCredentia
 from sidecar.forwarded import ClientAddress
 from sidecar.headers import Headers, HeaderWriter
 from sidecar.identity import Identity
-from sidecar.regulation import Regulator
+from sidecar.regulation import Regulator, Ticket
 from sidecar.sources import Sources
 
 log = logging.getLogger("sidecar.auth")
@@ -49,14 +52,16 @@ class Authenticator(Protocol):
 
 
 def normalize_username(username: str) -> str:
-    """NFKC and trimmed, so look-alike spellings of one name become one name (or are refused)."""
-    name = unicodedata.normalize("NFKC", username).strip()
+    """NFKC, so look-alike spellings of one name become one name (or are refused); never trimmed
+    of anything but SP/HTAB padding, so no other character can vanish from between what was typed
+    and what the directory is asked."""
+    name = unicodedata.normalize("NFKC", username).strip(" \t")
     if not name:
         raise BadRequest("empty username")
     if len(name) > MAX_USERNAME:
         raise BadRequest(f"username longer than {MAX_USERNAME} characters")
-    if any(unicodedata.category(c) in FORBIDDEN_CATEGORIES for c in name):
-        raise BadRequest("control or invisible character in username")
+    if any(unicodedata.category(c) in FORBIDDEN_CATEGORIES for c in name) or name != name.strip():
+        raise BadRequest("control, invisible or padding character in username")
     return name
 
 
@@ -65,20 +70,28 @@ def check_password_shape(password: str) -> str:
         raise BadRequest("empty password")
     if len(password) > MAX_PASSWORD:
         raise BadRequest(f"password longer than {MAX_PASSWORD} characters")
-    if any(unicodedata.category(c) == "Cc" for c in password):
-        raise BadRequest("control character in password")
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in password):
+        raise BadRequest("control character or lone surrogate in password")
     return password
+
+
+# RFC 7235: auth-scheme 1*SP token68. The HTTP parser has already taken the field's own padding
+# off; anything else before "Basic" (NBSP, U+3000...) makes it no Basic value at all.
+_BASIC = re.compile(r"basic +([A-Za-z0-9+/]+=*)[ \t]*", re.ASCII | re.IGNORECASE)
+_SCHEME = re.compile(r"basic(?:[ \t]|$)", re.ASCII | re.IGNORECASE)
 
 
 def parse_basic(header: str) -> tuple[str, str] | None:
     """(username, password) from an ``Authorization: Basic`` value; None for other schemes."""
-    scheme, _, token = header.strip().partition(" ")
-    if scheme.lower() != "basic":
+    if not _SCHEME.match(header):
         return None
     if len(header) > MAX_AUTHORIZATION:
         raise BadRequest("Authorization header too long")
+    match = _BASIC.fullmatch(header)
+    if match is None:
+        raise BadRequest("malformed Basic credentials (not 'Basic' SP token68)")
     try:
-        text = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+        text = base64.b64decode(match.group(1), validate=True).decode("utf-8")
     except (binascii.Error, ValueError):
         raise BadRequest("malformed Basic credentials (not base64 of UTF-8)") from None
     username, colon, password = text.partition(":")
@@ -87,10 +100,18 @@ def parse_basic(header: str) -> tuple[str, str] | None:
     return normalize_username(username), check_password_shape(password)
 
 
-class PasswordVerifier:
-    """Username + password -> verdict: regulation first, then the cache, then the sources.
+def _bare(error: AuthError) -> AuthError:
+    """The refusal without its traceback and chained causes: their frames hold the password."""
+    error.__traceback__ = None
+    error.__cause__ = error.__context__ = None
+    return error
 
-    Concurrent misses for the same credentials share one round trip to the sources.
+
+class PasswordVerifier:
+    """Username + password -> verdict: the cache, then the regulation, then the sources.
+
+    Concurrent misses for the same credentials share one round trip to the sources, and an
+    attempt takes its place in the regulation's budgets before any source is asked.
     """
 
     def __init__(self, sources: Sources, cache: VerdictCache[Verdict], writer: HeaderWriter,
@@ -102,30 +123,55 @@ class PasswordVerifier:
         self._pending: dict[bytes, asyncio.Future[Verdict]] = {}
 
     async def verify(self, username: str, password: str, client: str | None = None) -> Verdict:
-        regulator = self.regulator
-        if regulator is not None and (why := regulator.banned(username, client)) is not None:
-            return Verdict(None, Throttled(why))
         key = self.cache.key(username, password)
-        verdict = self.cache.get(key)
-        fresh = verdict is None
-        if verdict is None:
-            verdict = await self._coalesced(key, username, password)
-        if regulator is not None:
+        known = self.cache.get(key)
+        if known is None and (pending := self._pending.get(key)) is not None:
+            known = await asyncio.shield(pending)  # asked already: no second look at the sources
+        if known is not None:
+            return self._answered(known, username, client)
+        regulator = self.regulator
+        if regulator is None:
+            return await self._coalesced(key, username, password, None)
+        try:
+            ticket = regulator.admit(username, client)
+        except Throttled as exc:
+            return Verdict(None, exc)
+        outcome, resolved = "unknown", None
+        try:
+            verdict = await self._coalesced(key, username, password, ticket)
             if isinstance(verdict.refusal, InvalidCredentials):
-                for ban in regulator.failed(username, client):
-                    log.warning("regulation: %s", ban)
-            elif fresh and verdict.identity is not None:
-                regulator.succeeded(username)
+                outcome = "failed"
+            elif verdict.identity is not None:
+                outcome, resolved = "succeeded", verdict.identity.username
+            return verdict
+        finally:
+            for ban in regulator.settle(ticket, outcome, resolved, client):
+                log.warning("regulation: %s", ban)
+
+    def _answered(self, verdict: Verdict, username: str, client: str | None) -> Verdict:
+        """A verdict that asked no source now: a ban still refuses it, except a success from an
+        address this user signed in from (see sidecar.regulation)."""
+        regulator = self.regulator
+        if regulator is None:
+            return verdict
+        if verdict.identity is not None:
+            resolved = verdict.identity.username
+            why = regulator.banned(username, client) or regulator.banned(resolved, None)
+            if why is None or regulator.known(resolved, client):
+                return verdict
+            return Verdict(None, Throttled(why))
+        if isinstance(verdict.refusal, InvalidCredentials):
+            for ban in regulator.failed(username, client):
+                log.warning("regulation: %s", ban)
         return verdict
 
-    async def _coalesced(self, key: bytes, username: str, password: str) -> Verdict:
-        if (pending := self._pending.get(key)) is not None:
-            return await asyncio.shield(pending)
+    async def _coalesced(self, key: bytes, username: str, password: str, ticket: Ticket | None) -> Verdict:
         future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
         try:
-            verdict = await self._ask_sources(username, password)
-            self.cache.put(key, verdict, success=not isinstance(verdict.refusal, InvalidCredentials))
+            verdict = await self._ask_sources(username, password, ticket)
+            if not isinstance(verdict.refusal, Throttled):  # a budget spent now says nothing later
+                self.cache.put(key, verdict, success=not isinstance(verdict.refusal, InvalidCredentials))
             future.set_result(verdict)
             return verdict
         except BaseException as exc:
@@ -135,12 +181,16 @@ class PasswordVerifier:
         finally:
             del self._pending[key]
 
-    async def _ask_sources(self, username: str, password: str) -> Verdict:
+    async def _ask_sources(self, username: str, password: str, ticket: Ticket | None) -> Verdict:
+        regulator = self.regulator
+        admit = None
+        if regulator is not None and ticket is not None:
+            admit = functools.partial(regulator.admit_resolved, ticket)
         try:
-            identity = await self.sources.check_password(username, password)
-        except (InvalidCredentials, AccessDenied) as exc:
-            return Verdict(None, exc)
-        return Verdict(identity, None, self.writer.render(identity))
+            identity = await self.sources.check_password(username, password, admit)
+            return Verdict(identity, None, self.writer.render(identity))
+        except (InvalidCredentials, AccessDenied, Throttled) as exc:
+            return Verdict(None, _bare(exc))
 
 
 class BasicAuthenticator:

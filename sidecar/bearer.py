@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -74,6 +75,11 @@ class _Issuer:
         return self._jwks, self._expected
 
 
+# RFC 6750: "Bearer" 1*SP b64token, parsed as strictly as Basic (sidecar.auth).
+_SCHEME = re.compile(r"bearer(?:[ \t]|$)", re.ASCII | re.IGNORECASE)
+_BEARER = re.compile(r"bearer +([A-Za-z0-9._~+/-]+=*)[ \t]*", re.ASCII | re.IGNORECASE)
+
+
 class BearerAuthenticator:
     def __init__(self, issuers: Sequence[BearerIssuer], http: HttpClient, writer: HeaderWriter, *,
                  leeway: float, memo_entries: int = 10_000, clock: Callable[[], float] = time.time) -> None:
@@ -84,12 +90,12 @@ class BearerAuthenticator:
         self._memo: TTLCache[bytes, tuple[Verdict, float]] = TTLCache(memo_entries, MEMO_TTL)
 
     async def authenticate(self, request: web.Request) -> Verdict | None:
-        scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
-        if scheme.lower() != "bearer":
+        header = request.headers.get("Authorization")
+        if not header or not _SCHEME.match(header):
             return None
-        token = token.strip()
-        if not token or len(token) > MAX_TOKEN_BYTES:
-            raise BadRequest("empty or oversized Bearer token")
+        if len(header) > MAX_TOKEN_BYTES + 16 or (match := _BEARER.fullmatch(header)) is None:
+            raise BadRequest("malformed or oversized Bearer token (not 'Bearer' SP token68)")
+        token = match.group(1)
         key = hmac.new(self._key, token.encode(), hashlib.sha256).digest()
         now = self._clock()
         if (hit := self._memo.get(key)) is not None and now < hit[1]:
@@ -100,10 +106,10 @@ class BearerAuthenticator:
                 raise InvalidCredentials("a Bearer token from an issuer that is not configured")
             claims = await issuer.claims(token, now)
             identity = identity_from_claims(claims, issuer.config.claims, issuer.config.allow,
-                                            f"bearer:{issuer.config.issuer}")
+                                            f"bearer:{issuer.config.issuer}", issuer.config.username_prefix)
+            verdict = Verdict(identity, None, self._writer.render(identity))
         except (InvalidCredentials, AccessDenied) as exc:
             return Verdict(None, exc)
-        verdict = Verdict(identity, None, self._writer.render(identity))
         self._memo[key] = (verdict, float(claims["exp"]))
         return verdict
 

@@ -1,7 +1,9 @@
 """Verdict cache: answers for credentials seen recently, so /auth rarely reaches the directory.
 
-Entries are keyed by an HMAC of (normalised username, password) under a random key made at
-start-up: the cache holds no password, and its keys are useless outside this process. Successes
+Entries are keyed by an HMAC of (username as typed after NFKC, password) under a random key made
+at start-up: the cache holds no password, and its keys are useless outside this process. The name
+is not folded any further: ``strasse`` and ``straße`` may be two directory entries, and only the
+directory may decide which one a spelling means, so each spelling has its own verdict. Successes
 (and refusals of valid users) live for ``ldap.cache_timeout``; failures only for
 ``cache.failure_timeout``. Both maps are bounded.
 """
@@ -39,7 +41,7 @@ class VerdictCache(Generic[V]):
 
     def key(self, username: str, password: str) -> bytes:
         # The NUL separator cannot occur in either part: both are checked for control characters.
-        message = f"{username.casefold()}\0{password}".encode()
+        message = f"{username}\0{password}".encode()
         return hmac.new(self._key, message, hashlib.sha256).digest()
 
     def get(self, key: bytes) -> V | None:

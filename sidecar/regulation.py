@@ -1,14 +1,29 @@
-"""Brute-force regulation: failed logins counted per username and per client address.
+"""Brute-force regulation: a budget of wrong passwords per username and per client address.
 
-Past ``max_failures`` failures within ``window`` seconds, that username (or address) is refused
-for ``ban`` seconds without asking the directory. So an attacker cannot lock a real Active
-Directory account out through us, as long as ``max_failures`` stays below the directory's own
-lockout threshold. A success clears the username's count, never the address's: one valid account
-must not reset an attacker's address.
+The guarantee: within any ``window`` seconds, at most ``max_failures`` wrong passwords for one
+username (and from one client address) reach a directory, whatever the concurrency. An attempt
+reserves its place in every budget it draws on *before* the directory is asked, so a burst of
+parallel attempts cannot overrun it; the reservation becomes a failure, or is returned, when the
+answer comes. A budget spent starts a ban of ``ban`` seconds. As long as ``max_failures`` stays
+below the directory's own lockout threshold, no account can be locked out through the sidecar.
+
+A username counts both as typed (casefolded) and as the directory spelled it once it has found
+the entry (``İrİs`` and ``iris`` draw on one budget). A success clears the username's failures,
+never the address's: one valid account must not reset an attacker's address.
+
+Strangers must not lock a user out of what already works. A ban stops *new* password checks
+only. Sessions are never affected, and a login the verdict cache already knows to be right
+(no directory is asked) is still honoured from an address where this user signed in before
+(``remember`` seconds): from any other address it is refused like every other attempt, so a
+banned name offers an attacker no oracle. What a ban costs the real user is a fresh password
+check from a new address, until the ban ends.
+
+Thread-safe: the directory's worker threads call :meth:`Regulator.admit_resolved`.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -16,11 +31,24 @@ from dataclasses import dataclass, field
 
 from cachetools import TTLCache
 
+from sidecar.errors import Throttled
+
+Key = tuple[str, str]
+
 
 @dataclass
 class _Record:
     failures: deque[float] = field(default_factory=deque)
+    in_flight: int = 0
     banned_until: float = 0.0
+
+
+@dataclass
+class Ticket:
+    """The budgets one attempt holds a place in, until :meth:`Regulator.settle` returns them."""
+
+    records: list[tuple[Key, _Record]]
+    settled: bool = False
 
 
 class Regulator:
@@ -30,6 +58,7 @@ class Regulator:
         max_failures: int,
         window: float,
         ban: float,
+        remember: float = 3600.0,
         max_entries: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -37,13 +66,14 @@ class Regulator:
         self.window = window
         self.ban = ban
         self._clock = clock
-        # A record is useless once both its window and its ban are over.
-        self._records: TTLCache[tuple[str, str], _Record] = TTLCache(
-            max_entries, max(window, ban), timer=clock
-        )
+        self._lock = threading.Lock()
+        # A record is useless once both its window and its ban are over; one in use is held by its ticket.
+        self._records: TTLCache[Key, _Record] = TTLCache(max_entries, max(window, ban), timer=clock)
+        # (username, address) pairs that signed in: their cached logins outlive a ban of the name.
+        self._known: TTLCache[Key, bool] = TTLCache(max_entries, remember, timer=clock)
 
     @staticmethod
-    def _keys(username: str | None, client: str | None) -> list[tuple[str, str]]:
+    def _keys(username: str | None, client: str | None) -> list[Key]:
         keys = []
         if username:
             keys.append(("user", username.casefold()))
@@ -51,35 +81,85 @@ class Regulator:
             keys.append(("client", client))
         return keys
 
-    def banned(self, username: str | None, client: str | None) -> str | None:
-        """Why this attempt is refused right now, or None when it may go ahead."""
-        now = self._clock()
-        for kind, value in self._keys(username, client):
-            record = self._records.get((kind, value))
-            if record is not None and record.banned_until > now:
-                return f"{kind} {value!r} is banned for {record.banned_until - now:.0f} more seconds"
+    def _spent(self, record: _Record, now: float) -> str | None:
+        if record.banned_until > now:
+            return f"banned for {record.banned_until - now:.0f} more seconds"
+        failures = record.failures
+        while failures and failures[0] <= now - self.window:
+            failures.popleft()
+        if len(failures) + record.in_flight >= self.max_failures:
+            return (f"{len(failures)} failures and {record.in_flight} attempts in flight "
+                    f"within {self.window:g} s")
         return None
 
-    def failed(self, username: str | None, client: str | None) -> list[str]:
-        """Count a failure; return a description of each ban it starts (for the log)."""
+    def banned(self, username: str | None, client: str | None) -> str | None:
+        """Why no password may be checked for this attempt right now, or None when one may."""
+        now = self._clock()
+        with self._lock:
+            for key in self._keys(username, client):
+                record = self._records.get(key)
+                if record is not None and (why := self._spent(record, now)) is not None:
+                    return f"{key[0]} {key[1]!r}: {why}"
+        return None
+
+    def known(self, username: str, client: str | None) -> bool:
+        """Whether this user signed in from this address lately (see the module's docstring)."""
+        return client is not None and (username.casefold(), client) in self._known
+
+    def admit(self, username: str | None, client: str | None) -> Ticket:
+        """A place in the username's and the address's budgets; Throttled when either is spent."""
+        return self._reserve(Ticket([]), self._keys(username, client))
+
+    def admit_resolved(self, ticket: Ticket, username: str) -> None:
+        """Also draw on the budget of the name as the directory spelled it (from any thread)."""
+        self._reserve(ticket, self._keys(username, None))
+
+    def _reserve(self, ticket: Ticket, keys: list[Key]) -> Ticket:
+        now = self._clock()
+        with self._lock:
+            held = {key for key, _ in ticket.records}
+            wanted = [(key, self._records.get(key) or _Record()) for key in keys if key not in held]
+            for key, record in wanted:
+                if (why := self._spent(record, now)) is not None:
+                    raise Throttled(f"{key[0]} {key[1]!r}: {why}")
+            for key, record in wanted:
+                record.in_flight += 1
+                self._records[key] = record  # re-inserting renews the entry's lifetime
+                ticket.records.append((key, record))
+        return ticket
+
+    def settle(self, ticket: Ticket, outcome: str, username: str | None = None,
+               client: str | None = None) -> list[str]:
+        """Return the ticket's places: ``failed`` counts a failure in each budget, ``succeeded``
+        clears the usernames' failures and remembers the address, ``unknown`` (the directory did
+        not answer) counts nothing. Returns a description of each ban it starts, for the log."""
         now = self._clock()
         started = []
-        for key in self._keys(username, client):
-            record = self._records.get(key) or _Record()
-            failures = record.failures
-            failures.append(now)
-            while failures and failures[0] <= now - self.window:
-                failures.popleft()
-            if len(failures) >= self.max_failures and record.banned_until <= now:
-                record.banned_until = now + self.ban
-                failures.clear()
-                started.append(f"{key[0]} {key[1]!r} banned for {self.ban:g} s after "
-                               f"{self.max_failures} failures in {self.window:g} s")
-            self._records[key] = record  # re-inserting renews the entry's lifetime
+        with self._lock:
+            if ticket.settled:
+                return []
+            ticket.settled = True
+            for key, record in ticket.records:
+                record.in_flight = max(0, record.in_flight - 1)
+                if outcome == "failed":
+                    record.failures.append(now)
+                    self._spent(record, now)  # drops failures older than the window
+                    if len(record.failures) >= self.max_failures and record.banned_until <= now:
+                        record.banned_until = now + self.ban
+                        record.failures.clear()
+                        started.append(f"{key[0]} {key[1]!r} banned for {self.ban:g} s after "
+                                       f"{self.max_failures} failures in {self.window:g} s")
+                elif outcome == "succeeded" and key[0] == "user" and record.banned_until <= now:
+                    record.failures.clear()
+                self._records[key] = record
+            if outcome == "succeeded" and username and client:
+                self._known[(username.casefold(), client)] = True
         return started
 
-    def succeeded(self, username: str | None) -> None:
-        if username:
-            record = self._records.get(("user", username.casefold()))
-            if record is not None and record.banned_until <= self._clock():
-                record.failures.clear()
+    def failed(self, username: str | None, client: str | None) -> list[str]:
+        """Count a failure that asked no directory (a cached refusal, a malformed attempt)."""
+        try:
+            ticket = self.admit(username, client)
+        except Throttled:
+            return []
+        return self.settle(ticket, "failed")

@@ -22,10 +22,15 @@ from sidecar.policy import GroupPolicy
 T = TypeVar("T")
 
 
+# Called with a source's own spelling of the user once it has found them, before it checks the
+# password: the regulation's budget for that name (it raises Throttled when spent).
+Admit = Callable[[str], None]
+
+
 class PasswordSource(Protocol):
     name: str
 
-    async def check_password(self, username: str, password: str) -> Identity: ...
+    async def check_password(self, username: str, password: str, admit: Admit | None = None) -> Identity: ...
 
     async def lookup(self, username: str) -> Identity: ...
 
@@ -37,8 +42,8 @@ class LdapSource:
         self.directory = directory
         self.policy = policy
 
-    async def check_password(self, username: str, password: str) -> Identity:
-        return self.policy.identity(await self.directory.check_password(username, password))
+    async def check_password(self, username: str, password: str, admit: Admit | None = None) -> Identity:
+        return self.policy.identity(await self.directory.check_password(username, password, admit))
 
     async def lookup(self, username: str) -> Identity:
         return self.policy.identity(await self.directory.lookup(username))
@@ -53,7 +58,9 @@ class LocalSource:
         self.users = users
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="hash")
 
-    async def check_password(self, username: str, password: str) -> Identity:
+    async def check_password(self, username: str, password: str, admit: Admit | None = None) -> Identity:
+        if admit is not None and (known := self.users.lookup(username)) is not None:
+            admit(known.username)
         user = await self._run(self.users.verify, username, password)
         if user is None:
             if self.users.lookup(username) is None:  # fresh: verify has just re-read the file
@@ -87,11 +94,11 @@ class Sources:
         self.sources = tuple(sources)
         self._by_name = {source.name: source for source in sources}
 
-    async def check_password(self, username: str, password: str) -> Identity:
+    async def check_password(self, username: str, password: str, admit: Admit | None = None) -> Identity:
         passed_over: AuthError | None = None
         for source in self.sources:
             try:
-                return await source.check_password(username, password)
+                return await source.check_password(username, password, admit)
             except (UnknownUser, DirectoryUnavailable) as exc:
                 passed_over = exc  # this source cannot say: ask the next one
         assert passed_over is not None

@@ -1,8 +1,20 @@
-"""Brute-force regulation: counts per username and per address, bans, and what clears them."""
+"""Brute-force regulation: budgets per username and per address, reservations, bans, and what clears them."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from sidecar.app import make_app
+from sidecar.errors import Throttled
 from sidecar.regulation import Regulator
+from tests.conftest import basic, config_for
+from tests.testbed.delay import DelayedDirectory
+from tests.testbed.slapd import Slapd
 
 
 class Clock:
@@ -55,7 +67,7 @@ def test_success_clears_the_username_but_not_the_address() -> None:
     r = regulator(clock)
     r.failed("alice", "10.0.0.1")
     r.failed("alice", "10.0.0.1")
-    r.succeeded("alice")
+    r.settle(r.admit("alice", "10.0.0.1"), "succeeded", "alice", "10.0.0.1")
     assert r.failed("alice", "10.0.0.1") == ["client '10.0.0.1' banned for 300 s after 3 failures in 60 s"]
     assert r.banned("alice", "10.0.0.2") is None
 
@@ -65,8 +77,79 @@ def test_success_does_not_lift_a_ban() -> None:
     r = regulator(clock)
     for _ in range(3):
         r.failed("alice", None)
-    r.succeeded("alice")
+    with pytest.raises(Throttled):
+        r.admit("alice", None)
     assert r.banned("alice", None) is not None
+
+
+def test_attempts_in_flight_count_before_any_answer() -> None:
+    r = regulator(Clock())
+    tickets = [r.admit("alice", f"10.0.0.{i}") for i in range(3)]
+    with pytest.raises(Throttled, match="3 attempts in flight"):
+        r.admit("ALICE", "10.0.0.9")  # the budget is held by attempts whose answer has not come
+    r.settle(tickets[0], "unknown")  # the directory did not answer: the place is given back, nothing counted
+    r.settle(r.admit("alice", "10.0.0.9"), "failed")
+    assert r.banned("alice", None) is not None  # two in flight and one failure fill the budget of 3
+
+
+def test_a_burst_from_many_threads_reserves_at_most_the_budget() -> None:
+    r = regulator(Clock(), max_failures=5)
+    admitted: list[object] = []
+    barrier = threading.Barrier(50)
+
+    def attempt(i: int) -> None:
+        barrier.wait()
+        try:
+            admitted.append(r.admit("alice", f"10.0.{i}.1"))
+        except Throttled:
+            pass
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(admitted) == 5
+
+
+def test_the_directory_spelling_draws_on_the_same_budget() -> None:
+    r = regulator(Clock())
+    for _ in range(3):
+        r.failed("iris", None)
+    ticket = r.admit("İrİs", "10.0.0.1")  # another spelling is not banned as typed...
+    with pytest.raises(Throttled, match="'iris'"):
+        r.admit_resolved(ticket, "iris")  # ...but the directory resolved it to the banned name
+    r.settle(ticket, "unknown")
+    ticket = r.admit("İrİs", "10.0.0.1")
+    r.admit_resolved(ticket, "İrİs")  # the same name as typed is held once, not twice
+    assert len(ticket.records) == 2
+
+
+def test_a_failure_counts_under_every_name_it_was_admitted_as() -> None:
+    r = regulator(Clock())
+    for _ in range(3):
+        ticket = r.admit("İrİs", None)
+        r.admit_resolved(ticket, "iris")
+        r.settle(ticket, "failed")
+    assert r.banned("iris", None) is not None and r.banned("İrİs", None) is not None
+
+
+def test_known_addresses_are_remembered_per_user() -> None:
+    clock = Clock()
+    r = regulator(clock, remember=100.0)
+    r.settle(r.admit("alice", "10.0.0.1"), "succeeded", "Alice", "10.0.0.1")
+    assert r.known("ALICE", "10.0.0.1")
+    assert not r.known("alice", "10.0.0.2") and not r.known("bob", "10.0.0.1") and not r.known("alice", None)
+    clock.now += 101
+    assert not r.known("alice", "10.0.0.1")
+
+
+def test_a_ticket_settles_once() -> None:
+    r = regulator(Clock())
+    ticket = r.admit("alice", None)
+    r.settle(ticket, "failed")
+    r.settle(ticket, "failed")
+    assert r.banned("alice", None) is None  # one failure, not two
 
 
 def test_memory_is_bounded() -> None:
@@ -74,4 +157,58 @@ def test_memory_is_bounded() -> None:
     r = Regulator(max_failures=3, window=60, ban=60, max_entries=100, clock=clock)
     for i in range(10_000):
         r.failed(f"user{i}", f"10.{i // 65536}.{i // 256 % 256}.{i % 256}")
-    assert len(r._records) <= 100
+        r.settle(r.admit(f"other{i}", None), "succeeded", f"other{i}", f"10.9.{i // 256 % 256}.{i % 256}")
+    assert len(r._records) <= 100 and len(r._known) <= 100
+
+
+# -- through the app, against a real slapd 100 ms away ------------------------------------------
+
+
+def far_config(slapd: Slapd, far: DelayedDirectory, **regulation: Any) -> Any:
+    return config_for(slapd, server_uri=far.uri, top={
+        "regulation": {"max_failures": 5, **regulation},
+        "cache": {"failure_timeout": 0},  # every attempt is a new question
+    })
+
+
+def from_address(i: int) -> dict[str, str]:
+    return {"X-Forwarded-For": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"}
+
+
+async def test_a_burst_of_wrong_passwords_puts_at_most_max_failures_on_the_directory(slapd: Slapd) -> None:
+    with DelayedDirectory(slapd.port, 0.1) as far:
+        async with TestClient(TestServer(make_app(far_config(slapd, far)))) as client:
+            attempts = [basic("alice", f"wrong-{i}") for i in range(200)]
+            attempts[100] = basic("alice", "alice-pass")  # the right password, amid the burst
+            responses = await asyncio.gather(*(client.get("/auth", headers={**a, **from_address(i)})
+                                               for i, a in enumerate(attempts)))
+            statuses = [r.status for r in responses]
+        assert far.binds_as(slapd.user_dn("alice")) <= 5
+        assert statuses == [401] * 200  # the right one came when the budget was spent: no oracle
+
+
+async def test_one_address_trying_many_names_puts_at_most_max_failures_on_the_directory(slapd: Slapd) -> None:
+    with DelayedDirectory(slapd.port, 0.1) as far:
+        async with TestClient(TestServer(make_app(far_config(slapd, far)))) as client:
+            names = ["alice", "bob", "carol", "dave", "jose"] * 40
+            responses = await asyncio.gather(*(client.get("/auth", headers={**basic(name, "guess"), **from_address(7)})
+                                               for name in names))
+        assert all(r.status == 401 for r in responses)
+        assert sum(far.binds_as(slapd.user_dn(name)) for name in set(names)) <= 5
+
+
+async def test_strangers_cannot_lock_a_user_out_of_what_already_works(slapd: Slapd) -> None:
+    with DelayedDirectory(slapd.port, 0.0) as far:
+        async with TestClient(TestServer(make_app(far_config(slapd, far)))) as client:
+            mine = from_address(1)
+            assert (await client.get("/auth", headers={**basic("alice", "alice-pass"), **mine})).status == 200
+            for i in range(2, 7):  # five wrong passwords from five other addresses: alice's budget is spent
+                assert (await client.get("/auth", headers={**basic("alice", "nope"), **from_address(i)})).status == 401
+            binds = far.binds_as(slapd.user_dn("alice"))
+            # The login that already works goes on working from where alice uses it, without the directory...
+            assert (await client.get("/auth", headers={**basic("alice", "alice-pass"), **mine})).status == 200
+            # ...while from anywhere else a ban is a ban, right password or not: nothing to learn there.
+            stranger = from_address(99)
+            assert (await client.get("/auth", headers={**basic("alice", "alice-pass"), **stranger})).status == 401
+            assert (await client.get("/auth", headers={**basic("alice", "nope2"), **stranger})).status == 401
+            assert far.binds_as(slapd.user_dn("alice")) == binds
