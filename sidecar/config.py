@@ -222,6 +222,10 @@ class OidcProvider:
     use_userinfo: bool = False
     logout: bool = False  # RP-initiated logout: /logout also ends the provider's session
     algorithms: tuple[str, ...] = ()  # empty: what the provider advertises, asymmetric only
+    # Beside other sources, a provider's names get this prefix, unless the operator says they are
+    # the very same names (shares_usernames): a self-chosen GitHub login is no directory user.
+    username_prefix: str = ""
+    shares_usernames: bool = False
 
 
 @dataclass(frozen=True)
@@ -234,6 +238,8 @@ class BearerIssuer:
     claims: ClaimMap = field(default_factory=lambda: ClaimMap(username="sub"))
     allow: Allow = field(default_factory=Allow)
     algorithms: tuple[str, ...] = ()
+    username_prefix: str = ""
+    shares_usernames: bool = False
 
 
 @dataclass(frozen=True)
@@ -351,8 +357,12 @@ class _Reader:
         return value
 
     def texts(self, key: str) -> tuple[str, ...]:
-        """A string or a list of strings."""
+        """A string or a list of strings. An empty list is refused: written out, ``require_group: []``
+        reads as "nobody" to some and "anybody" to others, so it must say which by leaving the key out."""
         value: str | list[object] = self.get(key, (str, list), [])
+        if isinstance(value, list) and not value and self.data.get(key) is not None:
+            self.problem(key, "an empty list: leave the key out for the default, or name what you mean")
+            return ()
         items = [value] if isinstance(value, str) else value
         texts = tuple(item for item in items if isinstance(item, str) and item)
         if len(texts) != len(items):
@@ -458,6 +468,11 @@ def _read_headers(r: _Reader) -> HeaderConfig:
     for key, name in [*names.items(), *(("extra." + k, v) for k, v in extra.items())]:
         if not isinstance(name, str) or not HEADER_NAME.match(name):
             r.problem(key, f"not a header name without underscores: {name!r}")
+    prefix = str(names["user"]).lower() + "-"
+    for key, name in extra.items():
+        if isinstance(name, str) and not name.lower().startswith(prefix):
+            r.problem(f"extra.{key}", f"must start with {names['user']}- (got {name!r}), so that the proxies' "
+                      "deploy files, which remove every client header of that prefix, remove it too")
     lowered = [str(n).lower() for n in [*names.values(), *extra.values()]]
     for name in sorted({n for n in lowered if lowered.count(n) > 1}):
         r.problem(None, f"header name {name!r} is used twice")
@@ -488,7 +503,7 @@ def _read_search(r: _Reader, *, needs_user: bool) -> Search:
 def _read_ldap(r: _Reader) -> LdapConfig:
     default = LdapConfig(server_uri=())
     uris = r.texts("server_uri")
-    if not uris:
+    if not uris and not r.has("server_uri"):
         r.problem("server_uri", "is required (a URI or a list of URIs tried in order)")
     for uri in uris:
         parts = urlsplit(uri)
@@ -765,6 +780,7 @@ def _read_provider(r: _Reader) -> OidcProvider | None:
     client_id = r.text("client_id")
     if not client_id:
         r.problem("client_id", "is required")
+    prefix, shares = _read_namespace(r)
     default_scopes = ("openid", "email", "profile") if kind == "oidc" else ()
     scopes = r.texts("scopes") or default_scopes
     if kind == "oidc" and "openid" not in scopes:
@@ -774,7 +790,7 @@ def _read_provider(r: _Reader) -> OidcProvider | None:
         client_secret=secret or Secret(""), type=kind, issuer=issuer.rstrip("/") if issuer else None,
         scopes=scopes, claims=_read_claims(r.section("claims"), ClaimMap()), allow=_read_allow(r.section("allow")),
         use_userinfo=r.flag("use_userinfo", kind == "oauth2"), logout=r.flag("logout", False),
-        algorithms=r.texts("algorithms"), **urls,
+        algorithms=r.texts("algorithms"), username_prefix=prefix, shares_usernames=shares, **urls,
     )
     r.done()
     return provider
@@ -790,11 +806,26 @@ def _read_bearer(r: _Reader) -> BearerIssuer:
     jwks_url = r.optional_text("jwks_url")
     if jwks_url is not None and not _absolute_http(jwks_url):
         r.problem("jwks_url", f"expected an absolute http(s) URL, got {jwks_url!r}")
+    prefix, shares = _read_namespace(r)
     bearer = BearerIssuer(issuer=issuer.rstrip("/"), audiences=audiences, jwks_url=jwks_url,
                           claims=_read_claims(r.section("claims"), ClaimMap(username="sub")),
-                          allow=_read_allow(r.section("allow")), algorithms=r.texts("algorithms"))
+                          allow=_read_allow(r.section("allow")), algorithms=r.texts("algorithms"),
+                          username_prefix=prefix, shares_usernames=shares)
     r.done()
     return bearer
+
+
+USERNAME_PREFIX = re.compile(r"[A-Za-z0-9._:@+-]{1,32}")
+
+
+def _read_namespace(r: _Reader) -> tuple[str, bool]:
+    prefix = r.text("username_prefix")
+    shares = r.flag("shares_usernames", False)
+    if prefix and not USERNAME_PREFIX.fullmatch(prefix):
+        r.problem("username_prefix", f"expected 1-32 of letters, digits and . _ : @ + -, got {prefix!r}")
+    if prefix and shares:
+        r.problem("shares_usernames", "is true, but username_prefix sets the names apart: choose one")
+    return prefix, shares
 
 
 def _read_oidc(r: _Reader) -> OidcConfig:
@@ -877,6 +908,16 @@ def parse_config(data: object) -> Config:
         problems.append("ldap: is required unless local_users or oidc is set (where do users come from?)")
     if oidc.providers and sessions is None:
         problems.append("oidc.providers: single sign-on ends in a session: the sessions section is required")
+    namespaced: list[tuple[str, str, OidcProvider | BearerIssuer]] = [
+        *(("oidc.providers", p.name, p) for p in oidc.providers), *(("oidc.bearer", b.issuer, b) for b in oidc.bearer)]
+    password_sources = (ldap is not None) + (parts["local_users"] is not None)
+    if password_sources + len(namespaced) > 1:
+        for where, name, source in namespaced:
+            if not source.username_prefix and not source.shares_usernames:
+                problems.append(
+                    f"{where}: {name!r} shares one Remote-User namespace with other sources: set "
+                    "username_prefix (e.g. 'github:'), or shares_usernames: true if its names are "
+                    "the directory's own (a provider federated with the same directory)")
     access: AccessConfig = parts["access"]
     local_groups = parts["local_users"] is not None
     if any(rule.groups for rule in access.rules) and not (local_groups or (ldap and ldap.find_group_perms)):

@@ -72,21 +72,26 @@ class HttpClient:
         self._session = None
 
 
-def identity_from_claims(claims: Mapping[str, Any], mapping: ClaimMap, allow: Allow, source: str) -> Identity:
-    """The identity a provider's claims describe, if the provider's allow-list lets it in."""
+def identity_from_claims(claims: Mapping[str, Any], mapping: ClaimMap, allow: Allow, source: str,
+                         prefix: str = "") -> Identity:
+    """The identity a provider's claims describe, if the provider's allow-list lets it in.
+
+    The name is used as the provider says it, behind the provider's ``username_prefix``: never
+    trimmed or otherwise altered into what might be somebody else's name."""
     username = claim(claims, mapping.username)
-    if not isinstance(username, str) or not username.strip():
-        raise InvalidCredentials(f"the {mapping.username!r} claim is missing or not a string")
+    if not isinstance(username, str) or not username.strip() or username != username.strip():
+        raise InvalidCredentials(f"the {mapping.username!r} claim is missing, padded or not a string")
     groups = claim_strings(claims, mapping.groups) if mapping.groups else ()
     email = _text(claims, mapping.email)
     if allow.groups and not allow.groups & set(groups):
         raise AccessDenied(f"{username} is in none of the allowed groups")
     if allow.email_domains:
         domain = email.rpartition("@")[2].lower()
-        if claims.get("email_verified") is False or domain not in allow.email_domains:
+        # Only an address the provider says it verified proves a domain: a missing claim is no.
+        if claims.get("email_verified") is not True or domain not in allow.email_domains:
             raise AccessDenied(f"{username}'s email {email!r} is not verified or not in an allowed domain")
     return Identity(
-        username=username.strip(),
+        username=prefix + username,
         first_name=_text(claims, mapping.first_name),
         last_name=_text(claims, mapping.last_name),
         email=email,
@@ -227,7 +232,8 @@ class Provider:
                 raise InvalidCredentials("userinfo describes another subject than the ID token")
             claims = {**claims, **info}
         refresh = tokens.get("refresh_token")
-        identity = identity_from_claims(claims, self.config.claims, self.config.allow, self.source)
+        identity = identity_from_claims(claims, self.config.claims, self.config.allow, self.source,
+                                        self.config.username_prefix)
         return Grant(identity, refresh if isinstance(refresh, str) else None)
 
     async def _verified(self, id_token: str, nonce: str | None) -> dict[str, Any]:

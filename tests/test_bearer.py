@@ -40,7 +40,8 @@ async def client(provider: OidcProvider, slapd: Slapd) -> AsyncIterator[TestClie
     config = parse_config({
         "ldap": ldap_settings(slapd),
         "oidc": {"bearer": [{"issuer": provider.issuer, "audiences": [RESOURCE],
-                             "claims": {"username": "sub", "groups": "groups"}}],
+                             "claims": {"username": "sub", "groups": "groups"},
+                             "shares_usernames": True}],  # the provider's subjects are the directory's names
                  "leeway": 5},
     })
     async with TestClient(TestServer(make_app(config))) as test_client:

@@ -89,7 +89,8 @@ def test_every_problem_is_reported_at_once_with_its_path() -> None:
     ({"require_group": "cn=a"}, "ldap.group_type: is required by require_group"),
     ({"ca_file": "/nonexistent/ca.pem"}, "ldap.ca_file: no such file"),
     ({"timeout": 0}, "ldap.timeout: must be at least 1"),
-    ({"server_uri": []}, "ldap.server_uri: is required"),
+    ({"server_uri": None}, "ldap.server_uri: is required"),
+    ({"server_uri": []}, "ldap.server_uri: an empty list"),
     ({"user_dn_template": None, "user_search": {"base_dn": "dc=x",
       "filter": "(|(a=%(user)s)(b=%(user)s))"}}, "ldap.username_attr: cannot be derived"),
     ({"group_search": {"base_dn": "dc=x", "filter": "(cn=%(user)s)"}, "group_type": "group_of_names"},
@@ -196,3 +197,57 @@ def test_example_config_documents_every_key() -> None:
         for f in dataclasses.fields(section):
             key = {"host": "listen", "port": "listen"}.get(f.name, f.name)
             assert f"{key}:" in text, f"{section.__name__}.{f.name} is not in examples/config.yaml"
+
+
+@pytest.mark.parametrize("ldap", [
+    {"require_group": []},  # read as "nobody is required": everyone would be let in
+    {"deny_group": []},
+    {"mirror_groups": []},
+    {"user_flags_by_group": {"is_active": []}},  # would refuse everyone
+    {"user_flags_by_group": {"is_staff": []}},
+    {"user_flags_by_group": {"is_superuser": []}},
+])
+def test_empty_lists_are_refused_not_guessed(ldap: dict[str, Any]) -> None:
+    found = problems(with_ldap(group_type="member_of", **ldap))
+    assert any("an empty list" in p for p in found), found
+
+
+@pytest.mark.parametrize("rule", [{"groups": []}, {"users": []}, {"methods": []}])
+def test_an_access_rule_with_an_empty_list_is_refused(rule: dict[str, Any]) -> None:
+    # With no users and no groups a rule applies to everyone: "groups: []" must not mean that.
+    found = problems({**with_ldap(find_group_perms=True, group_type="member_of"),
+                      "access": {"rules": [{"path": "/admin", **rule}], "default": "deny"}})
+    assert any(p.startswith("access.rules[0].") and "an empty list" in p for p in found), found
+
+
+def test_extra_headers_share_the_user_header_prefix() -> None:
+    found = problems({**with_ldap(), "headers": {"extra": {"department": "X-Department"}}})
+    assert any(p.startswith("headers.extra.department: must start with Remote-User-") for p in found), found
+    parse_config({**with_ldap(), "headers": {"extra": {"department": "Remote-User-Department"}}})
+    renamed = {"user": "X-Auth-User", "extra": {"department": "x-auth-user-department"}}
+    parse_config({**with_ldap(), "headers": renamed})
+
+
+BEARER = {"issuer": "https://idp.test", "audiences": ["api"]}
+GITHUB = {"name": "github", "type": "oauth2", "client_id": "x", "client_secret": "y",
+          "authorization_url": "https://github.com/login/oauth/authorize",
+          "token_url": "https://github.com/login/oauth/access_token", "userinfo_url": "https://api.github.com/user",
+          "claims": {"username": "login"}}
+SESSIONS = {"keys": [{"id": "k1", "secret": "s" * 40}], "recheck_every": 0}
+
+
+def test_other_sources_cannot_produce_a_directory_name_unless_told() -> None:
+    server = {"public_url": "https://app.test/_sidecar"}
+    found = problems({**with_ldap(), "server": server, "sessions": SESSIONS,
+                      "oidc": {"providers": [GITHUB], "bearer": [BEARER]}})
+    assert any(p.startswith("oidc.providers: 'github' shares one Remote-User namespace") for p in found), found
+    assert any(p.startswith("oidc.bearer: 'https://idp.test' shares one") for p in found), found
+    config = parse_config({**with_ldap(), "server": server, "sessions": SESSIONS,
+                           "oidc": {"providers": [{**GITHUB, "username_prefix": "github:"}],
+                                    "bearer": [{**BEARER, "shares_usernames": True}]}})
+    assert config.oidc.providers[0].username_prefix == "github:" and config.oidc.bearer[0].shares_usernames
+    # One source alone has nobody to collide with.
+    parse_config({"oidc": {"bearer": [BEARER]}})
+    found = problems({"oidc": {"bearer": [{**BEARER, "username_prefix": "a b", "shares_usernames": True}]}})
+    assert any(p.startswith("oidc.bearer[0].username_prefix: expected") for p in found), found
+    assert any(p.startswith("oidc.bearer[0].shares_usernames: is true, but") for p in found), found
