@@ -19,6 +19,7 @@ from sidecar.signin import SignIn, is_browser
 log = logging.getLogger("sidecar.auth")
 
 READY_FOR = 2.0  # seconds a readiness answer is reused, so probes cannot flood the directory
+MAX_NAME_SETS = 1024  # sets of request header names known to hold no identity header
 
 
 class Sidecar:
@@ -46,25 +47,30 @@ class Sidecar:
         # Names as a proxy could spell them (any case, "_" for "-"): none may reach us from a client.
         self.identity_headers = identity_headers
         self.identity_prefix = identity_prefix
+        self._names_seen: set[tuple[str, ...]] = set()
         self._ready: tuple[float, bool] = (0.0, False)
 
     def describe(self, request: web.Request) -> Original:
         """The request the proxy asks about, read strictly; MalformedRequest if anything in it is ambiguous."""
         target = original(request, forward_auth=self.forward_auth)
-        names, prefix = self.identity_headers, self.identity_prefix
-        seen_authorization = False
-        for name in request.headers:
-            folded = name.lower()
-            if folded == "authorization":
-                if seen_authorization:
-                    raise MalformedRequest("more than one Authorization header")
-                seen_authorization = True
-                continue
-            folded = folded.replace("_", "-")
-            if folded in names or folded.startswith(prefix):
+        headers = request.headers
+        if len(headers.getall("Authorization", ())) > 1:
+            raise MalformedRequest("more than one Authorization header")
+        # A proxy sends the same names, in the same order, on every request: each set is read once.
+        names = tuple(headers.keys())
+        if names not in self._names_seen:
+            self._check_names(names)
+            if len(self._names_seen) >= MAX_NAME_SETS:
+                self._names_seen.clear()
+            self._names_seen.add(names)
+        return target
+
+    def _check_names(self, names: tuple[str, ...]) -> None:
+        for name in names:
+            folded = name.lower().replace("_", "-")
+            if folded in self.identity_headers or folded.startswith(self.identity_prefix):
                 raise MalformedRequest(f"the proxy passed on a client's identity header {name[:100]!r}: "
                                        "its deploy files must strip it (see deploy/)")
-        return target
 
     def unauthenticated(self, request: web.Request, target: Original | None) -> web.Response:
         """No credentials: browsers go to the login page, everyone else gets a plain 401."""
