@@ -212,3 +212,17 @@ async def test_strangers_cannot_lock_a_user_out_of_what_already_works(slapd: Sla
             assert (await client.get("/auth", headers={**basic("alice", "alice-pass"), **stranger})).status == 401
             assert (await client.get("/auth", headers={**basic("alice", "nope2"), **stranger})).status == 401
             assert far.binds_as(slapd.user_dn("alice")) == binds
+
+
+async def test_a_spelling_the_directory_folds_cannot_dodge_the_ban_of_its_name(slapd: Slapd) -> None:
+    if "iris" not in slapd.users:
+        slapd.add_user("iris", "iris-pass")
+    with DelayedDirectory(slapd.port, 0.0) as far:
+        async with TestClient(TestServer(make_app(far_config(slapd, far)))) as client:
+            for i in range(5):
+                assert (await client.get("/auth", headers={**basic("iris", f"no-{i}"), **from_address(i)})).status == 401
+            binds = far.binds_as(slapd.user_dn("iris"))
+            # slapd matches İ (U+0130) to i: "İrİs" is iris, and meets iris's ban before any bind.
+            folded = await client.get("/auth", headers={**basic("İrİs", "iris-pass"), **from_address(50)})
+            assert folded.status == 401
+            assert far.binds_as(slapd.user_dn("iris")) == binds
