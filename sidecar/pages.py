@@ -56,8 +56,9 @@ _HINT = Template('<p class="hint">$hint</p>\n')
 _LINK = Template('<p class="actions"><a class="button" href="$url">$label</a></p>\n')
 _CONFIRM = Template(
     '<form method="post" action="$action">\n<input type="hidden" name="csrf" value="$csrf_token">\n'
-    '<button class="button" type="submit" autofocus>$label</button>\n</form>\n'
+    '<button class="button" type="submit" autofocus>$label</button>\n$choice</form>\n'
 )
+_CHOICE = Template('<button class="button secondary" type="submit" name="scope" value="$value">$label</button>\n')
 
 
 class _Html(str):
@@ -266,9 +267,14 @@ class Pages:
         )
         return _fill(self._head, title=title, **self._shared) + body + self._page_tail
 
-    def confirm(self, *, title: str, text: str, action: str, csrf_token: str, button: str) -> str:
-        """A page asking to confirm one action with a CSRF-protected POST (sign-out)."""
-        form = _fill(_CONFIRM, action=check_url(action, "action"), csrf_token=csrf_token, label=button)
+    def confirm(self, *, title: str, text: str, action: str, csrf_token: str, button: str,
+                choice: tuple[str, str] | None = None) -> str:
+        """A page asking to confirm one action with a CSRF-protected POST (sign-out).
+
+        ``choice`` is a (value, label) second button: it posts the same form with ``scope=value``.
+        """
+        second = _fill(_CHOICE, value=choice[0], label=choice[1]) if choice else _Html("")
+        form = _fill(_CONFIRM, action=check_url(action, "action"), csrf_token=csrf_token, label=button, choice=second)
         body = _fill(self._message, text=text, hint=_Html(""), link=form)
         return _fill(self._head, title=title, **self._shared) + body + self._page_tail
 

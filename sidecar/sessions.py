@@ -6,7 +6,10 @@ Its plaintext is one format byte (1) and then the raw DEFLATE of a compact JSON 
     {"u": username, "n": [first_name, last_name, email], "g": [groups],
      "r": [rule groups], "R": true when the casefolded groups are rule groups too,
      "f": flags (1 is_active, 2 is_staff, 4 is_superuser), "x": {extra}, "s": source,
-     "t": [issued_at, last_seen, checked_at]}
+     "t": [issued_at, last_seen, checked_at], "i": session id}
+
+The session id is random, made at sign-in and kept by every refresh and re-check, so signing out
+can name the session: :class:`Revocations` refuses it until it would have expired anyway.
 
 Times are whole epoch seconds. The first key encrypts and every key decrypts, so a key rotates by
 putting a new one first, then removing the old one once its cookies have expired.
@@ -54,6 +57,7 @@ DECODE_MARGIN = 512
 # Sidecar instances behind one proxy may disagree a little about the time.
 FUTURE_LEEWAY = 60.0
 REFRESH_AFTER = 300.0
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 # The compact form with "dir": header (short), an empty encrypted key, IV, ciphertext, tag.
 COMPACT = re.compile(r"([A-Za-z0-9_-]{1,256})\.\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
 SAME_SITE = ("Strict", "Lax", "None")
@@ -76,6 +80,13 @@ class Session:
     groups_elsewhere: bool = False
     # A single sign-on provider's refresh token (encrypted with the rest), to renew the identity.
     refresh_token: str | None = field(default=None, repr=False)
+    # Random, made at sign-in, kept by refreshes and re-checks: what signing out revokes.
+    id: str = field(default_factory=lambda: new_session_id())
+
+
+def new_session_id() -> str:
+    """128 random bits, base64url: a session id nobody can guess or choose."""
+    return secrets.token_urlsafe(16)
 
 
 class SessionTooLarge(SidecarError):
@@ -120,6 +131,14 @@ class SessionCodec:
         # Memo keys are HMACs under a key of this process: the memo holds no cookie value.
         self._memo_key = secrets.token_bytes(32)
         self._memo: TTLCache[bytes, Session] = TTLCache(memo_entries, idle_timeout, timer=clock)
+
+    @property
+    def lifetime(self) -> float:
+        return self._lifetime
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
 
     def __repr__(self) -> str:
         return (f"SessionCodec(kids={list(self._keys)!r}, lifetime={self._lifetime:g}, "
@@ -206,6 +225,104 @@ class SessionCodec:
         return None
 
 
+User = tuple[str, str]  # (source, username)
+
+
+class Revocations:
+    """Signed-out sessions, refused until they would have expired anyway.
+
+    :meth:`revoke` remembers one session id until ``issued_at + lifetime``; :meth:`revoke_user`
+    marks a user (source, username) so that every session of theirs issued until now is refused
+    (sign out everywhere); :meth:`is_revoked` is a few dict lookups, no IO, cheap enough for every
+    /auth. The lists live in this process: a shared store would keep a local copy in step, so the
+    check stays a lookup.
+
+    Bounded, and failing closed: no revocation is forgotten before its session expires. When
+    ``max_sessions`` ids are held, expired ones go; if that frees less than a quarter of the list,
+    the users with the most revoked sessions become user marks (signed out everywhere) until it
+    does, so a flood of sign-outs by one account ends as one mark. When ``max_users`` marks are held
+    and none has expired, one global mark signs out everyone signed in until now, and both lists
+    start again. Each such pass frees a quarter of a list, so its cost per revocation is constant.
+
+    Marks compare with ``issued_at`` as cookies hold it, whole seconds rounded down: a mark made
+    at t refuses the sessions issued until t, and those issued later within that second too.
+    """
+
+    def __init__(self, *, lifetime: float, clock: Callable[[], float] = time.time,
+                 max_sessions: int = 50_000, max_users: int = 10_000) -> None:
+        if not (lifetime > 0 and max_sessions >= 4 and max_users >= 1):
+            raise ValueError("lifetime must be positive, max_sessions at least 4, max_users at least 1")
+        self._lifetime = lifetime
+        self._clock = clock
+        self._max_sessions = max_sessions
+        self._max_users = max_users
+        self._sessions: dict[str, tuple[float, User]] = {}  # id -> (issued_at, user)
+        self._users: dict[User, float] = {}  # user -> their sessions issued until then are revoked
+        self._everyone = -1.0  # every session issued until then is revoked
+
+    def __len__(self) -> int:
+        """How many entries are held (ids and user marks): what the bounds limit."""
+        return len(self._sessions) + len(self._users)
+
+    def revoke(self, session: Session) -> None:
+        """Refuse this session (and every refreshed cookie of it) until it expires."""
+        if session.id not in self._sessions and len(self._sessions) >= self._max_sessions:
+            self._make_room(self._clock())
+        self._sessions[session.id] = (session.issued_at, (session.identity.source, session.identity.username))
+
+    def revoke_user(self, source: str, username: str) -> None:
+        """Refuse every session of this user issued until now: sign out everywhere."""
+        self._mark((source, username), self._clock())
+
+    def is_revoked(self, session: Session) -> bool:
+        issued = session.issued_at
+        if issued <= self._everyone or session.id in self._sessions:
+            return True
+        users = self._users
+        return bool(users) and issued <= users.get((session.identity.source, session.identity.username), -1.0)
+
+    def _mark(self, user: User, not_before: float) -> None:
+        if user not in self._users and len(self._users) >= self._max_users:
+            now = self._clock()
+            self._users = {u: t for u, t in self._users.items() if t + self._lifetime >= now}
+            if len(self._users) >= self._max_users:
+                self._sign_out_everyone(max(not_before, now))
+                return
+        self._users[user] = max(self._users.get(user, 0.0), not_before)
+
+    def _make_room(self, now: float) -> None:
+        target = self._max_sessions * 3 // 4
+        self._sessions = {i: e for i, e in self._sessions.items() if e[0] + self._lifetime >= now}
+        if len(self._sessions) <= target:
+            return
+        newest: dict[User, float] = {}
+        counts: dict[User, int] = {}
+        for issued, user in self._sessions.values():
+            counts[user] = counts.get(user, 0) + 1
+            newest[user] = max(newest.get(user, 0.0), issued)
+        chosen: set[User] = set()
+        held = len(self._sessions)
+        for user in sorted(counts, key=counts.__getitem__, reverse=True):
+            if held <= target:
+                break
+            chosen.add(user)
+            held -= counts[user]
+        log.warning("session revocation list full: %d users signed out everywhere instead", len(chosen))
+        everyone = self._everyone
+        for user in chosen:
+            self._mark(user, max(now, newest[user]))
+            if self._everyone != everyone:
+                return
+        self._sessions = {i: e for i, e in self._sessions.items() if e[1] not in chosen}
+
+    def _sign_out_everyone(self, not_before: float) -> None:
+        log.warning("session revocation lists full: every session issued until now is signed out")
+        self._everyone = max(self._everyone, not_before)
+        # Entries dated later (another instance's clock a little ahead) are kept.
+        self._sessions = {i: e for i, e in self._sessions.items() if e[0] > self._everyone}
+        self._users = {u: t for u, t in self._users.items() if t > self._everyone}
+
+
 @dataclass(frozen=True)
 class CookieSettings:
     """How the session cookie is set.
@@ -290,6 +407,7 @@ def _payload(session: Session) -> dict[str, object]:
         "x": dict(who.extra),
         "s": who.source,
         "t": [int(session.issued_at), int(session.last_seen), int(session.checked_at)],
+        "i": session.id,
         **({"k": session.refresh_token} if session.refresh_token is not None else {}),
     }
 
@@ -298,7 +416,7 @@ def _from_payload(data: Any) -> Session:
     # Class patterns such as str(x) cost about a microsecond each: types are checked below instead.
     match data:
         case {"u": username, "n": [first, last, email], "g": [*groups], "r": [*rules], "R": implied,
-              "f": flags, "x": extra, "s": source, "t": [issued, seen, checked]}:
+              "f": flags, "x": extra, "s": source, "t": [issued, seen, checked], "i": session_id}:
             names = _strings(groups)
             bits = _typed(flags, int)
             if bits not in range(16):
@@ -314,8 +432,10 @@ def _from_payload(data: Any) -> Session:
             refresh = data.get("k")
             if refresh is not None:
                 _typed(refresh, str)
+            if not SESSION_ID.fullmatch(_typed(session_id, str)):
+                raise _Refused("the session id is malformed")
             return Session(identity, issued_at=_seconds(issued), last_seen=_seconds(seen), checked_at=_seconds(checked),
-                           groups_elsewhere=bool(bits & 8), refresh_token=refresh)
+                           groups_elsewhere=bool(bits & 8), refresh_token=refresh, id=session_id)
     raise _Refused("the payload lacks a field")
 
 

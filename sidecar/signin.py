@@ -38,7 +38,7 @@ from sidecar.identity import Identity
 from sidecar.oidc import SingleSignOn
 from sidecar.pages import Pages
 from sidecar.redirects import RedirectPolicy
-from sidecar.sessions import CookieSettings, Session, SessionCodec, SessionTooLarge, cookie_value
+from sidecar.sessions import CookieSettings, Revocations, Session, SessionCodec, SessionTooLarge, cookie_value
 from sidecar.sources import Sources
 
 log = logging.getLogger("sidecar.signin")
@@ -49,6 +49,10 @@ UNAVAILABLE_ERROR = "Sign-in is unavailable right now. Try again in a minute."
 RETRY_UNREACHABLE = 30.0  # seconds before re-checking a session whose source did not answer
 MAX_FORM = 16 * 1024
 MAX_RENDERED = 10_000  # sessions whose rendered verdict is kept
+LOGOUT_TEXT = ("Sign out of every application behind this gateway? To end your sessions in other browsers "
+               "and on other devices as well, choose the second button.")
+EVERYWHERE = "everywhere"  # the logout form's "scope" when every session of the user ends
+EVERYWHERE_LABEL = "End my sessions everywhere"
 
 
 def is_browser(request: web.Request) -> bool:
@@ -59,12 +63,17 @@ def is_browser(request: web.Request) -> bool:
 class SessionJar:
     """Sessions into and out of cookies. Groups too many for a cookie (a few hundred long AD names)
     stay here instead, per user, for the session lifetime; after a restart, or in another process,
-    they are read again from the user's source."""
+    they are read again from the user's source.
+
+    The jar holds the :class:`Revocations` too: every cookie read goes through :meth:`decode`,
+    which refuses signed-out sessions, so neither the codec's memo nor a rendered verdict can
+    outlive a sign-out."""
 
     def __init__(self, codec: SessionCodec, sources: Sources | None, *, keep_for: float,
-                 max_users: int = 5_000) -> None:
+                 max_users: int = 5_000, revocations: Revocations | None = None) -> None:
         self.codec = codec
         self.sources = sources
+        self.revocations = revocations or Revocations(lifetime=codec.lifetime, clock=codec.clock)
         self._groups: TTLCache[tuple[str, str], tuple[tuple[str, ...], frozenset[str]]] = TTLCache(max_users, keep_for)
 
     def encode(self, session: Session) -> str:
@@ -77,8 +86,24 @@ class SessionJar:
             bare = dataclasses.replace(who, groups=(), rule_groups=frozenset())
             return self.codec.encode(dataclasses.replace(session, identity=bare, groups_elsewhere=True))
 
-    async def decode(self, value: str) -> Session | None:
+    def sign_out(self, value: str, *, everywhere: bool = False) -> Session | None:
+        """Revoke the session in a cookie value (with ``everywhere``, every session of its user
+        issued until now); the session, or None when the value held no current one."""
+        session = self._open(value)
+        if session is not None:
+            who = session.identity
+            if everywhere:
+                self.revocations.revoke_user(who.source, who.username)
+            else:
+                self.revocations.revoke(session)
+        return session
+
+    def _open(self, value: str) -> Session | None:
         session = self.codec.decode(value)
+        return None if session is None or self.revocations.is_revoked(session) else session
+
+    async def decode(self, value: str) -> Session | None:
+        session = self._open(value)
         if session is None or not session.groups_elsewhere:
             return session
         who = session.identity
@@ -141,7 +166,7 @@ class SessionAuthenticator:
             return None
         session = await self.jar.decode(value)
         if session is None:
-            log.info("session cookie refused (invalid, expired, idle or from a retired key)")
+            log.info("session cookie refused (invalid, expired, idle, signed out or from a retired key)")
             return None
         now = self._clock()
         if self.recheck_every and now - session.checked_at > self.recheck_every:
@@ -284,20 +309,25 @@ class SignIn:
 
     async def show_logout(self, request: web.Request) -> web.Response:
         token = self._csrf_token(request)
-        page = self.pages.confirm(title="Sign out", text="Sign out of every application behind this gateway?",
-                                  action=self.path + "/logout", csrf_token=token, button="Sign out")
+        page = self.pages.confirm(title="Sign out", text=LOGOUT_TEXT, action=self.path + "/logout", csrf_token=token,
+                                  button="Sign out", choice=(EVERYWHERE, EVERYWHERE_LABEL))
         return self._page(200, page, csrf=token)
 
     async def submit_logout(self, request: web.Request) -> web.Response:
-        if await self._form_fields(request) is None:
+        fields = await self._form_fields(request)
+        if fields is None:
             return self._page(400, self.pages.message(title="Sign-out failed",
                                                       text="Your sign-out form expired. Please try again.",
                                                       link=("Back", self.path + "/logout")))
+        everywhere = fields.get("scope") == EVERYWHERE
+        session = self.jar.sign_out(cookie_value(request.headers.get("Cookie"), self.cookie.cookie_name() + "=") or "",
+                                    everywhere=everywhere)
+        if session is not None:
+            log.info("signed out %s (%s)%s client=%s", session.identity.username, session.identity.source,
+                     " everywhere" if everywhere else "", self.client_address(request))
         target = self.logout_redirect or self.path + "/login"
         if self.sso is not None:
             # Signed in through a provider that ends its own session too: go there, then come back.
-            session = await self.jar.decode(cookie_value(request.headers.get("Cookie"),
-                                                         self.cookie.cookie_name() + "=") or "")
             back = target if "://" in target else self.origin + target
             target = await self.sso.logout_url(session, back) or target
         response = web.Response(status=303, headers={"Location": target, "Cache-Control": "no-store"})

@@ -14,7 +14,7 @@ import pytest
 from jose import jwe
 
 from sidecar.identity import Identity
-from sidecar.sessions import CookieSettings, Session, SessionCodec, SessionTooLarge
+from sidecar.sessions import SESSION_ID, CookieSettings, Revocations, Session, SessionCodec, SessionTooLarge
 
 KEY_A = bytes(range(32))
 KEY_B = bytes(range(100, 132))
@@ -112,7 +112,17 @@ def test_round_trip_keeps_every_field(codec: SessionCodec) -> None:
 
 
 def test_start_stamps_all_three_times_with_the_clock(codec: SessionCodec) -> None:
-    assert codec.start(ALICE) == Session(ALICE, issued_at=NOW, last_seen=NOW, checked_at=NOW)
+    started = codec.start(ALICE)
+    assert started == Session(ALICE, issued_at=NOW, last_seen=NOW, checked_at=NOW, id=started.id)
+
+
+def test_each_session_gets_its_own_random_id_which_refreshes_keep(codec: SessionCodec, clock: Clock) -> None:
+    ids = {codec.start(ALICE).id for _ in range(100)}
+    assert len(ids) == 100 and all(SESSION_ID.fullmatch(i) for i in ids)
+    session = codec.start(ALICE)
+    clock.now += 600
+    refreshed = codec.decode(codec.encode(codec.touched(session)))
+    assert refreshed is not None and refreshed.id == session.id and refreshed.last_seen == NOW + 600
 
 
 def test_times_are_kept_to_the_whole_second(codec: SessionCodec) -> None:
@@ -123,7 +133,9 @@ def test_times_are_kept_to_the_whole_second(codec: SessionCodec) -> None:
 
 
 def test_payload_is_compact_json_with_short_names(codec: SessionCodec) -> None:
-    value = codec.encode(codec.start(ALICE))
+    session = codec.start(ALICE)
+    value = codec.encode(session)
+    payload_id = session.id
     assert json.loads(base64.urlsafe_b64decode(value.split(".")[0] + "==")) == {
         "alg": "dir", "enc": "A256GCM", "kid": "a",
     }
@@ -137,6 +149,7 @@ def test_payload_is_compact_json_with_short_names(codec: SessionCodec) -> None:
         "x": {"department": "Ops", "employeeNumber": "42"},
         "s": "ldap",
         "t": [int(NOW)] * 3,
+        "i": payload_id,
     }
 
 
@@ -417,6 +430,7 @@ BAD_FIELDS: list[tuple[str, object]] = [
     ("f", "3"), ("f", 16), ("f", -1), ("f", 1.0), ("x", []), ("x", {"a": 1}), ("x", {"a": None}), ("s", None),
     ("t", [1, 2]), ("t", [1, 2, 3, 4]), ("t", [1.5, 2, 3]), ("t", ["1", 2, 3]), ("t", None), ("t", [1, 2, None]),
     ("t", [10**400, 1, 1]), ("t", [1, -1, 1]), ("t", [True, 1, 1]),
+    ("i", None), ("i", 1), ("i", ""), ("i", "short"), ("i", "x" * 65), ("i", "a" * 20 + "\n"), ("i", "a b" * 8),
 ]
 
 
@@ -434,7 +448,7 @@ def test_mistyped_fields_are_refused(codec: SessionCodec, field: str, bad: objec
     assert codec.decode(seal_json({**payload, field: bad})) is None
 
 
-@pytest.mark.parametrize("field", ["u", "n", "g", "r", "R", "f", "x", "s", "t"])
+@pytest.mark.parametrize("field", ["u", "n", "g", "r", "R", "f", "x", "s", "t", "i"])
 def test_missing_fields_are_refused(codec: SessionCodec, field: str) -> None:
     payload = opened(codec.encode(codec.start(ALICE)))
     del payload[field]
@@ -648,3 +662,85 @@ def test_values_that_would_break_the_header_are_refused(value: str) -> None:
 def test_bad_cookie_settings_are_refused(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         CookieSettings(**options)
+
+
+# Revocations: signed-out sessions stay refused until they expire, within bounds, failing closed
+
+BOB = dataclasses.replace(ALICE, username="bob")
+
+
+def revocations(clock: Clock, **bounds: int) -> Revocations:
+    return Revocations(lifetime=LIFETIME, clock=clock, **bounds)
+
+
+def test_a_revoked_session_and_its_refreshed_copies_are_refused(codec: SessionCodec, clock: Clock) -> None:
+    revoked = revocations(clock)
+    session, other = codec.start(ALICE), codec.start(ALICE)
+    revoked.revoke(session)
+    refreshed = codec.decode(codec.encode(codec.touched(session)))
+    assert refreshed is not None and revoked.is_revoked(session) and revoked.is_revoked(refreshed)
+    assert not revoked.is_revoked(other)  # the same user's other session stays
+
+
+def test_sign_out_everywhere_ends_every_earlier_session_of_that_user_only(codec: SessionCodec, clock: Clock) -> None:
+    revoked = revocations(clock)
+    laptop, phone, bob = codec.start(ALICE), codec.start(ALICE), codec.start(BOB)
+    elsewhere = codec.start(dataclasses.replace(ALICE, source="local"))
+    clock.now += 1.5
+    revoked.revoke_user("ldap", "alice")
+    assert revoked.is_revoked(laptop) and revoked.is_revoked(phone)
+    assert not revoked.is_revoked(bob) and not revoked.is_revoked(elsewhere)  # another source's alice
+    clock.now += 1
+    assert not revoked.is_revoked(codec.decode(codec.encode(codec.start(ALICE))))  # signing in again works
+
+
+def test_a_mark_covers_sessions_whose_cookie_rounds_their_time_down(codec: SessionCodec, clock: Clock) -> None:
+    revoked = revocations(clock)
+    clock.now = NOW + 0.4
+    revoked.revoke_user("ldap", "alice")
+    clock.now = NOW + 0.9  # issued after the mark, but its cookie says NOW: refused (fail closed)
+    later = codec.decode(codec.encode(codec.start(ALICE)))
+    assert later is not None and later.issued_at == NOW and revoked.is_revoked(later)
+
+
+def test_revocations_are_forgotten_only_once_their_sessions_expired(codec: SessionCodec, clock: Clock) -> None:
+    revoked = revocations(clock, max_sessions=4)
+    kept = codec.start(ALICE)
+    revoked.revoke(kept)
+    clock.now += LIFETIME
+    for _ in range(3):
+        revoked.revoke(codec.start(BOB))
+    revoked.revoke(codec.start(BOB))  # full: the expired one goes first
+    assert revoked.is_revoked(kept)  # expired at this very second, not before: still refused
+    clock.now += 1
+    for _ in range(4):
+        revoked.revoke(codec.start(dataclasses.replace(BOB, username="carol")))
+    assert len(revoked) <= 4 + 1
+
+
+def test_a_flood_of_sign_outs_stays_bounded_and_fails_closed(codec: SessionCodec, clock: Clock) -> None:
+    revoked = revocations(clock, max_sessions=100, max_users=10)
+    victim_before = codec.start(ALICE)
+    flood = [codec.start(BOB) for _ in range(10_000)]
+    for session in flood:
+        revoked.revoke(session)
+        assert len(revoked) <= 100 + 10
+    # Every one of the flood stays refused (the flooder's own sessions became one user mark).
+    assert all(revoked.is_revoked(session) for session in flood)
+    assert not revoked.is_revoked(victim_before)  # other users are not touched by one user's flood
+    signed_out = []
+    for number in range(50):  # many users sign out once: user marks, then one global mark
+        user = codec.start(dataclasses.replace(ALICE, username=f"user{number}"))
+        signed_out.append(user)
+        revoked.revoke(user)
+        revoked.revoke_user("ldap", f"other{number}")
+        assert len(revoked) <= 100 + 10
+    assert all(revoked.is_revoked(session) for session in [*flood, *signed_out])
+    assert revoked.is_revoked(victim_before)  # the last resort signed everyone out
+    clock.now += 1
+    assert not revoked.is_revoked(codec.start(ALICE))  # ...until now: new sign-ins work
+
+
+def test_bad_bounds_are_refused() -> None:
+    with pytest.raises(ValueError, match="max_sessions"):
+        Revocations(lifetime=LIFETIME, max_sessions=0)

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from sidecar.app import make_app
 from sidecar.config import parse_config
+from sidecar.identity import Identity
 from sidecar.local import hash_password
 from sidecar.routes import SIDECAR
 from tests.conftest import basic, group, identity_headers, ldap_settings
@@ -222,8 +223,8 @@ async def test_forward_auth_mode_redirects_browsers(start: Any, slapd: Slapd) ->
 @pytest.mark.parametrize("headers", [{"Accept": "application/json"}, {**BROWSER, "X-Requested-With": "fetch"}, {}])
 async def test_api_clients_always_get_a_plain_401(start: Any, slapd: Slapd, headers: dict[str, str]) -> None:
     client = await start(settings(slapd, server={"mode": "forward_auth"}))
-    response = await client.get("/auth", headers={**headers, "X-Original-URL": "https://app.test/api/"},
-                                allow_redirects=False)
+    original = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "app.test", "X-Forwarded-Uri": "/api/"}
+    response = await client.get("/auth", headers={**headers, **original}, allow_redirects=False)
     assert response.status == 401 and "Location" not in response.headers
     assert response.headers["WWW-Authenticate"].startswith("Basic ")
 
@@ -240,6 +241,84 @@ async def test_logout_clears_the_session(start: Any, slapd: Slapd) -> None:
     forged = await client.post("/logout", data={"csrf": "x" * 43}, headers={"Cookie": f"{CSRF}={token}"},
                                allow_redirects=False)
     assert forged.status == 400
+
+
+async def log_out(client: TestClient[Any, Any], session: str, *, everywhere: bool = False) -> Any:
+    token = await form(client, "/logout")
+    fields = {"csrf": token, **({"scope": "everywhere"} if everywhere else {})}
+    response = await client.post("/logout", data=fields, headers={"Cookie": f"{CSRF}={token}; {SESSION}={session}"},
+                                 allow_redirects=False)
+    assert response.status == 303
+    return response
+
+
+async def test_the_logout_page_offers_signing_out_everywhere(start: Any, slapd: Slapd) -> None:
+    client = await start(settings(slapd))
+    page = await (await client.get("/logout")).text()
+    assert page.count("<button") == 2 and '<form method="post" action="/_sidecar/logout">' in page
+    assert '<button class="button secondary" type="submit" name="scope" value="everywhere">' in page
+
+
+async def test_a_signed_out_cookie_replayed_is_refused(start: Any, slapd: Slapd,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "sidecar.signin")
+    client = await start(settings(slapd))
+    session = await session_of(client, "alice", "alice-pass")
+    other = await session_of(client, "alice", "alice-pass")  # another browser of hers
+    bob = await session_of(client, "bob", "bob-pass")
+    for value in (session, other, bob):
+        assert (await auth(client, value)).status == 200  # in the codec's memo and the verdict memo now
+    await log_out(client, session)
+    assert any(r.getMessage().startswith("signed out alice (ldap) client=") for r in caplog.records)
+    replay = await auth(client, session)
+    assert replay.status == 401 and "Remote-User" not in replay.headers and "Set-Cookie" not in replay.headers
+    assert (await auth(client, session, **BROWSER)).status == 401
+    assert (await auth(client, other)).status == 200 and (await auth(client, bob)).status == 200
+    assert (await log_out(client, session)).status == 303  # signing out again is harmless
+
+
+async def test_signing_out_everywhere_ends_every_session_of_that_user(start: Any, slapd: Slapd) -> None:
+    client = await start(settings(slapd))
+    laptop = await session_of(client, "alice", "alice-pass")
+    phone = await session_of(client, "alice", "alice-pass")
+    bob = await session_of(client, "bob", "bob-pass")
+    await log_out(client, laptop, everywhere=True)
+    assert (await auth(client, laptop)).status == 401
+    assert (await auth(client, phone)).status == 401
+    assert (await auth(client, bob)).status == 200
+    await asyncio.sleep(1.1)  # a mark covers its whole second (cookies hold whole seconds)
+    assert (await auth(client, await session_of(client, "alice", "alice-pass"))).status == 200
+
+
+async def test_the_refreshed_cookie_of_a_signed_out_session_is_refused(start: Any, slapd: Slapd) -> None:
+    client = await start(settings(slapd, sessions={"recheck_every": 1}))
+    session = await session_of(client, "alice", "alice-pass")
+    await asyncio.sleep(1.2)
+    renewed = await auth(client, session)
+    refreshed = cookie_value(set_cookies(renewed)[SESSION])
+    assert refreshed != session and (await auth(client, refreshed)).status == 200
+    await log_out(client, session)  # signed out with the old cookie: the new one is the same session
+    assert (await auth(client, refreshed)).status == 401
+    assert (await auth(client, session)).status == 401
+
+
+async def test_single_sign_on_sessions_are_revoked_on_the_way_to_the_provider(start: Any, slapd: Slapd) -> None:
+    client = await start(settings(slapd))
+    signin = client.app[SIDECAR].signin
+    asked: list[str] = []
+
+    class Provider:
+        async def logout_url(self, session: Any, return_to: str) -> str | None:
+            asked.append(session.identity.source if session is not None else "-")
+            return "https://idp.test/end?back=" + quote(return_to, safe="")
+
+    signin.sso = Provider()
+    sso_session = signin.jar.encode(signin.jar.codec.start(Identity(username="ann", source="oidc:idp")))
+    assert (await auth(client, sso_session)).status == 200
+    response = await log_out(client, sso_session)
+    assert response.headers["Location"].startswith("https://idp.test/end?back=")
+    assert asked == ["oidc:idp"]
+    assert (await auth(client, sso_session)).status == 401
 
 
 # -- staying true to the directory ---------------------------------------------------------------
