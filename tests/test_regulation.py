@@ -10,6 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from sidecar.app import make_app
+from sidecar.config import parse_config
 from sidecar.errors import Throttled
 from sidecar.regulation import Regulator
 from tests.conftest import basic, config_for
@@ -220,9 +221,25 @@ async def test_a_spelling_the_directory_folds_cannot_dodge_the_ban_of_its_name(s
     with DelayedDirectory(slapd.port, 0.0) as far:
         async with TestClient(TestServer(make_app(far_config(slapd, far)))) as client:
             for i in range(5):
-                assert (await client.get("/auth", headers={**basic("iris", f"no-{i}"), **from_address(i)})).status == 401
+                wrong = await client.get("/auth", headers={**basic("iris", f"no-{i}"), **from_address(i)})
+                assert wrong.status == 401
             binds = far.binds_as(slapd.user_dn("iris"))
             # slapd matches İ (U+0130) to i: "İrİs" is iris, and meets iris's ban before any bind.
             folded = await client.get("/auth", headers={**basic("İrİs", "iris-pass"), **from_address(50)})
             assert folded.status == 401
             assert far.binds_as(slapd.user_dn("iris")) == binds
+
+
+async def test_a_ban_never_ends_a_signed_in_session(slapd: Slapd) -> None:
+    from tests.test_signin import auth as with_session
+    from tests.test_signin import session_of
+    from tests.test_signin import settings as signin_settings
+
+    data = signin_settings(slapd, regulation={"max_failures": 3})
+    async with TestClient(TestServer(make_app(parse_config(data)))) as client:
+        session = await session_of(client, "alice", "alice-pass")
+        for i in range(5):
+            assert (await client.get("/auth", headers={**basic("alice", "nope"), **from_address(i)})).status == 401
+        assert (await client.get("/auth", headers=basic("alice", "nope"))).status == 401  # banned
+        response = await with_session(client, session)
+        assert response.status == 200 and response.headers["Remote-User"] == "alice"
