@@ -52,7 +52,7 @@ import time
 from pathlib import Path
 from string import Template
 
-from ldap3 import BASE, MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, NONE, Connection, Server
+from ldap3 import BASE, LEVEL, MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, NONE, Connection, Server
 from ldap3.utils.dn import escape_rdn
 
 from tests.testbed import find_binary, free_port, stop_process
@@ -98,6 +98,7 @@ rootpw $rootpw
 directory "$workdir/example-data"
 access to attrs=userPassword by self write by anonymous auth by * none
 access to * by * read
+$limits
 overlay memberof
 memberof-group-oc groupOfNames
 memberof-member-ad member
@@ -114,6 +115,23 @@ rootpw $rootpw
 directory "$workdir/other-data"
 access to attrs=userPassword by self write by anonymous auth by * none
 access to * by * read
+
+database monitor
+access to * by * read
+""")
+# With a size limit, every account (the service account too) gets at most that many entries per
+# search, paged or not; the pager account pages through any number (size.prtotal unlimited).
+LIMITS = Template("""\
+sizelimit $limit
+limits dn.exact="$pager_dn" size.soft=$limit size.hard=$limit size.prtotal=unlimited
+""")
+PAGER = Template("""\
+dn: $pager_dn
+objectClass: organizationalRole
+objectClass: simpleSecurityObject
+cn: pager
+description: a service account that may page through any number of entries
+userPassword: $password
 """)
 
 
@@ -133,9 +151,14 @@ class Slapd:
     other_admin_dn = "cn=admin,dc=other,dc=com"
     service_dn = "cn=sidecar,ou=services,dc=example,dc=com"
     service_password = "sidecar-pass"
+    pager_dn = "cn=pager,ou=services,dc=example,dc=com"  # only with a size_limit
+    pager_password = "pager-pass"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, size_limit: int | None = None) -> None:
+        """size_limit: slapd's sizelimit for dc=example,dc=com, and a pager account exempt from
+        it when it pages (see LIMITS); None: slapd's defaults, the shared test directory's."""
         self.workdir = workdir.resolve()
+        self.size_limit = size_limit
         self.port = free_port()
         self.ldaps_port = free_port()
         while self.ldaps_port == self.port:  # two quick free_port() calls may agree
@@ -178,6 +201,9 @@ class Slapd:
             self._wait_until_listening(process)
             self._load(HERE / "other.ldif", self.other_admin_dn)
             self._load(HERE / "example.ldif", self.admin_dn)
+            if self.size_limit is not None:
+                self._load_text(PAGER.substitute(pager_dn=self.pager_dn, password=self.pager_password),
+                                self.admin_dn, "the pager account")
         except BaseException:
             self.stop()
             raise
@@ -247,13 +273,29 @@ class Slapd:
             conn.delete(self.user_dn(uid))
         self.users.pop(uid, None)
 
-    def modify_user(self, uid: str, **attributes: str | list[str] | None) -> None:
+    def modify_user(self, uid: str, /, **attributes: str | list[str] | None) -> None:
         """Replace attributes, e.g. modify_user("carol", givenName="Caroline"); None deletes one."""
         changes = {
             name: [(MODIFY_REPLACE, [] if value is None else value)] for name, value in attributes.items()
         }
         with self._admin() as conn:
             conn.modify(self.user_dn(uid), changes)
+
+    def add_groups(self, cns: list[str], uids: list[str]) -> None:
+        """Add one groupOfNames per cn, each with these members, in one ldapadd (fast in bulk)."""
+        members = "".join(f"member: {self.user_dn(uid)}\n" for uid in uids)
+        text = "".join(
+            f"dn: {self.group_dn(cn)}\nobjectClass: groupOfNames\ncn: {cn}\n{members}\n" for cn in cns
+        )
+        self._load_text(text, self.admin_dn, f"{len(cns)} groups")
+
+    def operations(self) -> dict[str, int]:
+        """slapd's count of completed operations by kind ("bind", "search", ...) since it started,
+        from its monitor backend; reading it costs one bind and one search of its own."""
+        with Connection(Server(self.uri, get_info=NONE), raise_exceptions=True) as conn:
+            conn.search("cn=Operations,cn=Monitor", "(objectClass=monitorOperation)", LEVEL,
+                        attributes=["cn", "monitorOpCompleted"])
+            return {str(e.cn.value).lower(): int(e.monitorOpCompleted.value) for e in conn.entries}
 
     def members(self, group_cn: str) -> list[str]:
         """The group's member DNs as stored, to check what the helpers did."""
@@ -272,8 +314,11 @@ class Slapd:
         for data in ("example-data", "other-data"):
             (self.workdir / data).mkdir(parents=True, exist_ok=True)
         config = self.workdir / "slapd.conf"
+        limits = "" if self.size_limit is None else LIMITS.substitute(
+            limit=self.size_limit, pager_dn=self.pager_dn)
         config.write_text(
             CONFIG.substitute(
+                limits=limits,
                 workdir=self.workdir,
                 ca_file=self.pki.ca_file,
                 cert_file=self.pki.cert_file,
@@ -296,15 +341,17 @@ class Slapd:
 
     def _load(self, ldif: Path, bind_dn: str) -> None:
         """ldapadd the file; -M (ManageDsaIT) so the referral entry is stored, not followed."""
+        self._load_text(Template(ldif.read_text()).substitute(port=self.port), bind_dn, ldif.name)
+
+    def _load_text(self, text: str, bind_dn: str, what: str) -> None:
         ldapadd = find_binary("ldapadd")
         if ldapadd is None:
             raise FileNotFoundError("ldapadd is not installed (package ldap-utils)")
-        text = Template(ldif.read_text()).substitute(port=self.port)
         command = [ldapadd, "-x", "-M", "-H", self.uri, "-D", bind_dn, "-w", self.admin_password]
         result = subprocess.run(command, input=text.encode(), capture_output=True, check=False)
         if result.returncode != 0:
             error = result.stderr.decode(errors="replace")
-            raise RuntimeError(f"ldapadd {ldif.name} failed: {error}")
+            raise RuntimeError(f"ldapadd {what} failed: {error}")
 
 
 def _accepts(port: int) -> bool:
