@@ -2,11 +2,27 @@
 
 ldap3 is synchronous. Everything below :meth:`Directory._run` runs in a worker thread of the
 directory's own pool, with connect and operation timeouts; the event loop only awaits.
-Each worker thread keeps one service-account connection per server; the user's own bind
-uses a fresh connection that is closed right after.
+Each worker thread keeps its connections per server: one bound as the service account (or
+anonymous) for searches, and one that users' binds reuse, rebound for each user and stripped
+of the password right after.
 
 Servers are tried in the configured order. One that fails to connect or answer is remembered
 as down for ``retry_dead_after`` seconds, so requests do not each pay its timeout.
+
+What the directory says is taken exactly, or not at all:
+
+- Searches that can return many entries (every group search, each level of a nested walk,
+  Active Directory's in-chain rule) are paged (RFC 2696). An answer that is not complete (a
+  size, time or administrative limit, a referral, paging that stops early, nesting deeper than
+  ``max_nesting``) is :class:`DirectoryUnavailable` (503), never a shorter group list.
+- Values are never cleaned. A user whose name or published attributes hold a control character
+  (or bytes that are not UTF-8) is refused; a group whose name does is not published, while its
+  DN still counts for require/deny/flags. Of several ``username_attr`` values, the one that
+  matches the login is the identity; without exactly one, the user is refused.
+- Passwords go to the server as the UTF-8 bytes typed (ldap3 would SASLprep a str).
+- An unknown name costs the round trips of a wrong password: a bind to a DN that does not exist.
+- ``group_type: active_directory`` on a server that is not Active Directory is a configuration
+  error (:meth:`Directory.check_group_type`), and every verdict is 503 while it stands.
 """
 
 from __future__ import annotations
@@ -18,10 +34,12 @@ import re
 import ssl
 import threading
 import time
+import traceback
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import ldap3
 from ldap3.core import exceptions as lx
@@ -29,15 +47,35 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn, parse_dn
 
 from sidecar.config import LdapConfig, Search
-from sidecar.errors import AuthError, DirectoryUnavailable, InvalidCredentials, UnknownUser
+from sidecar.errors import (
+    AccessDenied,
+    AuthError,
+    ConfigError,
+    DirectoryUnavailable,
+    InvalidCredentials,
+    UnknownUser,
+)
 
 log = logging.getLogger("sidecar.ldap")
 T = TypeVar("T")
+Admit = Callable[[str], None]
 
 SCOPES: dict[str, Literal["BASE", "LEVEL", "SUBTREE"]] = {
     "base": ldap3.BASE, "one": ldap3.LEVEL, "subtree": ldap3.SUBTREE,
 }
 AD_MATCHING_RULE_IN_CHAIN = "1.2.840.113556.1.4.1941"
+AD_CAPABILITY = "1.2.840.113556.1.4.800"  # LDAP_CAP_ACTIVE_DIRECTORY_OID, in the rootDSE
+PAGED_RESULTS = "1.2.840.113556.1.4.319"  # RFC 2696
+PAGE_SIZE = 500  # below every common server limit (slapd 500, AD MaxPageSize 1000)
+MAX_PAGES = 10_000
+# A user search may match a few entries that only LDAP's loose matching makes equal (it maps
+# control characters to nothing); more than this many is ambiguous whatever they hold.
+USER_CANDIDATES = 8
+# Bound to with the password when the name is unknown, so an unknown name costs what a wrong
+# password costs. It must not exist; a bind that succeeds anyway changes nothing.
+ABSENT_RDN = "cn=auth-sidecar-no-such-user"
+# Unicode Cc: C0, DEL and C1. A value holding one is never cleaned into another value.
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 # Active Directory explains a refused bind with a sub-code in the message ("... data 775, v4563").
 AD_SUB_CODE = re.compile(r"\bdata ([0-9a-f]{3,4})\b", re.IGNORECASE)
 AD_REASONS = {
@@ -72,6 +110,9 @@ OR_BATCH = 50  # values per (|(...)(...)) filter when walking nested groups
 
 @dataclass(frozen=True, slots=True)
 class Group:
+    """A group the user is in. ``name`` is empty when the directory's name for it cannot be
+    published as written (a control character, not UTF-8): the DN still decides policy."""
+
     dn: str
     name: str
 
@@ -129,21 +170,58 @@ def normalize_dn(dn: str) -> str:
     return ",".join(rdns).replace(",+,", "+")
 
 
-def first(attributes: Mapping[str, Any], name: str) -> str:
-    value = attributes.get(name)
-    if isinstance(value, list):
-        value = value[0] if value else ""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return "" if value is None else str(value)
-
-
-def every(attributes: Mapping[str, Any], name: str) -> list[str]:
-    value = attributes.get(name)
+def values(attributes: Mapping[str, Any], name: str) -> list[Any]:
+    """Every value of an attribute as ldap3 returned it (str, or bytes it could not decode)."""
+    value = attributes.get(name.lower())
     if value is None:
         return []
-    values = value if isinstance(value, list) else [value]
-    return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def text(value: Any) -> str | None:
+    """The value as text exactly as the directory holds it; None when it is not clean text
+    (bytes that are not UTF-8, or a control character): such a value is never cleaned."""
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    result = str(value)
+    return None if CONTROL.search(result) else result
+
+
+def first(attributes: Mapping[str, Any], name: str) -> str:
+    """The first value of an attribute as clean text ("" when absent); AccessDenied if unclean."""
+    found = values(attributes, name)
+    if not found:
+        return ""
+    clean = text(found[0])
+    if clean is None:
+        raise AccessDenied(f"attribute {name} holds a control character or bytes that are not UTF-8")
+    return clean
+
+
+def fold(name: str) -> str:
+    """How a login and a directory value compare: NFKC (as typed names are) and case-folded."""
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
+def matching_value(attributes: Mapping[str, Any], name: str, login: str) -> str | None:
+    """The value of a (possibly multi-valued) attribute that is this login's name.
+
+    One value: that value (a login by another attribute, such as AD's UPN, gets it too). Several:
+    the one that equals the login, folded. None when there is no such value, more than one, or
+    the value is not clean text. An absent attribute gives the login itself.
+    """
+    found = values(attributes, name)
+    if not found:
+        return login
+    if len(found) > 1:
+        key = fold(login)
+        found = [v for v in found if isinstance(v, str) and fold(v) == key]
+        if len(found) != 1:
+            return None
+    return text(found[0])
 
 
 def refusal_reason(result: Mapping[str, Any]) -> str:
@@ -168,6 +246,8 @@ class Directory:
         self._kept_lock = threading.Lock()
         self._tls = self._make_tls(config)
         self._user_attrs = self._attributes_to_read(config)
+        # Per server: None when its group type was checked and fits, else why it does not.
+        self._group_type_checked: dict[str, str | None] = {}
         if config.ignore_cert_errors:
             log.warning(
                 "ldap.ignore_cert_errors is on: directory certificates are NOT verified, so "
@@ -176,9 +256,22 @@ class Directory:
 
     # -- the event loop side -------------------------------------------------------------------
 
-    async def check_password(self, username: str, password: str) -> DirectoryUser:
-        """The user, if the directory accepts this password; else InvalidCredentials."""
-        return await self._run(self._check_password, username, password)
+    async def check_password(self, username: str, password: str, admit: Admit | None = None) -> DirectoryUser:
+        """The user, if the directory accepts this password; else InvalidCredentials.
+
+        ``admit`` is called in the worker thread, at most once per name, with the directory's
+        spelling of the user (the typed name when the directory has no such user, or cannot say
+        which value is theirs) just before the password is sent; whatever it raises propagates
+        unchanged and nothing is sent.
+        """
+        # The worker frames see the password only through this box, emptied when done, so no
+        # traceback that outlives the call can hand it out.
+        box = [password.encode("utf-8")]
+        del password
+        try:
+            return await self._run(self._check_password, username, box, admit)
+        finally:
+            box.clear()
 
     async def lookup(self, username: str) -> DirectoryUser:
         """The user as the directory describes them now, without a password (session re-checks)."""
@@ -188,10 +281,17 @@ class Directory:
         """Whether any server accepts a connection and our bind right now."""
         return await self._run(self._ping)
 
+    async def check_group_type(self) -> None:
+        """Refuse a group type the directory cannot answer: ConfigError when a server that
+        answers cannot (``active_directory`` on a server that is not Active Directory),
+        DirectoryUnavailable when no server answers. Every verdict is 503 while a mismatch is
+        known, whether or not this was called (each server is checked on first use)."""
+        await self._run(self._check_group_type_everywhere)
+
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
         # The one place where the event loop hands work to ldap3's blocking calls.
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(function, *args))
+        return await loop.run_in_executor(self._executor, functools.partial(_scrubbed, function, *args))
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -202,11 +302,12 @@ class Directory:
 
     # -- worker threads -------------------------------------------------------------------------
 
-    def _check_password(self, username: str, password: str) -> DirectoryUser:
-        if not password:
+    def _check_password(self, username: str, box: list[bytes], admit: Admit | None) -> DirectoryUser:
+        if not box or not box[0]:
             # An LDAP bind with a DN and no password is an "unauthenticated bind": it succeeds.
             raise InvalidCredentials("empty password")
-        return self._on_some_server(lambda uri: self._check_on(uri, username, password))
+        once = _Once(admit)
+        return self._on_some_server(lambda uri: self._check_on(uri, username, box, once))
 
     def _lookup(self, username: str) -> DirectoryUser:
         return self._on_some_server(lambda uri: self._lookup_on(uri, username))
@@ -224,6 +325,7 @@ class Directory:
             for fresh in (False, True):
                 self._local.reused = False
                 try:
+                    self._require_group_type(uri)
                     result = operation(uri)
                 except TRANSPORT_ERRORS as exc:
                     self._drop_service(uri)
@@ -237,20 +339,39 @@ class Directory:
                 return result
         raise DirectoryUnavailable("no directory server answered (" + "; ".join(failures) + ")")
 
-    def _check_on(self, uri: str, username: str, password: str) -> DirectoryUser:
+    def _check_on(self, uri: str, username: str, box: list[bytes], admit: _Once) -> DirectoryUser:
         config = self.config
         service = self._service(uri)
         if config.user_dn_template is not None:
             dn = config.user_dn_template % {"user": escape_rdn(username)}
-            entry: Mapping[str, Any] = {}
-            user_conn = self._bind(uri, dn, password)
-            reader = service or user_conn
+            if service is None:
+                # Nobody may read the entry before the bind: the typed name is all there is.
+                admit(username)
+                user_conn = self._bind(uri, dn, box)
+                return self._describe(user_conn, username, dn, self._read_entry(user_conn, dn))
+            entry = self._read_entry(service, dn)
+            if not entry:
+                self._unknown(uri, username, dn, box, admit)
+            reader = service
         else:
             assert config.user_search is not None
             reader = service or self._anonymous(uri)
-            dn, entry = self._find_user(reader, config.user_search, username)
-            user_conn = self._bind(uri, dn, password)
+            found = self._find_user(reader, config.user_search, username)
+            if found is None:
+                self._unknown(uri, username, f"{ABSENT_RDN},{config.user_search.base_dn}", box, admit)
+            dn, entry = found
+        admit(matching_value(entry, config.username_attr, username) or username)
+        self._bind(uri, dn, box)
         return self._describe(reader, username, dn, entry)
+
+    def _unknown(self, uri: str, username: str, absent_dn: str, box: list[bytes], admit: _Once) -> NoReturn:
+        """No such user: the same admission and bind round trip as a wrong password, then say so."""
+        admit(username)
+        try:
+            self._bind(uri, absent_dn, box)
+        except InvalidCredentials:
+            pass
+        raise UnknownUser(f"no such user {username!r}")
 
     def _lookup_on(self, uri: str, username: str) -> DirectoryUser:
         config = self.config
@@ -262,29 +383,48 @@ class Directory:
                 raise UnknownUser(f"no such user {username!r}")
         else:
             assert config.user_search is not None
-            dn, entry = self._find_user(reader, config.user_search, username)
+            found = self._find_user(reader, config.user_search, username)
+            if found is None:
+                raise UnknownUser(f"no such user {username!r}")
+            dn, entry = found
         return self._describe(reader, username, dn, entry)
 
     def _describe(self, reader: ldap3.Connection, username: str, dn: str,
                   entry: Mapping[str, Any]) -> DirectoryUser:
+        """The user as the directory holds them, or AccessDenied when that cannot be said
+        exactly (the password, where there was one, has been accepted by now)."""
         config = self.config
-        entry = entry or self._read_entry(reader, dn)
-        groups = self._groups(reader, dn, entry)
-        canonical = first(entry, config.username_attr) or username
-        attributes = {key: first(entry, attr) for key, attr in config.user_attr_map.items()}
+        canonical = matching_value(entry, config.username_attr, username)
+        if canonical is None:
+            raise AccessDenied(
+                f"{dn}: no single clean {config.username_attr} value matches the login {username!r}"
+            )
+        try:
+            attributes = {key: first(entry, attr) for key, attr in config.user_attr_map.items()}
+        except AccessDenied as exc:
+            raise AccessDenied(f"{dn}: {exc.reason}") from None
+        groups = self._groups(reader, dn, entry, username)
         log.debug("user %r is %s with %d groups: %s", username, dn, len(groups),
-                  ", ".join(g.name for g in groups) or "-")
+                  ", ".join(g.name or "(unpublished)" for g in groups) or "-")
         return DirectoryUser(dn=dn, username=canonical, attributes=attributes, groups=groups)
 
-    def _find_user(self, conn: ldap3.Connection, search: Search, username: str) -> tuple[str, dict[str, Any]]:
+    def _find_user(self, conn: ldap3.Connection, search: Search,
+                   username: str) -> tuple[str, dict[str, Any]] | None:
         query = search.filter % {"user": escape_filter_chars(username)}
-        entries = self._search(conn, search.base_dn, search.scope, query, self._user_attrs, limit=2)
-        if not entries:
-            raise UnknownUser(f"no such user {username!r}")
+        entries = self._search(conn, search.base_dn, search.scope, query, self._user_attrs,
+                               limit=USER_CANDIDATES)
+        if len(entries) >= USER_CANDIDATES:
+            raise InvalidCredentials(f"user search is ambiguous: {len(entries)} or more entries for {query}")
         if len(entries) > 1:
-            raise InvalidCredentials(f"user search is ambiguous: more than one entry for {query}")
-        dn, attributes = entries[0]
-        return dn, attributes
+            # A server's matching may be looser than ours (RFC 4518's maps control characters
+            # to nothing: (uid=alice) finding uid "alice\x01" too): the entry whose value is the
+            # login is the user; without exactly one, nobody is.
+            attr, key = self.config.username_attr, fold(username)
+            entries = [e for e in entries
+                       if any(isinstance(v, str) and fold(v) == key for v in values(e[1], attr))]
+            if len(entries) != 1:
+                raise InvalidCredentials(f"user search is ambiguous: more than one entry for {query}")
+        return entries[0] if entries else None
 
     def _read_entry(self, conn: ldap3.Connection, dn: str) -> dict[str, Any]:
         entries = self._search(conn, dn, "base", "(objectClass=*)", self._user_attrs, limit=1)
@@ -298,27 +438,59 @@ class Directory:
         query: str,
         attributes: list[str],
         *,
-        limit: int = 0,
+        limit: int,
     ) -> list[tuple[str, dict[str, Any]]]:
+        """Entries that identify a user: at most ``limit`` + the fact there were more; nothing
+        for a base that does not exist or is a referral we do not follow."""
         log.debug("search base=%r scope=%s filter=%r", base, scope, query)
         conn.search(base, query, SCOPES[scope], attributes=attributes, size_limit=limit)
         result = conn.result or {}
-        # 4 sizeLimitExceeded still returns entries; 32 noSuchObject is simply nothing found.
-        if result.get("result") not in (0, 4, 10, 32):
+        entries = _entries(conn)
+        code = result.get("result")
+        # 4 sizeLimitExceeded with our own limit reached: there are more (an ambiguous name).
+        if code not in (0, 10, 32) and not (code == 4 and len(entries) >= limit):
             raise DirectoryUnavailable(
                 f"search under {base!r} failed: {result.get('description')} {result.get('message')}"
             )
-        entries = [
-            (e["dn"], dict(e.get("attributes") or {}))
-            for e in conn.response or []
-            if e.get("type") == "searchResEntry"
-        ]
         log.debug("search found %d entries", len(entries))
         return entries
 
+    def _search_all(
+        self, conn: ldap3.Connection, base: str, scope: str, query: str, attributes: list[str]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Every entry that matches, page by page (RFC 2696). Anything but a complete success is
+        DirectoryUnavailable: a partial list must never decide."""
+        log.debug("paged search base=%r scope=%s filter=%r", base, scope, query)
+        entries: list[tuple[str, dict[str, Any]]] = []
+        cookie: bytes | None = None
+        seen: set[bytes] = set()
+        for _ in range(MAX_PAGES):
+            conn.search(base, query, SCOPES[scope], attributes=attributes,
+                        paged_size=PAGE_SIZE, paged_cookie=cookie)
+            result = conn.result or {}
+            entries += _entries(conn)
+            if result.get("result") != 0:
+                raise DirectoryUnavailable(
+                    f"incomplete answer: the search under {base!r} for {query} stopped after "
+                    f"{len(entries)} entries with {result.get('description')} "
+                    f"{result.get('message') or ''}".rstrip() + "; no verdict on a partial group list"
+                )
+            cookie = _paging_cookie(result)
+            if not cookie:
+                log.debug("search found %d entries", len(entries))
+                return entries
+            if cookie in seen:
+                break
+            seen.add(cookie)
+        raise DirectoryUnavailable(
+            f"incomplete answer: paging the search under {base!r} for {query} does not end "
+            f"({len(entries)} entries so far); no verdict on a partial group list"
+        )
+
     # -- groups -----------------------------------------------------------------------------------
 
-    def _groups(self, conn: ldap3.Connection, dn: str, entry: Mapping[str, Any]) -> tuple[Group, ...]:
+    def _groups(self, conn: ldap3.Connection, dn: str, entry: Mapping[str, Any],
+                username: str) -> tuple[Group, ...]:
         kind = self.config.group_type
         if kind is None:
             return ()
@@ -330,7 +502,10 @@ class Directory:
             clause = f"(member:{AD_MATCHING_RULE_IN_CHAIN}:={escape_filter_chars(dn)})"
             return self._group_search(conn, search, clause)
         if kind == "posix_group":
-            clauses = [f"(memberUid={escape_filter_chars(first(entry, 'uid'))})"]
+            uid = matching_value(entry, "uid", username)
+            if uid is None:
+                raise AccessDenied(f"{dn}: no single clean uid value matches the login {username!r}")
+            clauses = [f"(memberUid={escape_filter_chars(uid)})"]
             if gid := first(entry, "gidNumber"):
                 clauses.append(f"(gidNumber={escape_filter_chars(gid)})")
             return self._group_search(conn, search, "(|" + "".join(clauses) + ")")
@@ -340,44 +515,99 @@ class Directory:
         return self._nested_groups(conn, search, attr, dn)
 
     def _nested_groups(self, conn: ldap3.Connection, search: Search, attr: str, dn: str) -> tuple[Group, ...]:
-        """Walk up member links level by level; a DN already seen is never asked for again."""
+        """Walk up member links level by level; a DN already seen is never asked for again.
+        Groups nested deeper than max_nesting are an incomplete answer: DirectoryUnavailable."""
         found: dict[str, Group] = {}
         seen = {normalize_dn(dn)}
         frontier = [dn]
-        for _ in range(self.config.max_nesting):
+        for depth in range(self.config.max_nesting + 1):
             parents: list[Group] = []
             for start in range(0, len(frontier), OR_BATCH):
                 batch = frontier[start:start + OR_BATCH]
                 clause = "(|" + "".join(f"({attr}={escape_filter_chars(d)})" for d in batch) + ")"
                 parents += self._group_search(conn, search, clause)
-            frontier = []
+            new = {}
             for group in parents:
                 key = normalize_dn(group.dn)
                 if key not in seen:
                     seen.add(key)
-                    found[key] = group
-                    frontier.append(group.dn)
-            if not frontier:
+                    new[key] = group
+            if not new:
                 break
-        else:
-            log.warning("nested groups of %s go deeper than ldap.max_nesting=%d; stopped there",
-                        dn, self.config.max_nesting)
+            if depth == self.config.max_nesting:
+                raise DirectoryUnavailable(
+                    f"incomplete answer: the groups of {dn} nest deeper than "
+                    f"ldap.max_nesting={self.config.max_nesting}; no verdict on a partial group list"
+                )
+            found.update(new)
+            frontier = [group.dn for group in new.values()]
         return tuple(found.values())
 
     def _group_search(self, conn: ldap3.Connection, search: Search, clause: str) -> tuple[Group, ...]:
         query = f"(&{search.filter}{clause})"
         name_attr = self.config.group_name_attr
-        entries = self._search(conn, search.base_dn, search.scope, query, [name_attr])
-        return tuple(Group(dn, first(attrs, name_attr) or _rdn_value(dn)) for dn, attrs in entries)
+        entries = self._search_all(conn, search.base_dn, search.scope, query, [name_attr])
+        return tuple(_group(dn, (values(attrs, name_attr) or [_rdn_value(dn)])[0]) for dn, attrs in entries)
 
     def _groups_from_member_of(self, entry: Mapping[str, Any]) -> tuple[Group, ...]:
+        if any(";range=" in key for key in entry):
+            # Active Directory hands out long multi-valued attributes in ranges; ldap3 fetches
+            # the rest itself, so one left here is a list we did not get whole.
+            raise DirectoryUnavailable("incomplete answer: memberOf came back in ranges")
         search = self.config.group_search
         base = normalize_dn(search.base_dn) if search else ""
         groups = []
-        for dn in every(entry, "memberOf"):
+        for value in values(entry, "memberOf"):
+            if isinstance(value, bytes):  # not UTF-8: a group we cannot compare with any DN
+                raise AccessDenied(f"a memberOf value is not UTF-8: {value!r}")
+            dn = str(value)
             if not base or normalize_dn(dn).endswith(base):
-                groups.append(Group(dn, _rdn_value(dn)))
+                groups.append(_group(dn, _rdn_value(dn)))
         return tuple(groups)
+
+    # -- is the group type one this server can answer? --------------------------------------------
+
+    def _check_group_type_everywhere(self) -> None:
+        problems, answered = [], False
+        for uri in self.config.server_uri:
+            try:
+                self._require_group_type(uri)
+                answered = True
+            except TRANSPORT_ERRORS as exc:
+                self._drop_service(uri)
+                log.warning("directory server %s failed: %s", uri, _describe(exc))
+            except DirectoryUnavailable as exc:
+                if uri in self._group_type_checked:
+                    problems.append(exc.reason)
+                    answered = True
+                else:
+                    log.warning("directory server %s failed: %s", uri, exc.reason)
+        if problems:
+            raise ConfigError(problems)
+        if not answered:
+            raise DirectoryUnavailable("no directory server answered the check of ldap.group_type")
+
+    def _require_group_type(self, uri: str) -> None:
+        """DirectoryUnavailable when this server cannot answer the configured group type."""
+        if uri not in self._group_type_checked:
+            self._group_type_checked[uri] = self._group_type_mismatch(uri)
+            if (mismatch := self._group_type_checked[uri]) is not None:
+                log.error("%s; every verdict on this server is 503 until the configuration is fixed",
+                          mismatch)
+        if (mismatch := self._group_type_checked[uri]) is not None:
+            raise DirectoryUnavailable(mismatch)
+
+    def _group_type_mismatch(self, uri: str) -> str | None:
+        if self.config.group_type != "active_directory":
+            return None
+        conn = self._service_or_anonymous(uri)
+        conn.search("", "(objectClass=*)", ldap3.BASE, attributes=["supportedCapabilities"])
+        entries = _entries(conn)
+        capabilities = {str(v) for v in values(entries[0][1], "supportedCapabilities")} if entries else set()
+        if AD_CAPABILITY in capabilities:
+            return None
+        return (f"ldap.group_type is active_directory, but {uri} is not Active Directory (its rootDSE "
+                f"lacks the capability {AD_CAPABILITY}), so it would answer no groups at all")
 
     # -- connections ------------------------------------------------------------------------------
 
@@ -408,7 +638,7 @@ class Directory:
     def _bind_service(self, uri: str) -> ldap3.Connection:
         assert self.config.bind_password is not None
         conn = self._connect(uri)
-        if not _simple_bind(conn, self.config.bind_dn, self.config.bind_password.reveal()):
+        if not _simple_bind(conn, self.config.bind_dn, self.config.bind_password.reveal().encode("utf-8")):
             reason = refusal_reason(conn.result or {})
             conn.unbind()
             raise DirectoryUnavailable(f"service account {self.config.bind_dn!r} refused: {reason}")
@@ -427,13 +657,15 @@ class Directory:
                     self._open.discard(conn)
                 _unbind_quietly(conn)
 
-    def _bind(self, uri: str, dn: str, password: str) -> ldap3.Connection:
+    def _bind(self, uri: str, dn: str, box: list[bytes]) -> ldap3.Connection:
         """This thread's user-bind connection, bound as ``dn``; InvalidCredentials if refused."""
         log.debug("bind as %r on %s", dn, uri)
         # One kept connection per thread for users' binds saves a connect and unbind each time.
         conn = self._kept("user", uri, self._connect)
-        accepted = _simple_bind(conn, dn, password)
-        conn.password = None  # ldap3 would keep the last user's password on the connection
+        try:
+            accepted = _simple_bind(conn, dn, box[0])
+        finally:
+            conn.password = None  # ldap3 would keep the last user's password on the connection
         if accepted:
             return conn
         raise InvalidCredentials(f"directory refused the password for {dn}: {refusal_reason(conn.result or {})}")
@@ -478,11 +710,69 @@ class Directory:
         return list(dict.fromkeys(wanted))
 
 
-def _simple_bind(conn: ldap3.Connection, dn: str, password: str) -> bool:
-    """Bind an open connection as dn (again). ldap3's rebind() would turn a dropped connection
-    into a plain LDAPBindError, hiding the transport failure that failover acts on."""
+class _Once:
+    """The admission callback, called at most once per name within one check_password (a retry
+    on another server or connection is the same attempt)."""
+
+    def __init__(self, admit: Admit | None) -> None:
+        self._admit = admit
+        self._admitted: set[str] = set()
+
+    def __call__(self, name: str) -> None:
+        if self._admit is not None and name not in self._admitted:
+            self._admit(name)
+            self._admitted.add(name)
+
+
+def _scrubbed(function: Callable[..., T], *args: Any) -> T:
+    """Run function in the worker; an exception leaves with its frames' locals cleared (they may
+    hold the password), its type, message and line numbers intact."""
+    try:
+        return function(*args)
+    except BaseException as exc:
+        del args
+        seen: set[int] = set()
+        chained: BaseException | None = exc
+        while chained is not None and id(chained) not in seen:
+            seen.add(id(chained))
+            traceback.clear_frames(chained.__traceback__)
+            chained = chained.__cause__ or chained.__context__
+        raise
+
+
+def _entries(conn: ldap3.Connection) -> list[tuple[str, dict[str, Any]]]:
+    """The entries of the last search (references left out), attribute names lower-cased."""
+    return [
+        (e["dn"], {str(k).lower(): v for k, v in (e.get("attributes") or {}).items()})
+        for e in conn.response or []
+        if e.get("type") == "searchResEntry"
+    ]
+
+
+def _paging_cookie(result: Mapping[str, Any]) -> bytes | None:
+    control = (result.get("controls") or {}).get(PAGED_RESULTS) or {}
+    cookie = (control.get("value") or {}).get("cookie")
+    return bytes(cookie) if cookie else None
+
+
+def _group(dn: str, name: Any) -> Group:
+    clean = text(name)
+    if clean is None:
+        log.info("group %s is not published: its name %r holds a control character or bytes "
+                 "that are not UTF-8", dn, name)
+        return Group(dn, "")
+    return Group(dn, clean)
+
+
+def _simple_bind(conn: ldap3.Connection, dn: str, password: bytes) -> bool:
+    """Bind an open connection as dn (again), sending the password's bytes as they are (ldap3
+    SASLpreps a str, which changes or refuses some passwords). ldap3's rebind() would turn a
+    dropped connection into a plain LDAPBindError, hiding the transport failure failover acts on."""
     conn.user, conn.password, conn.authentication = dn, password, ldap3.SIMPLE
-    return bool(conn.bind(read_server_info=False))
+    try:
+        return bool(conn.bind(read_server_info=False))
+    finally:
+        conn.request = None  # ldap3's copy of the last request, password and all
 
 
 def _unbind_quietly(conn: ldap3.Connection) -> None:
@@ -500,5 +790,5 @@ def _rdn_value(dn: str) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) < 300 else text[:297] + "..."
+    said = str(exc) or type(exc).__name__
+    return said if len(said) < 300 else said[:297] + "..."

@@ -35,7 +35,7 @@ class GroupPolicy:
         flags = {flag: bool(member_of & dns) for flag, dns in self._flags.items()}
         if not flags.get("is_active", True):
             raise AccessDenied(f"{user.username} is not in the is_active group")
-        names = [g.name for g in user.groups]
+        names = [g.name for g in user.groups if g.name]  # "": a name that cannot be published as is
         published = names if self._mirror_all else [n for n in names if n.casefold() in self._mirror]
         attrs = user.attributes
         return Identity(
