@@ -54,6 +54,7 @@ def start_site(workdir: Path, slapd: Slapd, *, recheck_every: float) -> Iterator
                 "name": "idp", "label": "Sign in with Demo IdP", "issuer": provider.issuer,
                 "client_id": "sidecar", "client_secret": "sidecar-secret",
                 "scopes": ["openid", "email", "profile", "groups"], "logout": True,
+                "shares_usernames": True,  # the provider's accounts are the directory's people
             }]},
         }
         app = subprocess.Popen([sys.executable, str(ROOT / "examples/demo/app.py"), "--port", str(app_port)],

@@ -103,6 +103,9 @@ def start(workdir: Path, stack: ExitStack, listen_port: int) -> Demo:
             "name": "demo-idp", "label": "Sign in with the demo identity provider", "issuer": provider.issuer,
             "client_id": "sidecar-demo", "client_secret": "demo-client-secret",
             "scopes": ["openid", "email", "profile", "groups"], "logout": True,
+            # Its accounts are the directory's people (the same names): say so, or the sidecar
+            # refuses a second source of Remote-User names (username_prefix would set them apart).
+            "shares_usernames": True,
         }]}
     config.write_text(yaml.safe_dump(settings, sort_keys=False))
     sidecar = spawn(
