@@ -244,3 +244,41 @@ def test_hanging_server_accepts_and_never_answers() -> None:
                 pass
         assert 0.9 < time.monotonic() - began < 5
         assert hang.accepted == 1
+
+
+def test_size_limit_cuts_every_search_but_the_pagers_paged_ones(tmp_path: Path) -> None:
+    need_slapd()
+    with Slapd(tmp_path, size_limit=5) as server:
+        server.add_user("many", "many-pass", groups=())
+        server.add_groups([f"many-{i:02d}" for i in range(12)], ["many"])
+        query = f"(member={server.user_dn('many')})"
+        groups = f"ou=groups,{server.base_dn}"
+
+        def paged(conn: Connection) -> tuple[int, int]:
+            cookie, found = None, 0
+            while True:
+                conn.search(groups, query, attributes=["cn"], paged_size=5, paged_cookie=cookie)
+                found += sum(1 for e in conn.response if e["type"] == "searchResEntry")
+                cookie = conn.result.get("controls", {}).get("1.2.840.113556.1.4.319", {}).get("value", {}).get(
+                    "cookie")
+                if conn.result["result"] != 0 or not cookie:
+                    return conn.result["result"], found
+
+        with connect(server.uri, server.service_dn, server.service_password) as conn:
+            conn.search(groups, query, attributes=["cn"])
+            assert (conn.result["description"], len(conn.response)) == ("sizeLimitExceeded", 5)
+            assert paged(conn) == (4, 5)  # paging does not lift the limit for the service account
+        with connect(server.uri, server.pager_dn, server.pager_password) as conn:
+            conn.search(groups, query, attributes=["cn"])
+            assert conn.result["description"] == "sizeLimitExceeded"
+            assert paged(conn) == (0, 12)
+
+
+def test_operation_counters(slapd: Slapd) -> None:
+    before = slapd.operations()
+    with connect(slapd.uri, slapd.service_dn, slapd.service_password) as conn:
+        conn.search(slapd.base_dn, "(uid=alice)")
+        conn.search(slapd.base_dn, "(uid=bob)")
+    after = slapd.operations()
+    # Ours: one bind, two searches; reading the counters: its bind, and the first read's search.
+    assert (after["bind"] - before["bind"], after["search"] - before["search"]) == (2, 3)
