@@ -13,12 +13,14 @@ import asyncio
 import dataclasses
 import hmac
 import logging
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from cachetools import TTLCache
 from multidict import CIMultiDict
 
@@ -49,6 +51,9 @@ UNAVAILABLE_ERROR = "Sign-in is unavailable right now. Try again in a minute."
 RETRY_UNREACHABLE = 30.0  # seconds before re-checking a session whose source did not answer
 MAX_FORM = 16 * 1024
 MAX_RENDERED = 10_000  # sessions whose rendered verdict is kept
+MAX_FIELDS = 16  # the forms have five fields at most
+FORM_TYPE = "application/x-www-form-urlencoded"
+BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 LOGOUT_TEXT = ("Sign out of every application behind this gateway? To end your sessions in other browsers "
                "and on other devices as well, choose the second button.")
 EVERYWHERE = "everywhere"  # the logout form's "scope" when every session of the user ends
@@ -377,17 +382,47 @@ class SignIn:
         if origin is not None and origin != self.origin:
             log.warning("form refused: Origin %r is not %r client=%s", origin[:100], self.origin, client)
             return None
-        if (request.content_length or 0) > MAX_FORM:
-            log.warning("form refused: %d bytes client=%s", request.content_length, client)
+        fields = await self._read_form(request)
+        if isinstance(fields, str):
+            log.warning("form refused: %s client=%s", fields, client)
             return None
-        try:
-            posted = await request.post()
-        except (ValueError, web.HTTPException):
-            log.warning("form refused: unreadable body client=%s", client)
-            return None
-        fields = {k: v for k, v in posted.items() if isinstance(v, str)}
         cookie = cookie_value(request.headers.get("Cookie"), self._csrf_prefix) or ""
         if not cookie or not hmac.compare_digest(cookie.encode(), fields.get("csrf", "").encode()):
             log.warning("form refused: CSRF token missing or wrong client=%s", client)
             return None
+        return fields
+
+    async def _read_form(self, request: web.Request) -> dict[str, str] | str:
+        """The fields of a URL-encoded UTF-8 body of at most MAX_FORM bytes, each given once, as
+        browsers post our forms; else why not (any other type, charset or encoding, a body too
+        large or not percent-encoded UTF-8, a field twice)."""
+        content_type, _, parameters = request.headers.get("Content-Type", "").partition(";")
+        if content_type.strip().lower() != FORM_TYPE:
+            return f"content type {content_type[:60]!r} is not {FORM_TYPE}"
+        for parameter in parameters.split(";"):
+            name, _, value = parameter.strip().partition("=")
+            if name.lower() == "charset" and value.strip('"').lower() not in ("utf-8", "utf8"):
+                return f"charset {value[:40]!r} is not UTF-8"
+        if request.headers.get("Content-Encoding", "identity").lower() != "identity":
+            return "the body is content-encoded"
+        if (request.content_length or 0) > MAX_FORM:
+            return f"{request.content_length} bytes"
+        body = bytearray()
+        try:
+            while len(body) <= MAX_FORM and (chunk := await request.content.readany()):
+                body += chunk
+        except HttpProcessingError as exc:  # a broken chunked or compressed body
+            return f"unreadable body ({type(exc).__name__})"
+        if len(body) > MAX_FORM:
+            return f"more than {MAX_FORM} bytes"
+        if BAD_ESCAPE.search(body):
+            return "a % is not followed by two hex digits"
+        try:
+            pairs = parse_qsl(body.decode("ascii"), keep_blank_values=True, strict_parsing=bool(body),
+                              encoding="utf-8", errors="strict", max_num_fields=MAX_FIELDS)
+        except ValueError as exc:  # UnicodeDecodeError included
+            return f"unreadable body ({type(exc).__name__})"
+        fields = dict(pairs)
+        if len(fields) != len(pairs):
+            return "a field is given twice"
         return fields

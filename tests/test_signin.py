@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
+import json
 import logging
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -155,6 +157,96 @@ async def test_the_form_is_csrf_protected(start: Any, slapd: Slapd, problem: str
     response = await client.post("/login", data=fields, headers=headers, allow_redirects=False)
     assert response.status == 400
     assert SESSION not in set_cookies(response)
+
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+def hostile_forms(token: str) -> dict[str, tuple[dict[str, str], Any]]:
+    """Bodies no browser posts for our form, each with the CSRF token right: (headers, body)."""
+    good = f"csrf={token}&username=alice&password=alice-pass"
+    form = {"Content-Type": FORM_TYPE}
+    multipart = (f'--xx\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n{token}\r\n'
+                 '--xx\r\nContent-Disposition: form-data; name="username"\r\n\r\nalice\r\n'
+                 '--xx\r\nContent-Disposition: form-data; name="password"\r\n\r\nalice-pass\r\n--xx--\r\n')
+
+    async def chunked() -> AsyncIterator[bytes]:
+        yield good.encode()
+        for _ in range(40):
+            yield b"&x=" + b"y" * 1000
+
+    return {
+        "unknown charset": ({"Content-Type": f"{FORM_TYPE}; charset=foo"}, good),
+        "utf-7 lone surrogate": ({"Content-Type": f"{FORM_TYPE}; charset=utf-7"}, good + "&username=%2B2D3-"),
+        "utf-7": ({"Content-Type": f"{FORM_TYPE}; charset=utf-7"}, good),
+        "latin-1": ({"Content-Type": f"{FORM_TYPE}; charset=iso-8859-1"}, good),
+        "multipart": ({"Content-Type": "multipart/form-data; boundary=xx"}, multipart),
+        "multipart without boundary": ({"Content-Type": "multipart/form-data"}, "garbage"),
+        "json": ({"Content-Type": "application/json"}, json.dumps({"csrf": token})),
+        "no content type": ({}, good),
+        "raw non-ASCII": (form, good.encode() + b"&x=\xff\xfe"),
+        "invalid UTF-8": (form, good.replace("alice&", "alice%ff&")),
+        "surrogate in UTF-8": (form, good.replace("alice&", "alice%ed%a0%80&")),
+        "field without =": (form, good + "&garbage"),
+        "percent garbage": (form, good + "&%%%=%"),
+        "username twice": (form, good + "&username=bob"),
+        "csrf twice": (form, good + f"&csrf={token}"),
+        "too many fields": (form, good + "&x=1" * 20),
+        "too large": (form, good + "&x=" + "y" * 20_000),
+        "too large, chunked": (form, chunked()),
+        "compressed": ({**form, "Content-Encoding": "gzip"}, gzip.compress(good.encode())),
+    }
+
+
+@pytest.mark.parametrize("case", list(hostile_forms("t")))
+async def test_malformed_forms_are_a_400_and_one_line(start: Any, slapd: Slapd, caplog: pytest.LogCaptureFixture,
+                                                      case: str) -> None:
+    client = await start(settings(slapd))
+    token = await form(client)
+    headers, body = hostile_forms(token)[case]
+    caplog.clear()
+    response = await client.post("/login", data=body, headers={**headers, "Cookie": f"{CSRF}={token}"},
+                                 allow_redirects=False)
+    assert response.status == 400
+    assert SESSION not in set_cookies(response)
+    assert "Your sign-in form expired" in await response.text()
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and lines[0].name == "sidecar.signin" and lines[0].getMessage().startswith("form refused")
+    assert lines[0].exc_info is None
+
+
+@pytest.mark.parametrize("fields", [
+    {"username": "alice\x00", "password": "x"}, {"username": "a" * 5000, "password": "x"},
+    {"username": "alice", "password": "p" * 8000}, {"username": "alice", "password": "\x00"},
+    {"username": "", "password": ""}, {"username": "alice"}, {}, {"username": "\u202ealice", "password": "x"},
+])
+async def test_odd_fields_are_a_refused_sign_in_and_one_line(start: Any, slapd: Slapd,
+                                                             caplog: pytest.LogCaptureFixture,
+                                                             fields: dict[str, str]) -> None:
+    client = await start(settings(slapd))
+    token = await form(client)
+    caplog.clear()
+    response = await client.post("/login", data={"csrf": token, **fields}, headers={"Cookie": f"{CSRF}={token}"},
+                                 allow_redirects=False)
+    assert response.status == 401 and SESSION not in set_cookies(response)
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and lines[0].exc_info is None and "sign-in refused" in lines[0].getMessage()
+
+
+@pytest.mark.parametrize("host", ["[app.test]", "app.test?", "app.test#x", "x@app.test", "app.test:80:80",
+                                  "app.test:99999", "[::1", "a b", "", "app.test.", "\\evil", "[::1]:x"])
+async def test_odd_host_headers_with_a_wrong_password_leave_no_traceback(
+        start: Any, slapd: Slapd, caplog: pytest.LogCaptureFixture, host: str) -> None:
+    client = await start(settings(slapd))
+    token = await form(client)
+    caplog.clear()
+    fields = {"csrf": token, "username": "alice", "password": "wrong", "rd": "https://app.test/x"}
+    response = await client.post("/login", data=fields, headers={"Cookie": f"{CSRF}={token}", "Host": host},
+                                 allow_redirects=False)
+    assert response.status == 401
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and lines[0].exc_info is None and "sign-in refused" in lines[0].getMessage()
+    assert not [r for r in caplog.records if r.exc_info is not None]
 
 
 @pytest.mark.parametrize("rd", [
