@@ -36,6 +36,7 @@ import yaml
 from argon2 import PasswordHasher, extract_parameters, low_level, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from sidecar.config import load_yaml
 from sidecar.errors import ConfigError
 from sidecar.identity import Identity
 
@@ -270,7 +271,7 @@ def _parse_htpasswd(text: str) -> tuple[list[_Entry], list[str]]:
 
 def _parse_yaml(text: str) -> tuple[list[_Entry], list[str]]:
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "?"

@@ -251,3 +251,12 @@ def test_other_sources_cannot_produce_a_directory_name_unless_told() -> None:
     found = problems({"oidc": {"bearer": [{**BEARER, "username_prefix": "a b", "shares_usernames": True}]}})
     assert any(p.startswith("oidc.bearer[0].username_prefix: expected") for p in found), found
     assert any(p.startswith("oidc.bearer[0].shares_usernames: is true, but") for p in found), found
+
+
+def test_a_key_written_twice_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text('server:\n  listen: "127.0.0.1:9180"\n  listen: "0.0.0.0:9180"\n'
+                    'ldap: {server_uri: "ldap://x", user_dn_template: "uid=%(user)s,dc=x"}\n')
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    assert refused.value.problems == [f"{path}: not valid YAML (line 3): key 'listen' appears twice (lines 2 and 3)"]
