@@ -67,7 +67,7 @@ AD_MATCHING_RULE_IN_CHAIN = "1.2.840.113556.1.4.1941"
 AD_CAPABILITY = "1.2.840.113556.1.4.800"  # LDAP_CAP_ACTIVE_DIRECTORY_OID, in the rootDSE
 PAGED_RESULTS = "1.2.840.113556.1.4.319"  # RFC 2696
 PAGE_SIZE = 500  # below every common server limit (slapd 500, AD MaxPageSize 1000)
-MAX_PAGES = 10_000
+MAX_PAGES = 1000  # 500,000 entries: a search that pages on beyond is not ending
 # A user search may match a few entries that only LDAP's loose matching makes equal (it maps
 # control characters to nothing); more than this many is ambiguous whatever they hold.
 USER_CANDIDATES = 8
@@ -463,7 +463,6 @@ class Directory:
         log.debug("paged search base=%r scope=%s filter=%r", base, scope, query)
         entries: list[tuple[str, dict[str, Any]]] = []
         cookie: bytes | None = None
-        seen: set[bytes] = set()
         for _ in range(MAX_PAGES):
             conn.search(base, query, SCOPES[scope], attributes=attributes,
                         paged_size=PAGE_SIZE, paged_cookie=cookie)
@@ -475,13 +474,12 @@ class Directory:
                     f"{len(entries)} entries with {result.get('description')} "
                     f"{result.get('message') or ''}".rstrip() + "; no verdict on a partial group list"
                 )
+            # The cookie need not change from page to page (Samba's names the search): only an
+            # empty one ends it.
             cookie = _paging_cookie(result)
             if not cookie:
                 log.debug("search found %d entries", len(entries))
                 return entries
-            if cookie in seen:
-                break
-            seen.add(cookie)
         raise DirectoryUnavailable(
             f"incomplete answer: paging the search under {base!r} for {query} does not end "
             f"({len(entries)} entries so far); no verdict on a partial group list"

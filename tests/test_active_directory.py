@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from sidecar.app import make_app
 from sidecar.config import parse_config
+from sidecar.ldap import Directory
 from tests.conftest import basic, identity_headers
 from tests.testbed.samba import SambaDC
 
@@ -134,3 +135,65 @@ async def test_wrong_password_is_logged_as_such(start: Any, caplog: pytest.LogCa
     with caplog.at_level(logging.INFO, logger="sidecar"):
         assert (await client.get("/auth", headers=basic("bob", "not-it"))).status == 401
     assert any("wrong password (AD sub-code 52e)" in r.getMessage() for r in caplog.records)
+
+
+# -- 2,000 groups: paged in-chain and memberOf reads; never a verdict on part of them -------------
+
+CROWD_GROUPS = [f"crowd-{i:04d}" for i in range(2000)]
+
+
+@pytest.fixture(scope="module")
+def crowd(ad: SambaDC) -> str:
+    """crowd: a user in 2,000 groups and then crowd-deny (Samba's MaxPageSize is 1000)."""
+    if "crowd" not in ad.users:
+        dn = ad.add_user("crowd", "Passw0rd!Crowd")
+        ad.add_groups(CROWD_GROUPS, [dn])
+        ad.add_groups(["crowd-deny"], [dn])
+    return ad.group_dn("crowd-deny")
+
+
+@pytest.mark.parametrize("group_type", ["active_directory", "member_of"])
+async def test_a_user_in_deny_group_and_2000_others_is_refused(start: Any, crowd: str, group_type: str) -> None:
+    extra: dict[str, Any] = {"group_search": None} if group_type == "member_of" else {}
+    client = await start(group_type=group_type, deny_group=crowd, **extra)
+    assert (await client.get("/auth", headers=basic("crowd", "Passw0rd!Crowd"))).status == 403
+    client = await start(group_type=group_type, mirror_groups=["crowd-1999", "crowd-deny"], **extra)
+    response = await client.get("/auth", headers=basic("crowd", "Passw0rd!Crowd"))
+    assert response.status == 200 and groups(response) == {"crowd-1999", "crowd-deny"}
+
+
+async def test_every_one_of_2000_groups_is_read(ad: SambaDC, crowd: str) -> None:
+    config = parse_config({"ldap": ad_settings(ad)}).ldap
+    assert config is not None
+    directory = Directory(config)
+    try:
+        user = await directory.check_password("crowd", "Passw0rd!Crowd")
+    finally:
+        directory.close()
+    assert {g.name for g in user.groups} == {*CROWD_GROUPS, "crowd-deny"}
+
+
+# -- passwords as typed; the group type the server answers -----------------------------------------
+
+@pytest.mark.parametrize("password", ["Heart\u2764\ufe0f!1", "Join\u200dEd!1", "Private\ue000!1"])
+async def test_a_password_is_sent_as_typed(start: Any, ad: SambaDC, password: str) -> None:
+    sam = f"typed-{sum(map(ord, password)) % 100000}"
+    if sam not in ad.users:
+        ad.add_user(sam, password)
+    client = await start()
+    response = await client.get("/auth", headers=basic(sam, password))
+    assert response.status == 200 and response.headers["Remote-User"] == sam
+
+
+@pytest.mark.parametrize("group_type", ["active_directory", "member_of", "group_of_names"])
+async def test_group_types_active_directory_answers_pass_the_check(ad: SambaDC, group_type: str) -> None:
+    settings = ad_settings(ad, group_type=group_type)
+    if group_type == "member_of":
+        settings.pop("group_search")
+    config = parse_config({"ldap": settings}).ldap
+    assert config is not None
+    directory = Directory(config)
+    try:
+        await directory.check_group_type()
+    finally:
+        directory.close()
