@@ -150,6 +150,52 @@ def test_every_change_shows_on_the_next_request(client: Client, header: str, val
     assert whoami(client, {**ALICE, header: value}) == seen  # and it stays
 
 
+@pytest.mark.parametrize(("header", "field", "expected"), [
+    ("Remote-User-First-Name", "first_name", ""),
+    ("Remote-User-Last-Name", "last_name", ""),
+    ("Remote-User-Email", "email", ""),
+    ("Remote-User-Staff", "is_staff", False),
+    ("Remote-User-Superuser", "is_superuser", False),
+    ("Remote-User-Group", "groups", []),
+])
+def test_a_header_missing_from_a_signed_in_request_means_no(client: Client, header: str, field: str,
+                                                            expected: object) -> None:
+    # A proxy that lets a client name identity headers in Connection drops them after the sidecar
+    # set them: the application must read that as "no", never as "as before".
+    whoami(client, ALICE)
+    session = client.cookies["sessionid"].value
+    without = {name: value for name, value in ALICE.items() if name != header}
+    assert whoami(client, without) == {**ALICE_SEEN, field: expected}
+    assert client.cookies["sessionid"].value == session  # the same session, brought in line
+    user = User.objects.get(username="alice")
+    stored = sorted(user.groups.values_list("name", flat=True)) if field == "groups" else getattr(user, field)
+    assert stored == expected
+
+
+def test_a_superuser_whose_next_request_lacks_every_flag_and_group_is_demoted(client: Client) -> None:
+    assert whoami(client, ALICE)["is_superuser"] is True
+    seen = whoami(client, {"Remote-User": "alice"})
+    assert seen == {**ANONYMOUS, "authenticated": True, "username": "alice", "first_name": "", "last_name": "",
+                    "email": "", "is_active": True, "is_staff": False, "is_superuser": False, "groups": []}
+    user = User.objects.get(username="alice")
+    assert (user.is_staff, user.is_superuser, user.groups.count()) == (False, False, 0)
+
+
+def test_missing_headers_mean_no_under_netbox_s_middleware_call_too() -> None:
+    User.objects.create(username="alice", is_staff=True, is_superuser=True, email="old@example.com")
+    request = RequestFactory().get("/", **wire({"Remote-User": "alice"}))
+    user = auth.authenticate(request, remote_user="alice", remote_groups=["superuser"])
+    assert user is not None and (user.is_staff, user.is_superuser, user.email) == (False, False, "")
+
+
+def test_staff_groups_with_the_group_header_missing_mean_no_staff(client: Client) -> None:
+    with override_settings(SIDECAR={"STAFF_GROUPS": ["staff"], "SUPERUSER_GROUPS": ["superuser"]}):
+        assert whoami(client, ALICE)["is_superuser"] is True
+        without = {name: value for name, value in ALICE.items() if name != "Remote-User-Group"}
+        seen = whoami(client, without)
+    assert (seen["is_staff"], seen["is_superuser"], seen["groups"]) == (False, False, [])
+
+
 def test_a_flag_can_come_back(client: Client) -> None:
     whoami(client, {**ALICE, "Remote-User-Superuser": "false"})
     assert whoami(client, ALICE)["is_superuser"] is True

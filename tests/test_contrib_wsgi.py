@@ -243,3 +243,20 @@ def test_the_application_side_defaults_are_the_sidecars() -> None:
     sidecar_side = HeaderConfig()
     for field in dataclasses.fields(HeaderNames):
         assert getattr(HeaderNames(), field.name) == getattr(sidecar_side, field.name)
+
+
+@pytest.mark.parametrize("header", [name for name in ALICE if name != "Remote-User"])
+def test_a_missing_header_is_no_or_empty_never_a_default_from_elsewhere(header: str) -> None:
+    expected = {**ALICE_IDENTITY, {
+        "Remote-User-First-Name": "first_name", "Remote-User-Last-Name": "last_name", "Remote-User-Email": "email",
+        "Remote-User-Group": "groups", "Remote-User-Staff": "is_staff", "Remote-User-Superuser": "is_superuser",
+    }[header]: {"Remote-User-Group": [], "Remote-User-Staff": False, "Remote-User-Superuser": False}.get(header, "")}
+    stale = {IDENTITY: ALICE_IDENTITY, "REMOTE_USER": "alice"}  # from an earlier layer: never kept
+    environ = call({name: value for name, value in ALICE.items() if name != header}, stale)
+    assert environ[IDENTITY] == expected
+
+
+def test_only_the_user_header_is_a_plain_identity() -> None:
+    environ = call({"Remote-User": "alice"})
+    assert environ[IDENTITY] == {"username": "alice", "first_name": "", "last_name": "", "email": "",
+                                 "groups": [], "is_staff": False, "is_superuser": False}

@@ -22,6 +22,11 @@ every request, not only at login: names, email, flags and groups change as soon 
 does, with no database write when nothing changed. Values are decoded from UTF-8 (see
 :mod:`sidecar.contrib.headers`).
 
+A header missing from a request that names a user is read as its empty value, never as "as
+before": no Remote-User-Superuser or -Staff means False, no Remote-User-Group means no groups
+(the mirrored ones are removed, as for an empty header), no name or email means empty. A proxy
+that drops a header the sidecar set (a client naming it in ``Connection``) demotes, never keeps.
+
 Without ``ASSERTION`` the headers are trusted as they come: only the proxy may be able to reach the
 application, and it must overwrite every identity header. With it, a request whose
 ``Remote-User-Assertion`` is missing, invalid or different from the plain headers is anonymous.

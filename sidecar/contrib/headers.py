@@ -152,6 +152,7 @@ class IdentityReader:
         values = {}
         for name in ("user", "first_name", "last_name", "email", "groups", "is_staff", "is_superuser"):
             raw = environ.get(self.keys[name])
+            # Missing is empty: "no" for a flag, no groups; never "unchanged" (see contrib.django).
             text = raw if isinstance(raw, str) else ""
             values[name] = text if decoded else decode(text)
         return values

@@ -9,7 +9,8 @@ With an identity, the application finds ``environ["sidecar.identity"]`` (usernam
 last_name, email, groups as a list, is_staff, is_superuser; names decoded from UTF-8) and
 ``environ["REMOTE_USER"]``. Without one, or when the assertion does not verify, neither key is
 there and every identity header is removed from the environ, so the application cannot read a
-refused identity by accident.
+refused identity by accident. A header missing next to the user's is its empty value: no flag,
+no groups, an empty name, never a value from elsewhere.
 
 Without ``assertion`` the plain headers are trusted: only the proxy may be able to reach the
 application, and the proxy must overwrite every identity header (deploy/nginx does).
