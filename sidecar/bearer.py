@@ -119,7 +119,7 @@ def _unverified_issuer(token: str) -> str:
     try:
         segment = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (IndexError, ValueError):
+    except (IndexError, ValueError, RecursionError):
         raise InvalidCredentials("a Bearer token that is not a JWT") from None
     issuer = claims.get("iss") if isinstance(claims, dict) else None
     if not isinstance(issuer, str):

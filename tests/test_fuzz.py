@@ -133,6 +133,31 @@ def test_auth_answers_4xx_or_the_identity_the_credentials_name(app: web.Applicat
         assert response.headers["Remote-User"].casefold() == credentials[0].casefold()
 
 
+@pytest.fixture(scope="module")
+def bearer_app() -> web.Application:
+    # An issuer that cannot be reached: a token that gets as far as its keys is a 503, all else 4xx.
+    return make_app(parse_config({"oidc": {"bearer": [{"issuer": "https://idp.invalid", "audiences": ["api"],
+                                                       "jwks_url": "https://idp.invalid/jwks"}]}}))
+
+
+def jwt_like(payload: bytes) -> str:
+    return "e30." + base64.urlsafe_b64encode(payload).decode().rstrip("=") + ".c2ln"
+
+
+@FUZZ
+@given(header_text | st.binary(max_size=300).map(lambda b: "Bearer " + jwt_like(b)))
+@example("Bearer " + jwt_like(b"[" * 5000))  # nesting deep enough to exhaust the JSON parser's recursion
+@example("Bearer " + jwt_like(b'{"iss": ["x"]}'))
+@example("\u3000Bearer " + jwt_like(b'{"iss": "https://idp.invalid"}'))
+def test_bearer_headers_get_a_4xx(bearer_app: web.Application, value: str) -> None:
+    transport = mock.Mock()
+    transport.get_extra_info.return_value = ("127.0.0.1", 40000)
+    request = make_mocked_request("GET", "/auth", headers={"Authorization": value, "Host": "app.test"}, app=bearer_app,
+                                  transport=transport)
+    response: Any = asyncio.run(auth(request))
+    assert response.status in (400, 401)
+
+
 # -- the configuration loader ------------------------------------------------------------------
 
 KEYS = ["server", "headers", "ldap", "sessions", "access", "rules", "path", "groups", "users", "require_group",
