@@ -276,7 +276,7 @@ class Provider:
             raise ProviderUnavailable(f"{self.name}: {method} {url} failed: {type(exc).__name__} {exc}") from None
         try:
             document = json.loads(body) if len(body) <= MAX_RESPONSE else None
-        except ValueError:
+        except (ValueError, RecursionError):
             document = None
         if status >= 500:
             raise ProviderUnavailable(f"{self.name}: {method} {url} answered {status}")
