@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -14,6 +15,7 @@ from sidecar.auth import Authenticator, BasicAuthenticator, PasswordVerifier, Ve
 from sidecar.bearer import BearerAuthenticator
 from sidecar.cache import VerdictCache
 from sidecar.config import Config, SessionConfig
+from sidecar.errors import DirectoryUnavailable
 from sidecar.forwarded import ClientAddress
 from sidecar.headers import HeaderWriter, identity_names
 from sidecar.ldap import Directory
@@ -27,6 +29,8 @@ from sidecar.routes import SIDECAR, Sidecar, add_routes
 from sidecar.sessions import CookieSettings, SessionCodec
 from sidecar.signin import Renewal, SessionAuthenticator, SessionJar, SignIn
 from sidecar.sources import LdapSource, LocalSource, PasswordSource, Sources
+
+log = logging.getLogger("sidecar")
 
 LOCAL_ONLY_CACHE_TIMEOUT = 300  # seconds, when there is no ldap.cache_timeout to follow
 MAX_BODY = 64 * 1024  # the login form is the only body the sidecar reads
@@ -158,6 +162,17 @@ def make_app(config: Config) -> web.Application:
         identity_prefix=config.headers.user.lower() + "-",
     )
     add_routes(app, signin, signer, config.oidc.callback_path)
+
+    async def check_directory(app: web.Application) -> None:
+        assert directory is not None
+        try:
+            await directory.check_group_type()  # ConfigError when the server cannot answer it: no start
+        except DirectoryUnavailable as exc:
+            log.warning("directory unreachable at start-up; ldap.group_type is checked on first use: %s",
+                        exc.reason)
+
+    if directory is not None:
+        app.on_startup.append(check_directory)
 
     async def close(app: web.Application) -> None:
         if directory is not None:

@@ -90,14 +90,18 @@ def serve(config: Config, level: str) -> int:
     loop = _event_loop()
     app = make_app(config)
     log.info("auth-sidecar %s listening on %s:%d", __version__, config.server.host, config.server.port)
-    web.run_app(
-        app,
-        host=config.server.host,
-        port=config.server.port,
-        access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
-        print=None,
-        loop=loop,
-    )
+    try:
+        web.run_app(
+            app,
+            host=config.server.host,
+            port=config.server.port,
+            access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
+            print=None,
+            loop=loop,
+        )
+    except ConfigError as exc:  # found at start-up, e.g. a group type the directory cannot answer
+        print(f"auth-sidecar: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

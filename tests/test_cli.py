@@ -1,4 +1,4 @@
-"""The auth-sidecar command's helpers: hash-password and generate-secret."""
+"""The auth-sidecar command: its helpers (hash-password, generate-secret) and what serve refuses."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sidecar.config import parse_config
 from sidecar.local import LocalUsers
-from tests.testbed import ROOT
+from tests.conftest import group, ldap_settings
+from tests.testbed import ROOT, free_port
+from tests.testbed.slapd import Slapd
 
 
 def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -46,3 +49,14 @@ def test_generate_secret_is_random_and_accepted_as_a_session_key() -> None:
     parse_config({"server": {"public_url": "https://app.test/_sidecar"},
                   "ldap": {"server_uri": "ldap://x", "user_dn_template": "uid=%(user)s,dc=x"},
                   "sessions": {"keys": [{"id": "k", "secret": first}], "recheck_every": 0}})
+
+
+def test_serve_refuses_a_group_type_the_directory_cannot_answer(tmp_path: Path, slapd: Slapd) -> None:
+    # active_directory against OpenLDAP would silently find no groups, so deny_group would never match.
+    config = tmp_path / "config.yaml"
+    settings = ldap_settings(slapd, group_type="active_directory", deny_group=group("banned"))
+    config.write_text(yaml.safe_dump({"server": {"listen": f"127.0.0.1:{free_port()}"}, "ldap": settings}))
+    result = subprocess.run([sys.executable, "-m", "sidecar", "serve", "--config", str(config)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 2
+    assert "active_directory" in result.stderr and "Traceback" not in result.stderr
