@@ -3,7 +3,7 @@
 -- Apache has no built-in equivalent of nginx's auth_request. This script gives
 -- it one: before Apache proxies a request, it asks the sidecar's /auth about it
 -- and either lets it through with the sidecar's identity headers, or answers
--- the client itself (302 to the login page, 401, 403, 503).
+-- the client itself (302 to the login page, 400, 401, 403, 503).
 --
 -- Needs mod_lua and LuaSocket (Debian: `a2enmod lua` and the lua-socket
 -- package). apache-site.conf shows where it goes:
@@ -52,18 +52,22 @@ end
 -- browser (gets the login page) from a script (gets a 401).
 local PASSED = { "Cookie", "Authorization", "Accept", "X-Requested-With" }
 
+-- What the client asked for, as separate values the sidecar parses strictly (a
+-- malformed one is a 400): the Host header, which is what the application
+-- receives (ProxyPreserveHost On), and the request target exactly as the client
+-- wrote it (query included, not decoded). Apache itself resolves dot segments
+-- (`/admin/../x`) before it proxies, so the raw target is what must be judged:
+-- the sidecar refuses dot segments, encoded slashes and backslashes with 400.
+-- Never one URL built from the Host header: `Host: app.test?` would move the
+-- real path into its query.
 local function original_request(r)
   local scheme = r.is_https and "https" or "http"
-  local host = r.headers_in["Host"] or r.hostname
-  -- The request target as the client wrote it (query included, not decoded).
-  -- An absolute-form target ("GET http://host/path") keeps only its path.
-  local uri = r.unparsed_uri:gsub("^%a[%w+.-]*://[^/]*", "")
   local headers = {
-    ["X-Original-URL"] = scheme .. "://" .. host .. uri,
-    ["X-Original-Method"] = r.method,
     ["X-Forwarded-Proto"] = scheme,
-    ["X-Forwarded-Host"] = host,
-    ["X-Forwarded-Uri"] = uri,
+    ["X-Forwarded-Host"] = r.headers_in["Host"] or "",
+    -- An absolute-form target ("GET http://host/path") keeps only its path, as
+    -- mod_proxy sends it to the application.
+    ["X-Forwarded-Uri"] = (r.unparsed_uri:gsub("^%a[%w+.-]*://[^/]*", "")),
     ["X-Forwarded-Method"] = r.method,
     -- The address Apache sees, never one the client wrote in its own
     -- X-Forwarded-For: the sidecar bans brute-force attempts by this address.
@@ -75,6 +79,14 @@ local function original_request(r)
     headers[name] = r.headers_in[name]
   end
   return headers
+end
+
+-- The host Apache routes on (r.hostname: the request line's host of an
+-- absolute-form request, else the Host header's, lower-cased, without port and
+-- trailing dot) must be the one the sidecar judges and the application gets.
+local function routed_host_differs(r)
+  local host = (r.headers_in["Host"] or ""):lower():gsub(":%d*$", ""):gsub("%.$", "")
+  return host:gsub("^%[(.*)%]$", "%1") ~= (r.hostname or ""):lower():gsub("^%[(.*)%]$", "%1")
 end
 
 -- One GET /auth. Returns the status and the answer's headers (names lower-cased),
@@ -94,13 +106,36 @@ local function ask_sidecar(r)
 end
 
 -- The Basic password is the user's directory password: it must stop here, not
--- reach the application (which would see, and might log, it). Any other
--- Authorization (NetBox's "Token ...", "Bearer ...") passes through unchanged.
+-- reach the application (which would see, and might log, it). Any value whose
+-- first letters are "basic", whatever comes before them (a tab, a no-break
+-- space, U+3000...), or that has "basic" after a comma (Apache joins repeated
+-- headers with ", "), is removed: wider than what the sidecar accepts as Basic.
+-- Any other Authorization (NetBox's "Token ...", "Bearer ...") passes unchanged.
 local function strip_basic_credentials(r)
-  local authorization = r.headers_in["Authorization"]
-  if authorization and authorization:match("^%s*[Bb][Aa][Ss][Ii][Cc]%s") then
+  local authorization = (r.headers_in["Authorization"] or ""):lower()
+  if authorization:find("^[^a-z]*basic") or authorization:find(",[^a-z]*basic") then
     r.headers_in["Authorization"] = nil
   end
+end
+
+-- mod_proxy removes every request header named in the client's Connection header
+-- (as hop-by-hop) after this script has run, so `Connection: Remote-User` would
+-- delete the sidecar's identity on its way to the application. Only the tokens
+-- Apache itself acts on are kept.
+local HOP_TOKENS = { close = true, ["keep-alive"] = true, upgrade = true }
+
+local function keep_only_hop_tokens(r)
+  local connection = r.headers_in["Connection"]
+  if not connection then
+    return
+  end
+  local kept = {}
+  for token in connection:gmatch("[^,%s]+") do
+    if HOP_TOKENS[token:lower()] then
+      kept[#kept + 1] = token
+    end
+  end
+  r.headers_in["Connection"] = #kept > 0 and table.concat(kept, ", ") or nil
 end
 
 local function allow(r, answer)
@@ -113,6 +148,7 @@ local function allow(r, answer)
   -- The user name, for Apache's access log (%u) and for other modules.
   r.user = answer[IDENTITY[1]:lower()]
   strip_basic_credentials(r)
+  keep_only_hop_tokens(r)
   return apache2.OK
 end
 
@@ -132,10 +168,29 @@ end
 
 function check(r)
   strip_client_identity(r)
+  -- Apache joins repeated headers with ", ", so two Authorization headers reach
+  -- this script (and would reach the sidecar) as one. Credentials that may be
+  -- Basic among several are ambiguous: refuse them, as the sidecar refuses two
+  -- Authorization headers.
+  local authorization = (r.headers_in["Authorization"] or ""):lower()
+  if authorization:find(",") and (authorization:find("^[^a-z]*basic") or authorization:find(",[^a-z]*basic")) then
+    r:err("auth-sidecar: refusing several credentials in Authorization")
+    return 400
+  end
+  if routed_host_differs(r) then
+    r:err("auth-sidecar: refusing a request for host " .. tostring(r.hostname) .. " with Host "
+          .. tostring(r.headers_in["Host"]))
+    return 400
+  end
   local status, answer = ask_sidecar(r)
   if status == nil then
     r:err("auth-sidecar unreachable at " .. SIDECAR_URL .. ": " .. tostring(answer))
     return 503
+  end
+  if status == 400 then
+    -- A malformed or ambiguous request (a bad Host, a dot segment, two
+    -- Authorization headers...): the sidecar logged why.
+    return 400
   end
   if status ~= 200 and status ~= 401 and status ~= 403 then
     -- A 503 while the directory is down, a 5xx from a broken sidecar: refuse.

@@ -5,7 +5,7 @@
 -- own HTTP client (no extra packages) and stores the answer in variables;
 -- haproxy.cfg then decides with ordinary http-request rules:
 --
---   txn.auth_status      the sidecar's status (200, 401, 403...; 503 if unreachable)
+--   txn.auth_status      the sidecar's status (200, 400, 401, 403...; 503 if unreachable)
 --   txn.auth_location    Location of a 401: where to send a browser
 --   txn.auth_challenge   WWW-Authenticate of a 401
 --   txn.auth_set_cookie  a session cookie to renew or clear
@@ -40,27 +40,34 @@ local IDENTITY = {
 -- browser (gets the login page) from a script (gets a 401).
 local PASSED = { "cookie", "authorization", "accept", "x-requested-with" }
 
+-- What the client asked for, as separate values the sidecar parses strictly (a
+-- malformed one is a 400): the Host header, exactly as the application receives
+-- it, and the path and query exactly as the client wrote them (not decoded,
+-- without the scheme and host of an absolute-form request line). HAProxy does
+-- not resolve dot segments: the sidecar refuses them (`/admin/../x`, `%2e%2e`),
+-- encoded slashes and backslashes with 400, so what it judges is what the
+-- application dispatches on. Never one URL built from the Host header:
+-- `Host: app.test?` would move the real path into its query.
+-- Returns nil when the request has no single Host header to judge.
 local function original_request(txn)
   local scheme = txn.f:ssl_fc() == 1 and "https" or "http"
-  local host = txn.f:req_hdr("host") or ""
-  -- Path and query as the client wrote them (not decoded), without the scheme
-  -- and host of an absolute-form request line.
-  local uri = txn.f:pathq() or "/"
+  local client_headers = txn.http:req_get_headers()
+  local hosts = client_headers["host"]
+  if not hosts or hosts[0] == nil or hosts[1] ~= nil then
+    return nil
+  end
   local method = txn.f:method()
   -- The address HAProxy sees, never one the client wrote in its own
   -- X-Forwarded-For: the sidecar bans brute-force attempts by this address.
   local client = txn.f:src()
   local headers = {
-    ["x-original-url"] = { scheme .. "://" .. host .. uri },
-    ["x-original-method"] = { method },
     ["x-forwarded-proto"] = { scheme },
-    ["x-forwarded-host"] = { host },
-    ["x-forwarded-uri"] = { uri },
+    ["x-forwarded-host"] = { hosts[0] },
+    ["x-forwarded-uri"] = { txn.f:pathq() or "/" },
     ["x-forwarded-method"] = { method },
     ["x-forwarded-for"] = { client },
     ["x-real-ip"] = { client },
   }
-  local client_headers = txn.http:req_get_headers()
   for _, name in ipairs(PASSED) do
     -- Every value, in order (HAProxy numbers them from 0).
     headers[name] = client_headers[name]
@@ -75,9 +82,15 @@ local function first(answer_headers, name)
 end
 
 local function check(txn)
+  local request = original_request(txn)
+  if request == nil then
+    -- No Host, or several: nothing the sidecar could judge. haproxy.cfg answers 400.
+    txn:set_var("txn.auth_status", 400)
+    return
+  end
   local answer = core.httpclient():get({
     url = SIDECAR_URL,
-    headers = original_request(txn),
+    headers = request,
     timeout = TIMEOUT_MS,
   })
   -- HAProxy's client reports an unreachable sidecar as a 503 of its own (after
@@ -85,6 +98,10 @@ local function check(txn)
   -- so haproxy.cfg compares numbers and never tests a status for truth.
   local status = answer and tonumber(answer.status) or 0
   txn:set_var("txn.auth_status", status)
+  if status == 400 then
+    -- A malformed or ambiguous request: the sidecar logged why; haproxy.cfg answers 400.
+    return
+  end
   if status ~= 200 and status ~= 401 and status ~= 403 then
     core.Alert("auth-sidecar at " .. SIDECAR_URL .. " answered " .. status .. "; refusing with 503\n")
     return

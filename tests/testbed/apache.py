@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -33,6 +34,7 @@ SIDECAR = "http://127.0.0.1:9180/"
 APP = "http://127.0.0.1:8000/"
 SCRIPT = "/etc/apache2/auth-sidecar/auth-sidecar.lua"
 SCRIPT_SIDECAR = 'local SIDECAR_URL = "http://127.0.0.1:9180/auth"'
+IDENTITY_END = '"Remote-User-Superuser", "Remote-User-Assertion",\n'
 
 
 def render_site(*, listen_port: int, sidecar_port: int, app_port: int, script: Path) -> str:
@@ -46,9 +48,12 @@ def render_site(*, listen_port: int, sidecar_port: int, app_port: int, script: P
     return substitute((DEPLOY / "apache-site.conf").read_text(), replacements, "deploy/apache/apache-site.conf")
 
 
-def render_script(*, sidecar_port: int) -> str:
-    """auth-sidecar.lua asking the sidecar on sidecar_port."""
+def render_script(*, sidecar_port: int, extra: Sequence[str] = ()) -> str:
+    """auth-sidecar.lua asking the sidecar on sidecar_port; extra: headers.extra names, added to
+    IDENTITY as deploy/apache/README.md says."""
     replacements = {SCRIPT_SIDECAR: f'local SIDECAR_URL = "http://127.0.0.1:{sidecar_port}/auth"'}
+    if extra:
+        replacements[IDENTITY_END] = IDENTITY_END + "".join(f'  "{name}",\n' for name in extra)
     return substitute((DEPLOY / "auth-sidecar.lua").read_text(), replacements, "deploy/apache/auth-sidecar.lua")
 
 
@@ -59,7 +64,8 @@ class Apache:
     workers run as `nobody` (Apache refuses to serve as root) and read the Lua script per thread.
     """
 
-    def __init__(self, *, listen_port: int, sidecar_port: int, app_port: int) -> None:
+    def __init__(self, *, listen_port: int, sidecar_port: int, app_port: int, extra: Sequence[str] = ()) -> None:
+        self.extra = extra
         self.listen_port = listen_port
         self.sidecar_port = sidecar_port
         self.app_port = app_port
@@ -74,7 +80,7 @@ class Apache:
         self.workdir = Path(tempfile.mkdtemp(prefix="auth-sidecar-apache-"))
         self.workdir.chmod(0o755)
         script = self.workdir / "auth-sidecar.lua"
-        script.write_text(render_script(sidecar_port=self.sidecar_port))
+        script.write_text(render_script(sidecar_port=self.sidecar_port, extra=self.extra))
         script.chmod(0o644)
         site = render_site(listen_port=self.listen_port, sidecar_port=self.sidecar_port,
                            app_port=self.app_port, script=script)

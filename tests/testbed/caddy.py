@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -20,6 +21,7 @@ CADDYFILE = ROOT / "deploy" / "caddy" / "Caddyfile"
 SITE = "netbox.example.com {"
 SIDECAR = "127.0.0.1:9180"
 APP = "127.0.0.1:8000"
+COPY_END = "Remote-User-Superuser Remote-User-Assertion\n"
 
 # No admin API (every test Caddy would want localhost:2019), plain HTTP on loopback.
 GLOBAL_OPTIONS = """{
@@ -29,23 +31,28 @@ GLOBAL_OPTIONS = """{
 """
 
 
-def render_caddyfile(*, listen_port: int, sidecar_port: int, app_port: int) -> str:
-    """The shipped Caddyfile serving plain HTTP on 127.0.0.1:listen_port for any Host."""
+def render_caddyfile(*, listen_port: int, sidecar_port: int, app_port: int, extra: Sequence[str] = ()) -> str:
+    """The shipped Caddyfile serving plain HTTP on 127.0.0.1:listen_port for any Host; extra:
+    headers.extra names, added to copy_headers as deploy/caddy/README.md says."""
     replacements = {
         SITE: f"http://:{listen_port} {{\n\tbind 127.0.0.1",
         SIDECAR: f"127.0.0.1:{sidecar_port}",
         APP: f"127.0.0.1:{app_port}",
     }
+    if extra:
+        replacements[COPY_END] = COPY_END.rstrip("\n") + "".join(f" {name}" for name in extra) + "\n"
     return GLOBAL_OPTIONS + substitute(CADDYFILE.read_text(), replacements, "deploy/caddy/Caddyfile")
 
 
 class Caddy:
     """Caddy serving a rendered Caddyfile from workdir; start() returns once it listens."""
 
-    def __init__(self, workdir: Path, *, listen_port: int, sidecar_port: int, app_port: int) -> None:
+    def __init__(self, workdir: Path, *, listen_port: int, sidecar_port: int, app_port: int,
+                 extra: Sequence[str] = ()) -> None:
         self.workdir = workdir
         self.listen_port = listen_port
-        self.caddyfile = render_caddyfile(listen_port=listen_port, sidecar_port=sidecar_port, app_port=app_port)
+        self.caddyfile = render_caddyfile(listen_port=listen_port, sidecar_port=sidecar_port, app_port=app_port,
+                                          extra=extra)
         self.log_file = workdir / "caddy.log"
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -21,29 +22,41 @@ APP = "server app 127.0.0.1:8000"
 SIDECAR = "server sidecar 127.0.0.1:9180"
 SCRIPT = "lua-load /etc/haproxy/auth-sidecar.lua"
 SCRIPT_SIDECAR = 'local SIDECAR_URL = "http://127.0.0.1:9180/auth"'
+IDENTITY_END = '"remote-user-superuser", "remote-user-assertion",\n'
+SET_END = "http-request set-header Remote-User-Assertion  %[var(txn.auth_remote_user_assertion)]\n"
 
 
-def render_config(*, listen_port: int, sidecar_port: int, app_port: int, script: Path) -> str:
-    """haproxy.cfg on 127.0.0.1 ports, loading the action from script."""
+def render_config(*, listen_port: int, sidecar_port: int, app_port: int, script: Path,
+                  extra: Sequence[str] = ()) -> str:
+    """haproxy.cfg on 127.0.0.1 ports, loading the action from script; extra: headers.extra
+    names, each set in `backend app` as deploy/haproxy/README.md says."""
     replacements = {
         BIND: f"bind 127.0.0.1:{listen_port}",
         APP: f"server app 127.0.0.1:{app_port}",
         SIDECAR: f"server sidecar 127.0.0.1:{sidecar_port}",
         SCRIPT: f"lua-load {script}",
     }
+    if extra:
+        replacements[SET_END] = SET_END + "".join(
+            f"    http-request set-header {name} %[var(txn.auth_{name.lower().replace('-', '_')})]\n"
+            for name in extra)
     return substitute((DEPLOY / "haproxy.cfg").read_text(), replacements, "deploy/haproxy/haproxy.cfg")
 
 
-def render_script(*, sidecar_port: int) -> str:
-    """auth-sidecar.lua asking the sidecar on sidecar_port."""
+def render_script(*, sidecar_port: int, extra: Sequence[str] = ()) -> str:
+    """auth-sidecar.lua asking the sidecar on sidecar_port; extra: headers.extra names, in IDENTITY."""
     replacements = {SCRIPT_SIDECAR: f'local SIDECAR_URL = "http://127.0.0.1:{sidecar_port}/auth"'}
+    if extra:
+        replacements[IDENTITY_END] = IDENTITY_END + "".join(f'  "{name.lower()}",\n' for name in extra)
     return substitute((DEPLOY / "auth-sidecar.lua").read_text(), replacements, "deploy/haproxy/auth-sidecar.lua")
 
 
 class HAProxy:
     """HAProxy running the shipped configuration from workdir; start() returns once it listens."""
 
-    def __init__(self, workdir: Path, *, listen_port: int, sidecar_port: int, app_port: int) -> None:
+    def __init__(self, workdir: Path, *, listen_port: int, sidecar_port: int, app_port: int,
+                 extra: Sequence[str] = ()) -> None:
+        self.extra = extra
         self.workdir = workdir
         self.listen_port = listen_port
         self.sidecar_port = sidecar_port
@@ -58,10 +71,10 @@ class HAProxy:
             raise FileNotFoundError("haproxy is not installed")
         self.workdir.mkdir(parents=True, exist_ok=True)
         script = self.workdir / "auth-sidecar.lua"
-        script.write_text(render_script(sidecar_port=self.sidecar_port))
+        script.write_text(render_script(sidecar_port=self.sidecar_port, extra=self.extra))
         config = self.workdir / "haproxy.cfg"
         config.write_text(render_config(listen_port=self.listen_port, sidecar_port=self.sidecar_port,
-                                        app_port=self.app_port, script=script))
+                                        app_port=self.app_port, script=script, extra=self.extra))
         check = subprocess.run([binary, "-c", "-f", str(config)], capture_output=True, text=True)
         if check.returncode != 0:
             raise RuntimeError(f"haproxy rejects its configuration:\n{check.stdout}{check.stderr}")
