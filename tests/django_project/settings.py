@@ -6,7 +6,8 @@ import os
 
 SECRET_KEY = "tests-only-not-secret-" + "x" * 40
 DEBUG = False
-ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+# app.test and admin.app.test: the hosts of tests/test_chain_attacks.py.
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver", "app.test", "admin.app.test"]
 INSTALLED_APPS = ["django.contrib.auth", "django.contrib.contenttypes", "django.contrib.sessions"]
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",

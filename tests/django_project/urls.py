@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import path, re_path
 
 from tests.django_project import views
 
@@ -10,4 +10,6 @@ urlpatterns = [
     path("whoami", views.whoami),
     path("anon", views.anon),
     path("meta", views.meta),
+    # Everything else: who Django thinks the user is, for any path (tests/test_chain_attacks.py).
+    re_path(r"", views.anything),
 ]

@@ -7,10 +7,19 @@ from django.http import HttpRequest, JsonResponse
 
 def whoami(request: HttpRequest) -> JsonResponse:
     """The request's user as JSON; ``{"authenticated": false}`` for an anonymous one."""
+    return JsonResponse(_user(request))
+
+
+def anything(request: HttpRequest) -> JsonResponse:
+    """Any other path: the user as whoami has it, and the path and host Django dispatched on."""
+    return JsonResponse({**_user(request), "path": request.path, "host": request.get_host()})
+
+
+def _user(request: HttpRequest) -> dict[str, object]:
     user = request.user
     if not user.is_authenticated:
-        return JsonResponse({"authenticated": False})
-    return JsonResponse({
+        return {"authenticated": False}
+    return {
         "authenticated": True,
         "username": user.get_username(),
         "first_name": user.first_name,
@@ -20,7 +29,7 @@ def whoami(request: HttpRequest) -> JsonResponse:
         "is_staff": user.is_staff,
         "is_superuser": user.is_superuser,
         "groups": sorted(group.name for group in user.groups.all()),
-    })
+    }
 
 
 def anon(request: HttpRequest) -> JsonResponse:

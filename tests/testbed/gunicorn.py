@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -29,9 +30,13 @@ def gunicorn_binary() -> str:
 
 
 class Gunicorn:
-    """gunicorn serving tests/django_project on 127.0.0.1:port, with deploy/gunicorn's config if there is one."""
+    """gunicorn serving tests/django_project on 127.0.0.1:port, with deploy/gunicorn's config if there is one.
 
-    def __init__(self, workdir: Path, port: int) -> None:
+    With record, every request reaching the application is also written down in that directory
+    (see tests/django_project/wsgi.py); `received` reads one back.
+    """
+
+    def __init__(self, workdir: Path, port: int, *, record: Path | None = None) -> None:
         self.port = port
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -39,6 +44,10 @@ class Gunicorn:
         self.access_log = workdir / "gunicorn-access.log"
         self.env = {**os.environ, "DJANGO_SETTINGS_MODULE": SETTINGS,
                     "SIDECAR_TEST_DB": str(workdir / "db.sqlite3")}
+        self.record = record
+        if record is not None:
+            record.mkdir(parents=True, exist_ok=True)
+            self.env["SIDECAR_TEST_RECORD"] = str(record)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -70,6 +79,18 @@ class Gunicorn:
     def requests(self) -> int:
         """How many requests gunicorn has answered so far."""
         return len(self.access_log.read_text().splitlines()) if self.access_log.exists() else 0
+
+    def received(self, test_id: str) -> dict[str, str] | None:
+        """The environ (method, raw target, HTTP_* keys) of the request sent with X-Test-Id: test_id,
+        or None if it never reached the application. Written before Django answers it, so once the
+        client has an answer the record is there or will never be."""
+        if self.record is None:
+            raise RuntimeError("this gunicorn does not record requests")
+        path = self.record / f"{test_id}.json"
+        if not path.exists():
+            return None
+        seen: dict[str, str] = json.loads(path.read_text())
+        return seen
 
     def log(self) -> str:
         return self.error_log.read_text(errors="replace") if self.error_log.exists() else ""
