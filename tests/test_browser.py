@@ -133,3 +133,40 @@ def test_login_page_screenshots(site: Site, browser: Any, name: str, width: int,
     assert page.evaluate("document.documentElement.scrollWidth") <= width
     context.close()
     assert path.stat().st_size > 5_000
+
+
+def sign_in_as(site: Site, page: Any, username: str) -> None:
+    page.goto(site.base + PROTECTED)
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(f"{username}-pass")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(site.base + PROTECTED)
+
+
+def test_a_cookie_replayed_after_sign_out_is_refused_through_nginx(site: Site, browser: Any, page: Any) -> None:
+    sign_in_as(site, page, "carol")
+    stolen = session_cookie(page)
+    replay = browser.new_context()
+    replay.add_cookies([{key: stolen[key] for key in ("name", "value", "domain", "path")}])
+    other = replay.new_page()
+    other.goto(site.base + PROTECTED)
+    assert other.locator("#user").inner_text() == "carol"  # the copied cookie works before signing out
+    page.goto(site.base + "/_sidecar/logout")
+    page.get_by_role("button", name="Sign out", exact=True).click()
+    page.wait_for_url("**/_sidecar/login**")
+    other.goto(site.base + PROTECTED)
+    assert "/_sidecar/login?rd=" in other.url  # the old value is refused, not only cleared
+    replay.close()
+
+
+def test_signing_out_everywhere_ends_the_other_browsers_session(site: Site, browser: Any, page: Any) -> None:
+    sign_in_as(site, page, "alice")
+    phone = browser.new_context()
+    second = phone.new_page()
+    sign_in_as(site, second, "alice")
+    page.goto(site.base + "/_sidecar/logout")
+    page.get_by_role("button", name="End my sessions everywhere").click()
+    page.wait_for_url("**/_sidecar/login**")
+    second.goto(site.base + PROTECTED)
+    assert "/_sidecar/login?rd=" in second.url
+    phone.close()
