@@ -3,8 +3,13 @@
 ``GET /login`` shows the form with a CSRF token (double submit: a ``SameSite=Strict`` cookie and
 a form field that must match); ``POST /login`` checks it, the regulation, then the password, and
 answers with the session cookie and a redirect to ``rd`` (only to allowed hosts). ``/logout``
-clears the cookie. :class:`SessionAuthenticator` is the /auth side: cookie -> identity, re-checked
-against its source every ``sessions.recheck_every`` seconds and refreshed while in use.
+revokes the session (its second button every session of the user) and clears the cookie: a
+replayed value is refused until it would have expired. :class:`SessionAuthenticator` is the /auth
+side: cookie -> identity, re-checked against its source every ``sessions.recheck_every`` seconds
+and refreshed while in use.
+
+Forms are read as browsers post them and nothing else: URL-encoded UTF-8, at most 16 KiB, each
+field once; anything else is a 400 page and one warning.
 """
 
 from __future__ import annotations

@@ -387,3 +387,13 @@ def test_stylesheet_links_change_when_the_theme_does() -> None:
     blue, green = links("blue"), links("green")
     assert blue[0] == green[0] and blue[1] != green[1]
     assert [href.split("?")[0] for href in blue if href] == ["/s/login.css", "/s/theme.css"]
+
+
+def test_a_confirm_page_with_a_second_choice_posts_the_same_form(pages: Pages) -> None:
+    html = pages.confirm(title="Sign out", text="Sure?", action="/_sidecar/logout", csrf_token="tok",
+                         button="Sign out", choice=("everywhere", 'Everywhere "<b>"'))
+    (form,) = re.findall(r"<form.*?</form>", html, re.DOTALL)
+    assert form.count("<button") == 2 and 'name="csrf" value="tok"' in form
+    assert form.index("autofocus") < form.index('name="scope" value="everywhere"')  # the usual choice first
+    assert "Everywhere &quot;&lt;b&gt;&quot;" in form and "<b>" not in form
+    assert pages.confirm(title="t", text="x", action="/a", csrf_token="t", button="Go").count("<button") == 1
