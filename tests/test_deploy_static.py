@@ -62,18 +62,36 @@ def test_traefik_shows_the_sidecar_only_its_own_description_of_the_request(traef
     assert forward_auth["trustForwardHeader"] is False
     # The sidecar prefers X-Original-* (and X-Real-IP) to Traefik's X-Forwarded-*: never the client's.
     assert sorted(forward_auth["authRequestHeaders"]) == ["Accept", "Authorization", "Cookie", "X-Requested-With"]
+    # The client's own X-Original-URL never reaches the sidecar, and no router rewrites the path
+    # between the check and the application.
+    assert "X-Original-URL" not in forward_auth["authRequestHeaders"]
     assert forward_auth["addAuthCookiesToResponse"] == ["sidecar_session"]
+
+
+# Authorization values that could be Basic to someone (what the chain suites send through the
+# other proxies), and values that are not.
+BASIC_LIKE = ["Basic eA==", "basic eA==", "BASIC eA==", "\tBasic eA==", "\u00a0Basic eA==", "\u2003Basic eA==",
+              "\u3000Basic eA==", ",Basic eA==", "Token abc, Basic eA=="]
+NOT_BASIC = ["Token 0123456789abcdef", "Bearer eyJ.eyJ.sig", "Negotiate YII="]
 
 
 def test_traefik_checks_every_route_to_the_app_and_drops_basic_credentials(traefik: dict[str, Any]) -> None:
     routers = traefik["routers"]
     to_app = {name: router for name, router in routers.items() if router["service"] == "netbox"}
-    assert to_app and all(router["middlewares"][0] == "auth-sidecar" for router in to_app.values())
+    assert to_app and all(router["middlewares"][:2] == ["drop-connection", "auth-sidecar"]
+                          for router in to_app.values())
     basic = routers["netbox-basic"]
-    assert "HeaderRegexp(`Authorization`, `(?i)^basic\\s`)" in basic["rule"]
-    assert basic["middlewares"] == ["auth-sidecar", "drop-authorization"]
+    (pattern,) = re.findall(r"HeaderRegexp\(`Authorization`, `([^`]+)`\)", basic["rule"])
+    assert all(re.search(pattern, value) for value in BASIC_LIKE)  # Go's RE2 reads this one as Python does
+    assert not any(re.search(pattern, value) for value in NOT_BASIC)
+    assert basic["middlewares"] == ["drop-connection", "auth-sidecar", "drop-authorization"]
     assert basic["priority"] > routers["netbox"]["priority"]
     assert traefik["middlewares"]["drop-authorization"]["headers"]["customRequestHeaders"] == {"Authorization": ""}
+
+
+def test_traefik_drops_the_client_s_connection_header_before_the_check(traefik: dict[str, Any]) -> None:
+    # Otherwise `Connection: Remote-User` makes the proxy to the app delete what forwardAuth set.
+    assert traefik["middlewares"]["drop-connection"]["headers"]["customRequestHeaders"] == {"Connection": ""}
 
 
 def test_traefik_serves_the_sidecars_pages_unchecked_but_not_its_auth_endpoint(traefik: dict[str, Any]) -> None:
@@ -114,8 +132,42 @@ def test_ingress_checks_with_the_sidecar_and_copies_every_identity_header(
 
 def test_ingress_drops_basic_credentials_before_the_app(kubernetes: dict[tuple[str, str], dict[str, Any]]) -> None:
     snippet = ingress_annotations(kubernetes, "netbox")["configuration-snippet"]
-    assert 'if ($http_authorization ~* "^basic[ \\t]")' in snippet
+    (pattern,) = re.findall(r'if \(\$http_authorization ~\* "([^"]+)"\)', snippet)
+    assert all(re.search(pattern, value, re.I) for value in BASIC_LIKE)  # PCRE reads this one as Python does
+    assert not any(re.search(pattern, value, re.I) for value in NOT_BASIC)
     assert "proxy_set_header Authorization $auth_sidecar_app_authorization;" in snippet
+
+
+def test_ingress_hands_the_sidecar_host_and_raw_target_separately(
+        kubernetes: dict[tuple[str, str], dict[str, Any]]) -> None:
+    auth = ingress_annotations(kubernetes, "netbox")["auth-snippet"]
+    for line in ["X-Forwarded-Host       $http_host", "X-Forwarded-Uri        $request_uri",
+                 "X-Forwarded-Proto      $pass_access_scheme", "X-Forwarded-Method     $request_method"]:
+        assert f"proxy_set_header {line};" in auth
+    assert "X-Original-URL" not in auth  # ingress-nginx's own is ignored once X-Forwarded-Uri is there
+
+
+def test_ingress_refuses_a_host_it_does_not_route_on(kubernetes: dict[tuple[str, str], dict[str, Any]]) -> None:
+    snippet = ingress_annotations(kubernetes, "netbox")["configuration-snippet"]
+    assert 'set $auth_sidecar_hosts "$host|$http_host";' in snippet
+    (pattern,) = re.findall(r'if \(\$auth_sidecar_hosts !~\* "([^"]+)"\) \{\n\s+return 400;', snippet)
+    # ($host, $http_host) as nginx sets them; PCRE reads this pattern (backreference, caseless) as Python does.
+    agree = [("app.test", "app.test"), ("app.test", "App.Test."), ("app.test", "app.test:8443"), ("app.test", "")]
+    differ = [("admin.app.test", "admin.app.test:80:80"), ("admin.app.test", "app.test"), ("app.test", "x@app.test")]
+    assert all(re.search(pattern, f"{h}|{hh}", re.I) for h, hh in agree[:3])
+    assert not any(re.search(pattern, f"{h}|{hh}", re.I) for h, hh in differ + agree[3:])
+
+
+def test_ingress_hands_the_sidecar_s_400_and_503_to_the_client(
+        kubernetes: dict[tuple[str, str], dict[str, Any]]) -> None:
+    annotations = ingress_annotations(kubernetes, "netbox")
+    snippet = annotations["configuration-snippet"]
+    assert "auth_request_set $auth_sidecar_status $upstream_status;" in snippet
+    assert "error_page 500 = @auth_sidecar_error;" in snippet
+    # The same handler as deploy/nginx's, word for word.
+    shipped = (DEPLOY / "nginx" / "auth-sidecar.conf").read_text()
+    handler = shipped[shipped.index("location @auth_sidecar_error {"):].strip()
+    assert " ".join(annotations["server-snippet"].split()) == " ".join(handler.split())
 
 
 def test_ingress_serves_the_sidecars_pages_unchecked_but_not_its_auth_endpoint(
