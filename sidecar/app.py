@@ -76,7 +76,10 @@ def _single_sign_on(config: Config, http: HttpClient, signin: SignIn, redirects:
 
 def make_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY,
-                          handler_args={"max_field_size": MAX_HEADER, "max_line_size": MAX_HEADER})
+                          # No request body is ever decompressed: the sign-in form is small, and a body
+                          # that claims an encoding it lacks would otherwise be a traceback in the log.
+                          handler_args={"max_field_size": MAX_HEADER, "max_line_size": MAX_HEADER,
+                                        "auto_decompress": False})
     writer = HeaderWriter(config.headers)
     client_address = ClientAddress(config.server.trusted_proxies)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from collections.abc import Iterator
@@ -251,3 +252,20 @@ async def test_cached_refusals_keep_no_traceback(sidecar: StartSidecar) -> None:
     for refusal in refusals:
         assert refusal.__traceback__ is None and refusal.__context__ is None and refusal.__cause__ is None
         assert "wrong-Secret" not in repr(refusal.args)
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/auth", "/readyz"])
+async def test_a_body_that_lies_about_its_encoding_is_no_traceback(sidecar: StartSidecar, path: str,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    client = await sidecar()
+    body = b"not gzip at all" * 10
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n"
+                 b"Connection: close\r\n\r\n%s" % (path.encode(), len(body), body))
+    with caplog.at_level(logging.INFO):
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        await asyncio.sleep(0.1)  # aiohttp drains the unread body after answering
+    assert answer.startswith(b"HTTP/1.1 4")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], caplog.records
