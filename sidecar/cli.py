@@ -84,6 +84,7 @@ def serve(config: Config, level: str) -> int:
     from sidecar.app import make_app
 
     logging.basicConfig(format=LOG_FORMAT, level=level.upper(), stream=sys.stderr)
+    logging.getLogger("aiohttp.server").addFilter(ProtocolErrors())
     if level != "debug":
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     log = logging.getLogger("sidecar")
@@ -103,6 +104,23 @@ def serve(config: Config, level: str) -> int:
         print(f"auth-sidecar: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+class ProtocolErrors(logging.Filter):
+    """aiohttp logs every malformed request (a bad request line, an over-long header) at ERROR with
+    a traceback: anyone reaching the port could flood the log. One warning line says it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = "%d malformed HTTP request from %s: %s"
+            record.args = (error.code, peer, repr(error.message)[:200])
+            record.exc_info = record.exc_text = None
+        return True
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -60,3 +63,34 @@ def test_serve_refuses_a_group_type_the_directory_cannot_answer(tmp_path: Path, 
                             capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 2
     assert "active_directory" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GARBAGE\r\n\r\n",
+    b"GET /auth HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n",
+    b"POST /login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"GET /auth HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"GET /auth HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n",
+    b"GET /auth HTTP/1.1\r\nHost: x\r\n X-Folded: y\r\n\r\n",
+])
+async def test_malformed_http_is_one_warning_line_not_a_traceback(sidecar: Any, request_bytes: bytes,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    from sidecar.cli import ProtocolErrors
+
+    client = await sidecar()
+    server_log = logging.getLogger("aiohttp.server")
+    quiet = ProtocolErrors()
+    server_log.addFilter(quiet)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="aiohttp.server"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+            writer.write(request_bytes)
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+    finally:
+        server_log.removeFilter(quiet)
+    assert answer.startswith(b"HTTP/1.0 400")
+    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert [(r.levelname, r.exc_info) for r in records] == [("WARNING", None)]
+    assert records[0].getMessage().startswith("400 malformed HTTP request from 127.0.0.1")
