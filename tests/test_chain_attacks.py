@@ -215,7 +215,7 @@ class Stack:
 
 def sidecar_config(proxy: str, slapd: Slapd, *, sidecar_port: int, listen_port: int) -> dict[str, Any]:
     base = f"http://{HOST}:{listen_port}"
-    staff_only = [{"groups": ["staff"]}, {"policy": "deny"}]
+    staff_only: list[dict[str, Any]] = [{"groups": ["staff"]}, {"policy": "deny"}]
     return {
         # Caddy hands non-2xx answers to the client as they are: browsers need the 302 itself.
         "server": {"listen": f"127.0.0.1:{sidecar_port}", "public_url": f"{base}/_sidecar",
@@ -242,7 +242,8 @@ def proxy_server(proxy: str, workdir: Path, *, listen_port: int, sidecar_port: i
     ports = {"listen_port": listen_port, "sidecar_port": sidecar_port, "app_port": app_port}
     # Each with the lines its README asks for per headers.extra name.
     if proxy == "nginx":
-        return Nginx(workdir, render_site(**ports, extra=[EXTRA], snippets=workdir / "snippets"))
+        return Nginx(workdir, render_site(listen_port=listen_port, sidecar_port=sidecar_port, app_port=app_port,
+                                          extra=[EXTRA], snippets=workdir / "snippets"))
     if proxy == "apache":
         return Apache(**ports, extra=[EXTRA])
     if proxy == "caddy":
