@@ -99,8 +99,8 @@ async def sidecar(slapd: Slapd) -> AsyncIterator[StartSidecar]:
 
     async def start(*, top: dict[str, Any] | None = None, **ldap: Any) -> TestClient[Any, Any]:
         client: TestClient[Any, Any] = TestClient(TestServer(make_app(config_for(slapd, top=top, **ldap))))
+        clients.append(client)  # closed at the end even when it fails to start
         await client.start_server()
-        clients.append(client)
         return client
 
     yield start

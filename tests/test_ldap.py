@@ -677,10 +677,13 @@ async def test_active_directory_group_type_against_openldap_is_refused(
     settings = {"group_type": "active_directory", "deny_group": group("banned")}
     with pytest.raises(ConfigError, match="not Active Directory"):
         await directory_for(**settings).check_group_type()
-    # Whether or not the start-up check ran, no verdict is given while it stands.
-    client = await sidecar(**settings)
-    assert (await client.get("/auth", headers=basic("bob", "bob-pass"))).status == 503
-    assert (await client.get("/auth", headers=basic("alice", "alice-pass"))).status == 503
+    # The app refuses to start; and should the start-up check not have run, no verdict is given.
+    with pytest.raises(ConfigError, match="not Active Directory"):
+        await sidecar(**settings)
+    directory = directory_for(**settings)
+    for user, password in [("bob", "bob-pass"), ("alice", "alice-pass")]:
+        with pytest.raises(DirectoryUnavailable):
+            await directory.check_password(user, password)
     assert any("not Active Directory" in r.getMessage() for r in caplog.records)
 
 
