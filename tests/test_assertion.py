@@ -23,7 +23,6 @@ from jose import jws, jwt
 
 from sidecar.assertion import AssertionSigner, generate_key
 from sidecar.config import HeaderConfig
-from sidecar.errors import AccessDenied
 from sidecar.contrib.assertion import (
     KEYS_MAX_AGE,
     MAX_TOKEN,
@@ -35,6 +34,7 @@ from sidecar.contrib.assertion import (
     fetch_jwks,
     parse_jwks,
 )
+from sidecar.errors import AccessDenied
 from sidecar.headers import HeaderWriter
 from sidecar.identity import Identity
 
