@@ -61,9 +61,12 @@ def original(request: web.Request, *, forward_auth: bool = False) -> Original:
         method = h.get("X-Forwarded-Method") or "GET"
         return parse(method, h.get("X-Forwarded-Proto"), h.get("X-Forwarded-Host", ""),
                      h.get("X-Forwarded-Uri", "/"))
-    method = h.get("X-Original-Method") or h.get("X-Forwarded-Method") or "GET"
+    # The method comes from the same family of headers as the URL: a proxy that sets one family
+    # may pass the other through from the client.
     if (uri := h.get("X-Forwarded-Uri")) is not None:
-        return parse(method, h.get("X-Forwarded-Proto"), h.get("X-Forwarded-Host", ""), uri)
+        return parse(h.get("X-Forwarded-Method") or "GET", h.get("X-Forwarded-Proto"),
+                     h.get("X-Forwarded-Host", ""), uri)
+    method = h.get("X-Original-Method") or "GET"
     if url := h.get("X-Original-URL"):
         scheme, separator, rest = url.partition("://")
         if not separator:

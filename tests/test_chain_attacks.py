@@ -4,7 +4,7 @@ client -> nginx | Apache | Caddy | HAProxy (deploy/*) -> `auth-sidecar serve` ->
 gunicorn serving tests/django_project, which writes down every request that reaches it
 (tests/django_project/wsgi.py). Each proxy starts once for the module. Every case is sent
 anonymously, with Basic credentials and with a session cookie, by a user in `staff` (alice) and
-one who is not (carol), against two rules: the path `/admin` and the host `admin.app.test` are
+one who is not (carol), against three rules: the path `/admin`, the host `admin.app.test` and DELETE under `/writes` are
 for `staff` only.
 
 What must hold for every case, proxy and user (`check`):
@@ -89,6 +89,7 @@ class Case:
     name: str
     kind: str
     target: str = "/"
+    method: str = "GET"
     host: str | None = HOST  # {port} is the proxy's port; None: no Host header at all
     headers: Headers = ()
     users: tuple[str, ...] = ("anonymous", "carol-basic", "carol-cookie", "alice-basic", "alice-cookie")
@@ -104,6 +105,11 @@ CASES: list[Case] = [
     Case("admin-path-encoded", ADMIN, "/%61dmin/users"),
     Case("admin-path-slashes", ADMIN, "//admin//users"),
     Case("admin-path-query", ADMIN, "/admin?next=/x"),
+    # A method rule judges the method the application receives, whatever the client says it is.
+    Case("writes-get-is-open", OPEN, "/writes/1"),
+    Case("writes-delete-is-staff-only", ADMIN, "/writes/1", method="DELETE"),
+    Case("writes-delete-claiming-get", ADMIN, "/writes/1", method="DELETE",
+         headers=[("X-Original-Method", "GET"), ("X-Forwarded-Method", "GET"), ("X-HTTP-Method-Override", "GET")]),
     Case("query-is-not-judged", OPEN, "/x?next=/admin/../admin/users"),
     Case("admin-host", ADMIN, host=f"{ADMIN_HOST}:{{port}}"),
     Case("admin-host-no-port", ADMIN, host=ADMIN_HOST),
@@ -230,7 +236,8 @@ def sidecar_config(proxy: str, slapd: Slapd, *, sidecar_port: int, listen_port: 
         ),
         "headers": {"extra": {"department": EXTRA}},
         "access": {"rules": [*({"host": ADMIN_HOST, **rule} for rule in staff_only),
-                             *({"path": "/admin", **rule} for rule in staff_only)]},
+                             *({"path": "/admin", **rule} for rule in staff_only),
+                             *({"path": "/writes", "methods": ["DELETE"], **rule} for rule in staff_only)]},
         "sessions": {"keys": [{"id": "k1", "secret": "s" * 40}], "secure": False, "default_redirect": f"{base}/"},
         "assertion": {"keys": [{"id": "k1", "private_key": SIGNING_KEY}], "audience": "app",
                       "issuer": "https://sidecar.test"},
@@ -366,7 +373,7 @@ def request_for(stack: Stack, case: Case, user: str, test_id: str) -> bytes:
     elif user.endswith("-cookie"):
         headers.append(("Cookie", stack.cookies[owner]))
     headers.append(("X-Test-Id", test_id))
-    return raw_request("GET", case.target, headers)
+    return raw_request(case.method, case.target, headers)
 
 
 @pytest.mark.parametrize(("case", "user"), [pytest.param(case, user, id=f"{case.name}-{user}")
