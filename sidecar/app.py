@@ -15,7 +15,7 @@ from sidecar.auth import Authenticator, BasicAuthenticator, PasswordVerifier, Ve
 from sidecar.bearer import BearerAuthenticator
 from sidecar.cache import VerdictCache
 from sidecar.config import Config, SessionConfig
-from sidecar.errors import DirectoryUnavailable
+from sidecar.errors import ConfigError, DirectoryUnavailable
 from sidecar.forwarded import ClientAddress
 from sidecar.headers import HeaderWriter, identity_names
 from sidecar.ldap import Directory
@@ -170,6 +170,9 @@ def make_app(config: Config) -> web.Application:
         assert directory is not None
         try:
             await directory.check_group_type()  # ConfigError when the server cannot answer it: no start
+        except ConfigError:
+            directory.close()  # a failed start-up runs no clean-up
+            raise
         except DirectoryUnavailable as exc:
             log.warning("directory unreachable at start-up; ldap.group_type is checked on first use: %s",
                         exc.reason)

@@ -21,7 +21,7 @@ from typing import Protocol
 from aiohttp import web
 
 from sidecar.cache import VerdictCache
-from sidecar.errors import AccessDenied, AuthError, BadRequest, InvalidCredentials, Throttled
+from sidecar.errors import AccessDenied, AuthError, BadRequest, BindUnanswered, InvalidCredentials, Throttled
 from sidecar.forwarded import ClientAddress
 from sidecar.headers import Headers, HeaderWriter
 from sidecar.identity import Identity
@@ -138,7 +138,11 @@ class PasswordVerifier:
             return Verdict(None, exc)
         outcome, resolved = "unknown", None
         try:
-            verdict = await self._coalesced(key, username, password, ticket)
+            try:
+                verdict = await self._coalesced(key, username, password, ticket)
+            except BindUnanswered:
+                outcome = "failed"  # the password may have reached the directory: it counts
+                raise
             if isinstance(verdict.refusal, InvalidCredentials):
                 outcome = "failed"
             elif verdict.identity is not None:

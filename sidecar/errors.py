@@ -14,6 +14,7 @@
         ├── Throttled             too many failures for this user or address: 401 / 429
         ├── AccessDenied          the identity is valid but not allowed: 403
         └── DirectoryUnavailable  no directory server answered in time: 503
+            ├── BindUnanswered    ... after a user's bind was sent: it counts as a failed login
             └── ProviderUnavailable  an identity provider cannot be reached (sidecar.jwks)
                 └── KeysUnavailable  ... nor its signing keys
 
@@ -71,3 +72,8 @@ class AccessDenied(AuthError):
 
 class DirectoryUnavailable(AuthError):
     status = 503
+
+
+class BindUnanswered(DirectoryUnavailable):
+    """A user's bind went out and no answer came: the directory may have counted a wrong password,
+    so the regulation counts it too, and it is never sent again elsewhere."""

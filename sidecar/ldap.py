@@ -50,6 +50,7 @@ from sidecar.config import LdapConfig, Search
 from sidecar.errors import (
     AccessDenied,
     AuthError,
+    BindUnanswered,
     ConfigError,
     DirectoryUnavailable,
     InvalidCredentials,
@@ -321,6 +322,7 @@ class Directory:
 
     def _on_some_server(self, operation: Callable[[str], T]) -> T:
         failures = []
+        self._local.bind_sent = False
         for uri in self.servers.candidates():
             for fresh in (False, True):
                 self._local.reused = False
@@ -329,11 +331,15 @@ class Directory:
                     result = operation(uri)
                 except TRANSPORT_ERRORS as exc:
                     self._drop_service(uri)
-                    if not fresh and self._local.reused:
+                    slow = isinstance(exc, lx.LDAPResponseTimeoutError)
+                    if not fresh and self._local.reused and not (slow and self._local.bind_sent):
                         continue  # a kept connection the server closed while idle: once anew
                     failures.append(f"{uri}: {_describe(exc)}")
                     log.warning("directory server %s failed: %s", uri, _describe(exc))
                     self.servers.mark_down(uri)
+                    if self._local.bind_sent:
+                        # The directory may have counted this password: never ask another server.
+                        raise BindUnanswered(f"{uri} did not answer a user's bind: {_describe(exc)}") from None
                     break
                 self.servers.mark_up(uri)
                 return result
@@ -660,6 +666,7 @@ class Directory:
         log.debug("bind as %r on %s", dn, uri)
         # One kept connection per thread for users' binds saves a connect and unbind each time.
         conn = self._kept("user", uri, self._connect)
+        self._local.bind_sent = True
         try:
             accepted = _simple_bind(conn, dn, box[0])
         finally:
@@ -778,6 +785,13 @@ def _unbind_quietly(conn: ldap3.Connection) -> None:
         conn.unbind()
     except Exception:  # noqa: BLE001 - it is being thrown away
         pass
+    finally:
+        # An unbind that could not be sent (a server gone quiet) leaves ldap3's socket open.
+        try:
+            if not conn.closed:
+                conn.strategy.close()
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def _rdn_value(dn: str) -> str:

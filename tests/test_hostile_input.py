@@ -190,7 +190,8 @@ async def test_unexpected_errors_are_503_not_500(slapd: Slapd, aiohttp_client) -
     {"X-Original-URL": "http://app.test?/admin"},
     {"X-Original-URL": "http://app.test#/admin"},
     {"X-Forwarded-Proto": "gopher", "X-Forwarded-Host": "app.test", "X-Forwarded-Uri": "/"},
-    {"X-Original-Method": "GET /x", "X-Forwarded-Host": "app.test", "X-Forwarded-Uri": "/"},
+    {"X-Forwarded-Method": "GET /x", "X-Forwarded-Host": "app.test", "X-Forwarded-Uri": "/"},
+    {"X-Original-Method": "GET\tX", "X-Original-URL": "https://app.test/"},
     {"Remote-User": "admin"}, {"remote_user": "admin"}, {"REMOTE-USER-GROUP": "staff"},
     {"Remote-User-Department": "finance"}, {"Remote-User-Assertion": "x"}, {"Remote_User_Superuser": "true"},
 ])

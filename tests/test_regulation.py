@@ -13,7 +13,7 @@ from sidecar.app import make_app
 from sidecar.config import parse_config
 from sidecar.errors import Throttled
 from sidecar.regulation import Regulator
-from tests.conftest import basic, config_for
+from tests.conftest import PEOPLE, basic, config_for
 from tests.testbed.delay import DelayedDirectory
 from tests.testbed.slapd import Slapd
 
@@ -243,3 +243,19 @@ async def test_a_ban_never_ends_a_signed_in_session(slapd: Slapd) -> None:
         assert (await client.get("/auth", headers=basic("alice", "nope"))).status == 401  # banned
         response = await with_session(client, session)
         assert response.status == 200 and response.headers["Remote-User"] == "alice"
+
+
+async def test_a_bind_left_unanswered_counts_and_goes_nowhere_else(slapd: Slapd) -> None:
+    # A slow (or slowed) directory answers users' binds after ldap.timeout: each went out and may
+    # have been counted by the directory, so each counts here, and none is sent to another server.
+    with DelayedDirectory(slapd.port, 1.5, only_binds_under=PEOPLE) as far, \
+            DelayedDirectory(slapd.port, 0.0) as other:
+        config = config_for(slapd, server_uri=[far.uri, other.uri], timeout=1,
+                            top={"regulation": {"max_failures": 3}, "cache": {"failure_timeout": 0}})
+        async with TestClient(TestServer(make_app(config))) as client:
+            statuses = [(await client.get("/auth", headers={**basic("alice", f"wrong-{i}"), **from_address(i)})).status
+                        for i in range(8)]
+        await asyncio.sleep(1.6)  # the last held bind reaches slapd
+    alice = slapd.user_dn("alice")
+    assert far.binds_as(alice) + other.binds_as(alice) <= 3
+    assert statuses[:far.binds_as(alice)] == [503] * far.binds_as(alice) and 401 in statuses

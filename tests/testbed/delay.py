@@ -61,9 +61,11 @@ def bind_dns(stream: bytearray) -> list[str]:
 
 
 class DelayedDirectory:
-    def __init__(self, upstream_port: int, delay: float) -> None:
+    def __init__(self, upstream_port: int, delay: float, *, only_binds_under: str | None = None) -> None:
         self.upstream_port = upstream_port
         self.delay = delay
+        # With a DN suffix, only chunks carrying a bind under it are held (a slow answer to users' binds).
+        self.only_binds_under = only_binds_under
         self.port = free_port()
         self.binds: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
@@ -120,9 +122,12 @@ class DelayedDirectory:
         async def upstream() -> None:
             while data := await client_reader.read(65536):
                 seen.extend(data)
+                dns = bind_dns(seen)
                 with self._lock:
-                    self.binds.update(bind_dns(seen))
-                await asyncio.sleep(self.delay)
+                    self.binds.update(dns)
+                suffix = self.only_binds_under
+                if suffix is None or any(dn.lower().endswith(suffix.lower()) for dn in dns):
+                    await asyncio.sleep(self.delay)
                 server_writer.write(data)
                 await server_writer.drain()
             server_writer.close()
