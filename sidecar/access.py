@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sidecar.config import AccessConfig, AccessRule
 from sidecar.forwarded import Original
-from sidecar.identity import Identity
+from sidecar.identity import Identity, fold
 
 
 def _covers(rule: AccessRule, request: Original) -> bool:
@@ -24,7 +24,7 @@ def _covers(rule: AccessRule, request: Original) -> bool:
 def _applies_to(rule: AccessRule, identity: Identity) -> bool:
     if not rule.users and not rule.groups:
         return True
-    return identity.username.casefold() in rule.users or bool(rule.groups & identity.rule_groups)
+    return fold(identity.username) in rule.users or bool(rule.groups & identity.rule_groups)
 
 
 class AccessRules:

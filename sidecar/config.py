@@ -18,7 +18,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from sidecar.errors import ConfigError
+from sidecar.canonical import parse_host, segments
+from sidecar.errors import ConfigError, MalformedRequest
+from sidecar.identity import fold
 from sidecar.secrets import Secret, SecretSourceError, load_secret
 
 T = TypeVar("T")
@@ -123,7 +125,8 @@ class CacheConfig:
 
 @dataclass(frozen=True)
 class AccessRule:
-    """Who may reach URLs under ``path`` (and ``host``, when given). Empty lists mean anyone."""
+    """Who may reach URLs under ``path`` (and ``host``, when given), both canonical as requests are
+    compared; users and groups :func:`~sidecar.identity.fold`-ed. A list left out means anyone."""
 
     path: str = "/"
     host: str | None = None
@@ -624,21 +627,42 @@ def _read_cache(r: _Reader) -> CacheConfig:
 def _read_access(r: _Reader) -> AccessConfig:
     rules = []
     for item in r.items("rules"):
-        path = item.text("path", "/")
-        if not path.startswith("/"):
-            item.problem("path", f"must start with /, got {path!r}")
         rules.append(AccessRule(
-            path=path,
-            host=(item.optional_text("host") or "").lower() or None,
+            path=_rule_path(item),
+            host=_rule_host(item),
             methods=frozenset(m.upper() for m in item.texts("methods")),
-            users=frozenset(u.casefold() for u in item.texts("users")),
-            groups=frozenset(g.casefold() for g in item.texts("groups")),
+            users=frozenset(fold(u) for u in item.texts("users")),
+            groups=frozenset(fold(g) for g in item.texts("groups")),
             allow=item.choice("policy", ("allow", "deny"), "allow") == "allow",
         ))
         item.done()
     access = AccessConfig(rules=tuple(rules), default=r.choice("default", ("allow", "deny"), "allow"))
     r.done()
     return access
+
+
+def _rule_path(r: _Reader) -> str:
+    """A rule's path as requests are compared: decoded, with repeated and trailing slashes collapsed."""
+    path = r.text("path", "/")
+    if not path.startswith("/") or "%" in path or "\\" in path or {".", ".."} & set(path.split("/")):
+        r.problem("path", f"must start with / and be written decoded, without dot segments or backslashes, "
+                  f"as requests are compared; got {path!r}")
+    return segments(path)
+
+
+def _rule_host(r: _Reader) -> str | None:
+    """A rule's host as requests are compared: lower case, no trailing dot; a rule has no port."""
+    host = r.optional_text("host")
+    if host is None:
+        return None
+    try:
+        name, port = parse_host(host)
+    except MalformedRequest:
+        r.problem("host", f"expected a host name or [IPv6 address], got {host!r}")
+        return host
+    if port is not None:
+        r.problem("host", f"a rule names a host without a port (requests are compared without), got {host!r}")
+    return name
 
 
 KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")

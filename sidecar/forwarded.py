@@ -5,11 +5,9 @@ else ``Host`` + ``X-Original-URI``. In forward-auth mode (Traefik, Caddy) ``X-Fo
 Client address: ``X-Forwarded-For`` (or, without it, ``X-Real-IP``), believed only when the peer
 is one of ``server.trusted_proxies``.
 
-Access rules judge what the application will receive, so nothing here guesses. A host is DNS
-labels (or an IPv6 literal) with an optional port and one optional trailing dot, compared
-lower-cased without either; a path is the raw target the proxy forwards, and one that a server
-could read in two ways (dot segments, raw or percent-encoded; encoded slashes; backslashes; NUL and
-other controls) is refused with :class:`~sidecar.errors.MalformedRequest` (400) instead.
+Access rules judge what the application will receive, so nothing here guesses: each part is read
+by :mod:`sidecar.canonical`, and anything ambiguous is a :class:`~sidecar.errors.MalformedRequest`
+(400).
 """
 
 from __future__ import annotations
@@ -17,22 +15,14 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-import unicodedata
 from dataclasses import dataclass
-from urllib.parse import unquote
 
 from aiohttp import web
 
+from sidecar.canonical import parse_host, parse_path
 from sidecar.config import Network
 from sidecar.errors import MalformedRequest
 
-# Labels of letters, digits, "_" and "-" joined by single dots; one trailing dot; a port.
-_HOST = re.compile(r"((?:[a-z0-9_-]+\.)*[a-z0-9_-]+)\.?(?::([0-9]{1,5}))?", re.ASCII | re.IGNORECASE)
-_IPV6 = re.compile(r"\[([0-9a-f:.]+)\](?::([0-9]{1,5}))?", re.ASCII | re.IGNORECASE)
-# What a path must not hold, in any letter case: encoded dots, slashes, backslashes and NUL, or a
-# raw backslash. Raw dot segments are found after decoding (which also catches ".%2e" and the like).
-_AMBIGUOUS = re.compile(r"%2e|%2f|%5c|%00|\\", re.ASCII | re.IGNORECASE)
-_TARGET_CHARS = re.compile(r"[!-~]+", re.ASCII)  # printable ASCII, no space: a raw request target
 _SCHEMES = frozenset({"http", "https"})
 _METHOD = re.compile(r"[A-Za-z][A-Za-z-]{0,19}", re.ASCII)
 MEMO_TARGET = 512  # requests whose target and host are at most this long are parsed once each
@@ -98,42 +88,6 @@ def _parse(method: str, scheme: str | None, authority: str, target: str) -> Orig
 
 
 _parse_memo = functools.lru_cache(maxsize=2048)(_parse)
-
-
-def parse_host(authority: str) -> tuple[str, int | None]:
-    """(host, port) of a Host value: lower case, without the trailing dot; MalformedRequest otherwise."""
-    match = _HOST.fullmatch(authority) or _IPV6.fullmatch(authority)
-    if match is None:
-        raise MalformedRequest(f"ambiguous or malformed host {authority[:200]!r}")
-    host, port = match.group(1).lower(), match.group(2)
-    if authority.startswith("["):
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise MalformedRequest(f"malformed IPv6 host {authority[:200]!r}") from None
-        host = f"[{host}]"
-    if port is not None and not 0 < int(port) <= 65535:
-        raise MalformedRequest(f"port out of range in host {authority[:200]!r}")
-    return host, None if port is None else int(port)
-
-
-def parse_path(target: str) -> str:
-    """The path access rules compare, from a raw request target; MalformedRequest if it reads two ways."""
-    if not target.startswith("/") or not _TARGET_CHARS.fullmatch(target) or "#" in target:
-        raise MalformedRequest(f"malformed request target {target[:200]!r}")
-    raw = target.split("?", 1)[0]
-    if _AMBIGUOUS.search(raw):
-        raise MalformedRequest(f"ambiguous path (encoded dot, slash, backslash or NUL) {raw[:200]!r}")
-    try:
-        path = unquote(raw, errors="strict")
-    except UnicodeDecodeError:
-        raise MalformedRequest(f"path is not percent-encoded UTF-8 {raw[:200]!r}") from None
-    segments = path.split("/")
-    if "." in segments or ".." in segments:
-        raise MalformedRequest(f"dot segment in path {raw[:200]!r}")
-    if any(unicodedata.category(c) == "Cc" for c in path):
-        raise MalformedRequest(f"control character in path {raw[:200]!r}")
-    return "/" + "/".join(segment for segment in segments if segment)
 
 
 class ClientAddress:

@@ -38,7 +38,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from sidecar.config import load_yaml
 from sidecar.errors import ConfigError
-from sidecar.identity import Identity
+from sidecar.identity import Identity, fold
 
 log = logging.getLogger("sidecar.local")
 
@@ -92,7 +92,7 @@ class LocalUser:
             last_name=self.last_name,
             email=self.email,
             groups=tuple(sorted(set(self.groups), key=str.casefold)),
-            rule_groups=frozenset(g.casefold() for g in self.groups),
+            rule_groups=frozenset(fold(g) for g in self.groups),
             is_active=self.is_active,
             is_staff=self.is_staff,
             is_superuser=self.is_superuser,

@@ -30,7 +30,7 @@ from jose.exceptions import JOSEError
 
 from sidecar.config import Allow, ClaimMap, OidcProvider
 from sidecar.errors import AccessDenied, AuthError, InvalidCredentials
-from sidecar.identity import Identity
+from sidecar.identity import Identity, fold
 from sidecar.jwks import Discovery, JwksCache, ProviderUnavailable
 from sidecar.redirects import RedirectPolicy
 from sidecar.sessions import Session, cookie_value
@@ -96,7 +96,7 @@ def identity_from_claims(claims: Mapping[str, Any], mapping: ClaimMap, allow: Al
         last_name=_text(claims, mapping.last_name),
         email=email,
         groups=tuple(sorted(set(groups), key=str.casefold)),
-        rule_groups=frozenset(g.casefold() for g in groups),
+        rule_groups=frozenset(fold(g) for g in groups),
         source=source,
     )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sidecar.config import STANDARD_ATTRS, LdapConfig
 from sidecar.errors import AccessDenied
-from sidecar.identity import Identity
+from sidecar.identity import Identity, fold
 from sidecar.ldap import DirectoryUser, normalize_dn
 
 
@@ -23,7 +23,7 @@ class GroupPolicy:
         self._flags = {flag: _dns(dns) for flag, dns in config.user_flags_by_group.items()}
         mirror = config.mirror_groups
         self._mirror_all = mirror is True
-        self._mirror = frozenset(g.casefold() for g in mirror) if isinstance(mirror, tuple) else frozenset()
+        self._mirror = frozenset(fold(g) for g in mirror) if isinstance(mirror, tuple) else frozenset()
         self._rule_groups = config.find_group_perms
 
     def identity(self, user: DirectoryUser) -> Identity:
@@ -36,7 +36,7 @@ class GroupPolicy:
         if not flags.get("is_active", True):
             raise AccessDenied(f"{user.username} is not in the is_active group")
         names = [g.name for g in user.groups if g.name]  # "": a name that cannot be published as is
-        published = names if self._mirror_all else [n for n in names if n.casefold() in self._mirror]
+        published = names if self._mirror_all else [n for n in names if fold(n) in self._mirror]
         attrs = user.attributes
         return Identity(
             username=user.username,
@@ -44,7 +44,7 @@ class GroupPolicy:
             last_name=attrs.get("last_name", ""),
             email=attrs.get("email", ""),
             groups=tuple(sorted(set(published), key=str.casefold)),
-            rule_groups=frozenset(n.casefold() for n in names) if self._rule_groups else frozenset(),
+            rule_groups=frozenset(fold(n) for n in names) if self._rule_groups else frozenset(),
             is_active=True,
             is_staff=flags.get("is_staff", False),
             is_superuser=flags.get("is_superuser", False),

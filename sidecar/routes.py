@@ -135,7 +135,8 @@ def _refuse(request: web.Request, target: Original | None, error: AuthError,
             set_cookie: str | None = None) -> web.Response:
     sidecar = request.app[SIDECAR]
     level = logging.ERROR if error.status >= 500 else logging.WARNING
-    where = f"{target.method} {target.host}{target.path}" if target is not None else "-"
+    # The raw target's path: printable ASCII, so no decoded character can break the line.
+    where = f"{target.method} {target.host}{target.target.split('?', 1)[0]}" if target is not None else "-"
     log.log(level, "%d %s client=%s %s", error.status, error.reason, sidecar.client_address(request), where)
     response = sidecar.unauthenticated(request, target) if error.status == 401 else _answer(error.status)
     if set_cookie is not None:

@@ -4,7 +4,7 @@ A cookie value is a JWE in compact form (``alg: dir``, ``enc: A256GCM``, ``kid``
 Its plaintext is one format byte (1) and then the raw DEFLATE of a compact JSON object::
 
     {"u": username, "n": [first_name, last_name, email], "g": [groups],
-     "r": [rule groups], "R": true when the casefolded groups are rule groups too,
+     "r": [rule groups], "R": true when the folded groups are rule groups too,
      "f": flags (1 is_active, 2 is_staff, 4 is_superuser), "x": {extra}, "s": source,
      "t": [issued_at, last_seen, checked_at], "i": session id}
 
@@ -40,7 +40,7 @@ from cachetools import TTLCache
 from jose import jwe
 
 from sidecar.errors import SidecarError
-from sidecar.identity import Identity
+from sidecar.identity import Identity, fold
 
 log = logging.getLogger("sidecar.sessions")
 T = TypeVar("T")
@@ -393,8 +393,8 @@ def _key_problems(keys: Sequence[tuple[str, bytes]]) -> list[str]:
 
 def _payload(session: Session) -> dict[str, object]:
     who = session.identity
-    folded = {name.casefold() for name in who.groups}
-    # With find_group_perms the rule groups are mostly the groups casefolded: not stored twice.
+    folded = {fold(name) for name in who.groups}
+    # With find_group_perms the rule groups are mostly the groups folded: not stored twice.
     implied = folded <= who.rule_groups
     return {
         "u": who.username,
@@ -421,7 +421,7 @@ def _from_payload(data: Any) -> Session:
             bits = _typed(flags, int)
             if bits not in range(16):
                 raise _Refused("unknown flags in the payload")
-            folded = frozenset(name.casefold() for name in names) if _typed(implied, bool) else frozenset()
+            folded = frozenset(fold(name) for name in names) if _typed(implied, bool) else frozenset()
             identity = Identity(
                 username=_typed(username, str), first_name=_typed(first, str), last_name=_typed(last, str),
                 email=_typed(email, str), groups=names, rule_groups=frozenset(_strings(rules)) | folded,

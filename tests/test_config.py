@@ -260,3 +260,23 @@ def test_a_key_written_twice_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as refused:
         load_config(path)
     assert refused.value.problems == [f"{path}: not valid YAML (line 3): key 'listen' appears twice (lines 2 and 3)"]
+
+
+def test_rule_hosts_and_paths_are_read_as_requests_are_compared() -> None:
+    rules = [{"host": "Admin.App.Test.", "path": "/admin//x/"}, {"path": "/"}]
+    config = parse_config({**with_ldap(), "access": {"rules": rules}})
+    assert [(r.host, r.path) for r in config.access.rules] == [("admin.app.test", "/admin/x"), (None, "/")]
+    for rule, where in [({"host": "admin.app.test:443"}, "host"), ({"host": "x@admin.app.test"}, "host"),
+                        ({"path": "/caf%C3%A9"}, "path"), ({"path": "admin"}, "path"), ({"path": "/a/../b"}, "path"),
+                        ({"path": "/a\\\\b"}, "path")]:
+        found = problems({**with_ldap(), "access": {"rules": [rule]}})
+        assert any(p.startswith(f"access.rules[0].{where}: ") for p in found), (rule, found)
+
+
+def test_rule_names_meet_only_their_own_spelling() -> None:
+    # Unicode case folding would make the long s of "ſtaff" an "s", and "straße" "strasse".
+    rules = [{"users": ["straße", "Bob"], "groups": ["Staff"]}]
+    config = parse_config({**with_ldap(find_group_perms=True, group_type="member_of"),
+                           "access": {"rules": rules, "default": "deny"}})
+    rule = config.access.rules[0]
+    assert rule.users == {"straße", "bob"} and rule.groups == {"staff"}

@@ -8,8 +8,9 @@ from unittest import mock
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
+from sidecar.canonical import parse_host, parse_path
 from sidecar.errors import MalformedRequest
-from sidecar.forwarded import ClientAddress, original, parse_host, parse_path
+from sidecar.forwarded import ClientAddress, original
 
 TRUSTED = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("10.0.0.0/8"))
 
@@ -95,8 +96,25 @@ def test_paths_are_decoded_for_rules(target: str, path: str) -> None:
 @pytest.mark.parametrize("target", [
     "/admin/../x", "/admin/./x", "/admin/..", "/admin/.", "/..", "/admin/%2e%2e/x", "/admin/%2E%2E/x", "/admin/.%2e/x",
     "/admin/%2e/x", "/x/..%2fadmin", "/x%2F..%2Fadmin", "/admin%5c..%5cx", "/admin\\..\\x", "/admin\\x", "/x%00",
-    "/x%0a", "/x%7f", "/x%c2%85", "/x%ff", "x", "", "*", "http://app.test/admin", "/x#frag", "/x y", "/x\ty", "/café",
+    "/x%0a", "/x%7f", "/x%c2%85", "/x%ff",
+    "/x%E2%80%A8200%20allow", "/x%e2%80%ae", "/x%E2%81%A6",  # a line separator, direction marks
+    "x", "", "*", "http://app.test/admin", "/x#frag", "/x y", "/x\ty", "/café",
 ])
 def test_ambiguous_paths_are_refused(target: str) -> None:
     with pytest.raises(MalformedRequest):
         parse_path(target)
+
+
+def test_rules_meet_names_only_in_their_own_spelling() -> None:
+    from sidecar.access import AccessRules
+    from sidecar.config import AccessConfig, AccessRule
+    from sidecar.identity import Identity, fold
+
+    rules = AccessRules(AccessConfig(rules=(AccessRule(path="/admin", users=frozenset({fold("straße")}),
+                                                       groups=frozenset({fold("Staff")})),
+                                            AccessRule(path="/admin", allow=False))))
+    admin = original(request("127.0.0.1", X_Forwarded_Host="app.test", X_Forwarded_Uri="/admin"))  # type: ignore[arg-type]
+    assert rules.allows(Identity("STAFF-member", rule_groups=frozenset({fold("STAFF")})), admin)
+    assert rules.allows(Identity("straße"), admin)
+    for name, groups in [("strasse", set()), ("STRASSE", set()), ("x", {fold("ſtaff")}), ("y", {fold("staﬀ")})]:
+        assert not rules.allows(Identity(name, rule_groups=frozenset(groups)), admin), name

@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 
 from sidecar.app import make_app
 from sidecar.auth import normalize_username, parse_basic
+from sidecar.canonical import parse_host, parse_path
 from sidecar.config import parse_config
 from sidecar.errors import BadRequest, ConfigError, MalformedRequest
-from sidecar.forwarded import parse_host, parse_path
 from sidecar.routes import auth
 from tests.conftest import config_for
 from tests.testbed.slapd import Slapd
