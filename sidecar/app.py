@@ -95,13 +95,16 @@ def make_app(config: Config) -> web.Application:
     present = [source for source in ordered if source is not None]
     sources = Sources(present) if present else None  # none: single sign-on or Bearer tokens only
 
+    cache_ttl = config.ldap.cache_timeout if config.ldap is not None else LOCAL_ONLY_CACHE_TIMEOUT
     cache: VerdictCache[Verdict] = VerdictCache(
-        ttl=config.ldap.cache_timeout if config.ldap is not None else LOCAL_ONLY_CACHE_TIMEOUT,
+        ttl=cache_ttl,
         failure_ttl=config.cache.failure_timeout,
         max_entries=config.cache.max_entries,
     )
     regulation = config.regulation
-    regulator = (Regulator(max_failures=regulation.max_failures, window=regulation.window, ban=regulation.ban)
+    # An address a user signed in from stays known as long as a cached login from it can be honoured.
+    regulator = (Regulator(max_failures=regulation.max_failures, window=regulation.window, ban=regulation.ban,
+                           remember=max(cache_ttl, regulation.window))
                  if regulation.enabled else None)
     verifier = PasswordVerifier(sources, cache, writer, regulator) if sources is not None else None
 

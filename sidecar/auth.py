@@ -160,10 +160,12 @@ class PasswordVerifier:
             return verdict
         if verdict.identity is not None:
             resolved = verdict.identity.username
-            why = regulator.banned(username, client) or regulator.banned(resolved, None)
-            if why is None or regulator.known(resolved, client):
-                return verdict
-            return Verdict(None, Throttled(why))
+            if not regulator.known(resolved, client):
+                why = regulator.banned(username, client) or regulator.banned(resolved, None)
+                if why is not None:
+                    return Verdict(None, Throttled(why))
+            regulator.remember_client(resolved, client)  # in use from here: known as long as it is
+            return verdict
         if isinstance(verdict.refusal, InvalidCredentials):
             for ban in regulator.failed(username, client):
                 log.warning("regulation: %s", ban)

@@ -18,11 +18,17 @@ only. Sessions are never affected, and a login the verdict cache already knows t
 banned name offers an attacker no oracle. What a ban costs the real user is a fresh password
 check from a new address, until the ban ends.
 
+Bounded and fail closed: a record that still holds a failure, a ban or an attempt is never
+evicted to make room; when ``max_entries`` names and addresses are all in use, new ones are refused
+until some expire. IPv6 clients count per /64, the block one subscriber gets.
+
 Thread-safe: the directory's worker threads call :meth:`Regulator.admit_resolved`.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import threading
 import time
 from collections import deque
@@ -33,7 +39,10 @@ from cachetools import TTLCache
 
 from sidecar.errors import Throttled
 
+log = logging.getLogger("sidecar.regulation")
+
 Key = tuple[str, str]
+FULL_WARNING_EVERY = 60.0  # seconds between two warnings that the table is full
 
 
 @dataclass
@@ -68,9 +77,14 @@ class Regulator:
         self._clock = clock
         self._lock = threading.Lock()
         # A record is useless once both its window and its ban are over; one in use is held by its ticket.
-        self._records: TTLCache[Key, _Record] = TTLCache(max_entries, max(window, ban), timer=clock)
-        # (username, address) pairs that signed in: their cached logins outlive a ban of the name.
-        self._known: TTLCache[Key, bool] = TTLCache(max_entries, remember, timer=clock)
+        self.max_entries = max_entries
+        # Never full in the cache's own sense: _reserve refuses new keys first (nothing is evicted).
+        self._records: TTLCache[Key, _Record] = TTLCache(max_entries + 1, max(window, ban), timer=clock)
+        self._full_warned = -FULL_WARNING_EVERY
+        # (username, address) pairs that signed in, with when that stops counting: their cached logins
+        # outlive a ban of the name. A plain dict: renewing costs one lookup on the cached path.
+        self.remember = remember
+        self._known: dict[Key, float] = {}
 
     @staticmethod
     def _keys(username: str | None, client: str | None) -> list[Key]:
@@ -78,7 +92,7 @@ class Regulator:
         if username:
             keys.append(("user", username.casefold()))
         if client:
-            keys.append(("client", client))
+            keys.append(("client", _client_key(client)))
         return keys
 
     def _spent(self, record: _Record, now: float) -> str | None:
@@ -104,7 +118,21 @@ class Regulator:
 
     def known(self, username: str, client: str | None) -> bool:
         """Whether this user signed in from this address lately (see the module's docstring)."""
-        return client is not None and (username.casefold(), client) in self._known
+        return client is not None and self._known.get((username.casefold(), client), 0.0) > self._clock()
+
+    def remember_client(self, username: str, client: str | None) -> None:
+        """This user signed in from this address now (a fresh success, or a cached one honoured)."""
+        if client is None:
+            return
+        now, key = self._clock(), (username.casefold(), client)
+        if self._known.get(key, 0.0) - now > self.remember / 2:
+            return  # renewed lately: the hot path pays a lookup, not a write
+        with self._lock:
+            if len(self._known) >= self.max_entries:
+                self._known = {k: until for k, until in self._known.items() if until > now}
+                if len(self._known) >= self.max_entries:
+                    return  # full of live entries: this one goes unremembered (only a convenience)
+            self._known[key] = now + self.remember
 
     def admit(self, username: str | None, client: str | None) -> Ticket:
         """A place in the username's and the address's budgets; Throttled when either is spent."""
@@ -118,7 +146,14 @@ class Regulator:
         now = self._clock()
         with self._lock:
             held = {key for key, _ in ticket.records}
-            wanted = [(key, self._records.get(key) or _Record()) for key in keys if key not in held]
+            found = [(key, self._records.get(key)) for key in keys if key not in held]
+            new = sum(record is None for _, record in found)
+            if new and len(self._records) + new > self.max_entries:
+                self._records.expire()
+                if len(self._records) + new > self.max_entries:
+                    self._warn_full(now)
+                    raise Throttled(f"the regulation table is full ({self.max_entries} names and addresses)")
+            wanted = [(key, record or _Record()) for key, record in found]
             for key, record in wanted:
                 if (why := self._spent(record, now)) is not None:
                     raise Throttled(f"{key[0]} {key[1]!r}: {why}")
@@ -152,9 +187,15 @@ class Regulator:
                 elif outcome == "succeeded" and key[0] == "user" and record.banned_until <= now:
                     record.failures.clear()
                 self._records[key] = record
-            if outcome == "succeeded" and username and client:
-                self._known[(username.casefold(), client)] = True
+        if outcome == "succeeded" and username:
+            self.remember_client(username, client)
         return started
+
+    def _warn_full(self, now: float) -> None:
+        if now - self._full_warned >= FULL_WARNING_EVERY:
+            self._full_warned = now
+            log.warning("regulation: %d names and addresses hold failures, bans or attempts; new ones are "
+                        "refused until some expire (a flood of distinct names?)", self.max_entries)
 
     def failed(self, username: str | None, client: str | None) -> list[str]:
         """Count a failure that asked no directory (a cached refusal, a malformed attempt)."""
@@ -163,3 +204,13 @@ class Regulator:
         except Throttled:
             return []
         return self.settle(ticket, "failed")
+
+
+def _client_key(client: str) -> str:
+    """An address as budgets count it: IPv4 as it is, IPv6 by its /64."""
+    if ":" not in client:
+        return client
+    try:
+        return str(ipaddress.IPv6Network(f"{client}/64", strict=False))
+    except ValueError:
+        return client

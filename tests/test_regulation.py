@@ -13,6 +13,7 @@ from sidecar.app import make_app
 from sidecar.config import parse_config
 from sidecar.errors import Throttled
 from sidecar.regulation import Regulator
+from sidecar.routes import SIDECAR
 from tests.conftest import PEOPLE, basic, config_for
 from tests.testbed.delay import DelayedDirectory
 from tests.testbed.slapd import Slapd
@@ -153,13 +154,43 @@ def test_a_ticket_settles_once() -> None:
     assert r.banned("alice", None) is None  # one failure, not two
 
 
-def test_memory_is_bounded() -> None:
+def test_memory_is_bounded_and_a_flood_never_evicts_a_ban() -> None:
     clock = Clock()
-    r = Regulator(max_failures=3, window=60, ban=60, max_entries=100, clock=clock)
+    r = Regulator(max_failures=3, window=60, ban=600, max_entries=100, clock=clock)
+    for _ in range(3):
+        r.failed("victim", None)
+    refused = 0
     for i in range(10_000):
-        r.failed(f"user{i}", f"10.{i // 65536}.{i // 256 % 256}.{i % 256}")
-        r.settle(r.admit(f"other{i}", None), "succeeded", f"other{i}", f"10.9.{i // 256 % 256}.{i % 256}")
+        try:
+            r.settle(r.admit(f"user{i}", f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"), "failed")
+        except Throttled:
+            refused += 1  # full of live records: new names wait, none is forgotten
+        r.remember_client(f"other{i}", f"10.9.{i // 256 % 256}.{i % 256}")
     assert len(r._records) <= 100 and len(r._known) <= 100
+    assert refused > 9_000
+    assert r.banned("victim", None) is not None
+    clock.now += 601  # everything expired: room again
+    r.settle(r.admit("newcomer", "10.0.0.1"), "failed")
+
+
+def test_an_ipv6_subscriber_counts_as_one_address() -> None:
+    r = regulator(Clock())
+    for i in range(3):
+        r.failed(f"name{i}", f"2001:db8:1:2::{i + 1}")
+    assert r.banned("dave", "2001:db8:1:2:ffff::9") is not None  # the same /64
+    assert r.banned("dave", "2001:db8:1:3::1") is None
+
+
+def test_a_known_address_stays_known_while_it_is_used() -> None:
+    clock = Clock()
+    r = regulator(clock, remember=100.0)
+    r.remember_client("alice", "10.0.0.1")
+    for _ in range(5):
+        clock.now += 60
+        assert r.known("alice", "10.0.0.1")
+        r.remember_client("alice", "10.0.0.1")  # what a cached login honoured does
+    clock.now += 101
+    assert not r.known("alice", "10.0.0.1")
 
 
 # -- through the app, against a real slapd 100 ms away ------------------------------------------
@@ -259,3 +290,9 @@ async def test_a_bind_left_unanswered_counts_and_goes_nowhere_else(slapd: Slapd)
     alice = slapd.user_dn("alice")
     assert far.binds_as(alice) + other.binds_as(alice) <= 3
     assert statuses[:far.binds_as(alice)] == [503] * far.binds_as(alice) and 401 in statuses
+
+
+def test_known_addresses_last_as_long_as_cached_logins(slapd: Slapd) -> None:
+    app = make_app(config_for(slapd, cache_timeout=28_800))
+    verifier = app[SIDECAR].authenticators[-1].verifier  # type: ignore[attr-defined]
+    assert verifier.regulator.remember == 28_800
