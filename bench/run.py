@@ -420,7 +420,7 @@ def bearer(bench: Bench) -> Result:
     workdir = bench.dir("bearer")
     listen, app = distinct_ports(2)
     extra = {"oidc": {"bearer": [{"issuer": BEARER_ISSUER, "audiences": ["bench-api"], "algorithms": ["RS256"],
-                                  "jwks_url": f"http://127.0.0.1:{app}/jwks.json"}]}}
+                                  "jwks_url": f"http://127.0.0.1:{app}/jwks.json", "username_prefix": "api:"}]}}
     with sidecar(workdir, bench.slapd, cache=True, extra=extra) as sidecar_port:
         site = render_site(listen_port=listen, sidecar_port=sidecar_port, app_port=app)
         with nginx(workdir / "nginx", bench.site(site, app)):
