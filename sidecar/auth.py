@@ -133,7 +133,7 @@ class PasswordVerifier:
         if regulator is None:
             return await self._coalesced(key, username, password, None)
         try:
-            ticket = regulator.admit(username, client)
+            ticket = await regulator.admit(username, client)
         except Throttled as exc:
             return Verdict(None, exc)
         outcome, resolved = "unknown", None

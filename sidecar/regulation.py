@@ -27,6 +27,7 @@ Thread-safe: the directory's worker threads call :meth:`Regulator.admit_resolved
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import threading
@@ -52,6 +53,10 @@ class _Record:
     banned_until: float = 0.0
 
 
+class _Busy(Exception):
+    """A budget is held only by attempts still in flight: wait for them rather than refuse."""
+
+
 @dataclass
 class Ticket:
     """The budgets one attempt holds a place in, until :meth:`Regulator.settle` returns them."""
@@ -68,6 +73,7 @@ class Regulator:
         window: float,
         ban: float,
         remember: float = 3600.0,
+        wait: float = 10.0,
         max_entries: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -78,6 +84,8 @@ class Regulator:
         self._lock = threading.Lock()
         # A record is useless once both its window and its ban are over; one in use is held by its ticket.
         self.max_entries = max_entries
+        self.wait = wait
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         # Never full in the cache's own sense: _reserve refuses new keys first (nothing is evicted).
         self._records: TTLCache[Key, _Record] = TTLCache(max_entries + 1, max(window, ban), timer=clock)
         self._full_warned = -FULL_WARNING_EVERY
@@ -96,6 +104,7 @@ class Regulator:
         return keys
 
     def _spent(self, record: _Record, now: float) -> str | None:
+        """Why this budget has no place now (banned, or failures and attempts fill it), or None."""
         if record.banned_until > now:
             return f"banned for {record.banned_until - now:.0f} more seconds"
         failures = record.failures
@@ -105,6 +114,10 @@ class Regulator:
             return (f"{len(failures)} failures and {record.in_flight} attempts in flight "
                     f"within {self.window:g} s")
         return None
+
+    def _busy(self, record: _Record, now: float) -> bool:
+        """Whether the budget is full only for attempts in flight, which may yet succeed."""
+        return record.banned_until <= now and len(record.failures) < self.max_failures
 
     def banned(self, username: str | None, client: str | None) -> str | None:
         """Why no password may be checked for this attempt right now, or None when one may."""
@@ -134,15 +147,34 @@ class Regulator:
                     return  # full of live entries: this one goes unremembered (only a convenience)
             self._known[key] = now + self.remember
 
-    def admit(self, username: str | None, client: str | None) -> Ticket:
-        """A place in the username's and the address's budgets; Throttled when either is spent."""
-        return self._reserve(Ticket([]), self._keys(username, client))
+    async def admit(self, username: str | None, client: str | None) -> Ticket:
+        """A place in the username's and the address's budgets; Throttled when either is spent.
+
+        A budget held only by attempts in flight (a burst of sign-ins behind one office address)
+        is waited for, up to ``wait`` seconds: each attempt that ends frees or spends its place."""
+        ticket, keys = Ticket([]), self._keys(username, client)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.wait
+        while True:
+            try:
+                return self._reserve(ticket, keys, wait=True)
+            except _Busy as busy:
+                remaining = end - loop.time()
+                if remaining <= 0:
+                    raise Throttled(f"{busy}, for {self.wait:g} s") from None
+                waiter = loop.create_future()
+                with self._lock:
+                    self._waiters.append((loop, waiter))
+                try:
+                    await asyncio.wait_for(waiter, remaining)
+                except TimeoutError:
+                    pass
 
     def admit_resolved(self, ticket: Ticket, username: str) -> None:
         """Also draw on the budget of the name as the directory spelled it (from any thread)."""
         self._reserve(ticket, self._keys(username, None))
 
-    def _reserve(self, ticket: Ticket, keys: list[Key]) -> Ticket:
+    def _reserve(self, ticket: Ticket, keys: list[Key], *, wait: bool = False, check: bool = True) -> Ticket:
         now = self._clock()
         with self._lock:
             held = {key for key, _ in ticket.records}
@@ -154,9 +186,12 @@ class Regulator:
                     self._warn_full(now)
                     raise Throttled(f"the regulation table is full ({self.max_entries} names and addresses)")
             wanted = [(key, record or _Record()) for key, record in found]
-            for key, record in wanted:
-                if (why := self._spent(record, now)) is not None:
-                    raise Throttled(f"{key[0]} {key[1]!r}: {why}")
+            spent = [(key, why) for key, record in wanted if check and (why := self._spent(record, now))]
+            if spent:
+                (kind, value), why = spent[0]
+                if wait and all(self._busy(record, now) for _, record in wanted):
+                    raise _Busy(f"{kind} {value!r}: {why}")
+                raise Throttled(f"{kind} {value!r}: {why}")
             for key, record in wanted:
                 record.in_flight += 1
                 self._records[key] = record  # re-inserting renews the entry's lifetime
@@ -187,6 +222,9 @@ class Regulator:
                 elif outcome == "succeeded" and key[0] == "user" and record.banned_until <= now:
                     record.failures.clear()
                 self._records[key] = record
+            waiters, self._waiters = self._waiters, []
+        for loop, waiter in waiters:  # attempts waiting for a place: look again
+            loop.call_soon_threadsafe(_wake, waiter)
         if outcome == "succeeded" and username:
             self.remember_client(username, client)
         return started
@@ -200,8 +238,8 @@ class Regulator:
     def failed(self, username: str | None, client: str | None) -> list[str]:
         """Count a failure that asked no directory (a cached refusal, a malformed attempt)."""
         try:
-            ticket = self.admit(username, client)
-        except Throttled:
+            ticket = self._reserve(Ticket([]), self._keys(username, client), check=False)
+        except Throttled:  # the table is full
             return []
         return self.settle(ticket, "failed")
 
@@ -214,3 +252,8 @@ def _client_key(client: str) -> str:
         return str(ipaddress.IPv6Network(f"{client}/64", strict=False))
     except ValueError:
         return client
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from sidecar.app import make_app
 from sidecar.config import parse_config
 from sidecar.errors import Throttled
-from sidecar.regulation import Regulator
+from sidecar.regulation import Regulator, Ticket
 from sidecar.routes import SIDECAR
 from tests.conftest import PEOPLE, basic, config_for
 from tests.testbed.delay import DelayedDirectory
@@ -64,37 +64,55 @@ def test_failures_outside_the_window_do_not_add_up() -> None:
     assert r.banned("alice", None) is None
 
 
-def test_success_clears_the_username_but_not_the_address() -> None:
+async def test_success_clears_the_username_but_not_the_address() -> None:
     clock = Clock()
     r = regulator(clock)
     r.failed("alice", "10.0.0.1")
     r.failed("alice", "10.0.0.1")
-    r.settle(r.admit("alice", "10.0.0.1"), "succeeded", "alice", "10.0.0.1")
+    r.settle(await r.admit("alice", "10.0.0.1"), "succeeded", "alice", "10.0.0.1")
     assert r.failed("alice", "10.0.0.1") == ["client '10.0.0.1' banned for 300 s after 3 failures in 60 s"]
     assert r.banned("alice", "10.0.0.2") is None
 
 
-def test_success_does_not_lift_a_ban() -> None:
+async def test_success_does_not_lift_a_ban() -> None:
     clock = Clock()
     r = regulator(clock)
     for _ in range(3):
         r.failed("alice", None)
     with pytest.raises(Throttled):
-        r.admit("alice", None)
+        await r.admit("alice", None)
     assert r.banned("alice", None) is not None
 
 
-def test_attempts_in_flight_count_before_any_answer() -> None:
-    r = regulator(Clock())
-    tickets = [r.admit("alice", f"10.0.0.{i}") for i in range(3)]
+async def test_attempts_in_flight_count_before_any_answer() -> None:
+    r = regulator(Clock(), wait=0.05)
+    tickets = [await r.admit("alice", f"10.0.0.{i}") for i in range(3)]
     with pytest.raises(Throttled, match="3 attempts in flight"):
-        r.admit("ALICE", "10.0.0.9")  # the budget is held by attempts whose answer has not come
+        await r.admit("ALICE", "10.0.0.9")  # the budget is held by attempts whose answer has not come
     r.settle(tickets[0], "unknown")  # the directory did not answer: the place is given back, nothing counted
-    r.settle(r.admit("alice", "10.0.0.9"), "failed")
+    r.settle(await r.admit("alice", "10.0.0.9"), "failed")
     assert r.banned("alice", None) is not None  # two in flight and one failure fill the budget of 3
 
 
+async def test_a_burst_of_good_attempts_waits_its_turn_and_a_burst_of_bad_ones_is_refused() -> None:
+    r = regulator(Clock(), max_failures=5)
+
+    async def attempt(outcome: str) -> str:
+        try:
+            ticket = await r.admit(None, "10.0.0.1")  # fifty sign-ins behind one office address
+        except Throttled:
+            return "refused"
+        await asyncio.sleep(0)  # the directory's answer
+        r.settle(ticket, outcome)
+        return outcome
+
+    assert await asyncio.gather(*(attempt("succeeded") for _ in range(50))) == ["succeeded"] * 50
+    outcomes = await asyncio.gather(*(attempt("failed") for _ in range(50)))
+    assert outcomes.count("failed") == 5 and outcomes.count("refused") == 45
+
+
 def test_a_burst_from_many_threads_reserves_at_most_the_budget() -> None:
+    # The directory's threads reserve a resolved name; there, a full budget is refused at once.
     r = regulator(Clock(), max_failures=5)
     admitted: list[object] = []
     barrier = threading.Barrier(50)
@@ -102,9 +120,11 @@ def test_a_burst_from_many_threads_reserves_at_most_the_budget() -> None:
     def attempt(i: int) -> None:
         barrier.wait()
         try:
-            admitted.append(r.admit("alice", f"10.0.{i}.1"))
+            ticket = r._reserve(Ticket([]), [("client", "10.0.0.1")])
         except Throttled:
-            pass
+            return
+        r.admit_resolved(ticket, "alice")
+        admitted.append(ticket)
 
     threads = [threading.Thread(target=attempt, args=(i,)) for i in range(50)]
     for thread in threads:
@@ -114,47 +134,47 @@ def test_a_burst_from_many_threads_reserves_at_most_the_budget() -> None:
     assert len(admitted) == 5
 
 
-def test_the_directory_spelling_draws_on_the_same_budget() -> None:
+async def test_the_directory_spelling_draws_on_the_same_budget() -> None:
     r = regulator(Clock())
     for _ in range(3):
         r.failed("iris", None)
-    ticket = r.admit("İrİs", "10.0.0.1")  # another spelling is not banned as typed...
+    ticket = await r.admit("İrİs", "10.0.0.1")  # another spelling is not banned as typed...
     with pytest.raises(Throttled, match="'iris'"):
         r.admit_resolved(ticket, "iris")  # ...but the directory resolved it to the banned name
     r.settle(ticket, "unknown")
-    ticket = r.admit("İrİs", "10.0.0.1")
+    ticket = await r.admit("İrİs", "10.0.0.1")
     r.admit_resolved(ticket, "İrİs")  # the same name as typed is held once, not twice
     assert len(ticket.records) == 2
 
 
-def test_a_failure_counts_under_every_name_it_was_admitted_as() -> None:
+async def test_a_failure_counts_under_every_name_it_was_admitted_as() -> None:
     r = regulator(Clock())
     for _ in range(3):
-        ticket = r.admit("İrİs", None)
+        ticket = await r.admit("İrİs", None)
         r.admit_resolved(ticket, "iris")
         r.settle(ticket, "failed")
     assert r.banned("iris", None) is not None and r.banned("İrİs", None) is not None
 
 
-def test_known_addresses_are_remembered_per_user() -> None:
+async def test_known_addresses_are_remembered_per_user() -> None:
     clock = Clock()
     r = regulator(clock, remember=100.0)
-    r.settle(r.admit("alice", "10.0.0.1"), "succeeded", "Alice", "10.0.0.1")
+    r.settle(await r.admit("alice", "10.0.0.1"), "succeeded", "Alice", "10.0.0.1")
     assert r.known("ALICE", "10.0.0.1")
     assert not r.known("alice", "10.0.0.2") and not r.known("bob", "10.0.0.1") and not r.known("alice", None)
     clock.now += 101
     assert not r.known("alice", "10.0.0.1")
 
 
-def test_a_ticket_settles_once() -> None:
+async def test_a_ticket_settles_once() -> None:
     r = regulator(Clock())
-    ticket = r.admit("alice", None)
+    ticket = await r.admit("alice", None)
     r.settle(ticket, "failed")
     r.settle(ticket, "failed")
     assert r.banned("alice", None) is None  # one failure, not two
 
 
-def test_memory_is_bounded_and_a_flood_never_evicts_a_ban() -> None:
+async def test_memory_is_bounded_and_a_flood_never_evicts_a_ban() -> None:
     clock = Clock()
     r = Regulator(max_failures=3, window=60, ban=600, max_entries=100, clock=clock)
     for _ in range(3):
@@ -162,7 +182,7 @@ def test_memory_is_bounded_and_a_flood_never_evicts_a_ban() -> None:
     refused = 0
     for i in range(10_000):
         try:
-            r.settle(r.admit(f"user{i}", f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"), "failed")
+            r.settle(await r.admit(f"user{i}", f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"), "failed")
         except Throttled:
             refused += 1  # full of live records: new names wait, none is forgotten
         r.remember_client(f"other{i}", f"10.9.{i // 256 % 256}.{i % 256}")
@@ -170,7 +190,7 @@ def test_memory_is_bounded_and_a_flood_never_evicts_a_ban() -> None:
     assert refused > 9_000
     assert r.banned("victim", None) is not None
     clock.now += 601  # everything expired: room again
-    r.settle(r.admit("newcomer", "10.0.0.1"), "failed")
+    r.settle(await r.admit("newcomer", "10.0.0.1"), "failed")
 
 
 def test_an_ipv6_subscriber_counts_as_one_address() -> None:
