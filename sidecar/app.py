@@ -27,8 +27,8 @@ from sidecar.redirects import RedirectPolicy
 from sidecar.regulation import Regulator
 from sidecar.routes import SIDECAR, Sidecar, add_routes
 from sidecar.sessions import CookieSettings, SessionCodec
-from sidecar.signin import Renewal, SessionAuthenticator, SessionJar, SignIn
-from sidecar.sources import LdapSource, LocalSource, PasswordSource, Sources
+from sidecar.signin import SessionAuthenticator, SessionJar, SignIn
+from sidecar.sources import LdapSource, LocalSource, PasswordSource, Registry, Sources
 
 log = logging.getLogger("sidecar")
 
@@ -118,9 +118,9 @@ def make_app(config: Config) -> web.Application:
                              lifetime=sessions.lifetime, idle_timeout=sessions.idle_timeout)
         cookie = CookieSettings(name=sessions.cookie_name, domain=sessions.cookie_domain, secure=sessions.secure)
         max_age = int(sessions.lifetime)
-        jar = SessionJar(codec, sources, keep_for=sessions.lifetime)
-        renewal = Renewal(sources, None)
-        authenticators.append(SessionAuthenticator(jar, cookie, renewal, writer,
+        registry = Registry(present)  # the providers join it below
+        jar = SessionJar(codec, registry, keep_for=sessions.lifetime)
+        authenticators.append(SessionAuthenticator(jar, cookie, registry.renew, writer,
                                                    recheck_every=sessions.recheck_every, max_age=max_age))
         page = config.login_page
         public_path = urlsplit(config.server.public_url).path.rstrip("/")
@@ -136,8 +136,9 @@ def make_app(config: Config) -> web.Application:
                         csp=_csp(hosts, sessions.redirect_domains, schemes,
                                  [p.issuer for p in config.oidc.providers if p.logout and p.issuer]))
         if config.oidc.providers:
-            renewal.sso = signin.sso = _single_sign_on(config, http, signin, redirects, public_path,
-                                                       sessions.keys[0].secret.reveal(), sessions.secure)
+            signin.sso = _single_sign_on(config, http, signin, redirects, public_path,
+                                         sessions.keys[0].secret.reveal(), sessions.secure)
+            registry.add(signin.sso.providers.values())
     if config.oidc.bearer:
         authenticators.append(BearerAuthenticator(config.oidc.bearer, http, writer, leeway=config.oidc.leeway))
     if config.server.basic_auth and verifier is not None:

@@ -29,7 +29,7 @@ from jose import jwe
 from jose.exceptions import JOSEError
 
 from sidecar.config import Allow, ClaimMap, OidcProvider
-from sidecar.errors import AccessDenied, AuthError, InvalidCredentials
+from sidecar.errors import AccessDenied, AuthError, InvalidCredentials, UnknownUser
 from sidecar.identity import Identity, fold
 from sidecar.jwks import Discovery, JwksCache, ProviderUnavailable
 from sidecar.redirects import RedirectPolicy
@@ -165,7 +165,7 @@ class Provider:
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.name = config.name
-        self.source = f"oidc:{config.name}"
+        self.id = f"oidc:{config.name}"  # the identity source: sidecar.sources
         self._http = http
         self._redirect_uri = redirect_uri
         self._leeway = leeway
@@ -204,7 +204,17 @@ class Provider:
                                     "redirect_uri": self._redirect_uri, "code_verifier": pending.verifier})
         return await self._grant(tokens, nonce=pending.nonce)
 
-    async def renew(self, refresh_token: str) -> Grant:
+    async def renew(self, session: Session) -> Session:
+        """The session with its identity described again through its refresh token (as it is
+        without one: the provider vouched for it when it signed in)."""
+        if session.refresh_token is None:
+            if session.groups_elsewhere:  # what the sidecar kept of it is gone: nothing to go on
+                raise UnknownUser(f"{self.id} cannot describe {session.identity.username} again: no refresh token")
+            return session
+        grant = await self.refresh(session.refresh_token)
+        return dataclasses.replace(session, identity=grant.identity, refresh_token=grant.refresh_token)
+
+    async def refresh(self, refresh_token: str) -> Grant:
         tokens = await self._token({"grant_type": "refresh_token", "refresh_token": refresh_token})
         grant = await self._grant(tokens, nonce=None)
         # Providers that do not rotate refresh tokens let the old one be used again.
@@ -232,7 +242,7 @@ class Provider:
                 raise InvalidCredentials("userinfo describes another subject than the ID token")
             claims = {**claims, **info}
         refresh = tokens.get("refresh_token")
-        identity = identity_from_claims(claims, self.config.claims, self.config.allow, self.source,
+        identity = identity_from_claims(claims, self.config.claims, self.config.allow, self.id,
                                         self.config.username_prefix)
         return Grant(identity, refresh if isinstance(refresh, str) else None)
 
@@ -295,6 +305,7 @@ class SingleSignOn:
                  finish: Callable[[Grant, str], web.Response], page: Callable[[int, str, str], web.Response],
                  clock: Callable[[], float] = time.time) -> None:
         self.providers = {p.name: p for p in providers}
+        self._by_id = {p.id: p for p in providers}
         self.state = state
         self.redirects = redirects
         self.path = path
@@ -355,21 +366,8 @@ class SingleSignOn:
         response.headers.add("Set-Cookie", self.state.cleared())
         return response
 
-    async def renew(self, session: Session) -> Session:
-        """The session with its identity renewed through the refresh token (unchanged without one)."""
-        name = session.identity.source.removeprefix("oidc:")
-        provider = self.providers.get(name)
-        if provider is None:
-            raise InvalidCredentials(f"the session's provider {name!r} is not configured")
-        if session.refresh_token is None:
-            return session
-        grant = await provider.renew(session.refresh_token)
-        return dataclasses.replace(session, identity=grant.identity, refresh_token=grant.refresh_token)
-
     async def logout_url(self, session: Session | None, return_to: str) -> str | None:
-        if session is None or not session.identity.source.startswith("oidc:"):
-            return None
-        provider = self.providers.get(session.identity.source.removeprefix("oidc:"))
+        provider = self._by_id.get(session.identity.source) if session is not None else None
         if provider is None:
             return None
         try:

@@ -37,7 +37,6 @@ from sidecar.errors import (
     DirectoryUnavailable,
     InvalidCredentials,
     Throttled,
-    UnknownUser,
 )
 from sidecar.forwarded import ClientAddress
 from sidecar.headers import HeaderWriter
@@ -46,7 +45,7 @@ from sidecar.oidc import SingleSignOn
 from sidecar.pages import Pages
 from sidecar.redirects import RedirectPolicy
 from sidecar.sessions import CookieSettings, Revocations, Session, SessionCodec, SessionTooLarge, cookie_value
-from sidecar.sources import Sources
+from sidecar.sources import Registry
 
 log = logging.getLogger("sidecar.signin")
 
@@ -79,7 +78,7 @@ class SessionJar:
     which refuses signed-out sessions, so neither the codec's memo nor a rendered verdict can
     outlive a sign-out."""
 
-    def __init__(self, codec: SessionCodec, sources: Sources | None, *, keep_for: float,
+    def __init__(self, codec: SessionCodec, sources: Registry, *, keep_for: float,
                  max_users: int = 5_000, revocations: Revocations | None = None) -> None:
         self.codec = codec
         self.sources = sources
@@ -120,33 +119,13 @@ class SessionJar:
         kept = self._groups.get((who.source, who.username))
         if kept is None:
             try:
-                if self.sources is None:
-                    raise UnknownUser(f"{who.source} cannot describe {who.username} again")
-                fresh = await self.sources.lookup(who)
+                fresh = (await self.sources.renew(session)).identity  # through whichever source signed it in
             except AuthError as exc:
                 log.warning("session of %s refused: its groups could not be read again: %s", who.username, exc.reason)
                 return None
             kept = self._groups[(who.source, who.username)] = (fresh.groups, fresh.rule_groups)
         identity = dataclasses.replace(who, groups=kept[0], rule_groups=kept[1])
         return dataclasses.replace(session, identity=identity, groups_elsewhere=False)
-
-
-class Renewal:
-    """Describes a signed-in user again, through wherever they signed in: a password source
-    (directory, users file) or a single sign-on provider (its refresh token)."""
-
-    def __init__(self, sources: Sources | None, sso: SingleSignOn | None) -> None:
-        self.sources = sources
-        self.sso = sso
-
-    async def __call__(self, session: Session) -> Session:
-        if session.identity.source.startswith("oidc:"):
-            if self.sso is None:
-                raise UnknownUser(f"{session.identity.source} is not configured")
-            return await self.sso.renew(session)
-        if self.sources is None:
-            raise UnknownUser(f"{session.identity.source} is not configured")
-        return dataclasses.replace(session, identity=await self.sources.lookup(session.identity))
 
 
 class SessionAuthenticator:

@@ -1,15 +1,21 @@
-"""Password sources: the places a username and password are checked, asked in a configured order.
+"""Identity sources: where identities come from, each behind one small protocol, in one registry.
 
-Each source turns credentials into an :class:`~sidecar.identity.Identity` (or raises), and can
-describe a user again without the password, so a browser session stays true to its source.
-The next source is asked only when one does not know the user or cannot be reached; a wrong
+Every source has an ``id`` — ``ldap``, ``local``, ``oidc:<provider>`` — that the identities it makes
+carry as ``Identity.source``, and describes a signed-in user again on demand (:meth:`renew`): the
+directory and the users file read the user anew, a provider uses the session's refresh token. The
+:class:`Registry` finds a session's source by that id, so a session is re-checked, or has its
+groups read again after a restart, through whichever source signed it in.
+
+Password sources also check a username and password; :class:`Sources` asks them in the configured
+order. The next is asked only when one does not know the user or cannot be reached; a wrong
 password for a user a source knows ends the search.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar
 
@@ -18,6 +24,7 @@ from sidecar.identity import Identity
 from sidecar.ldap import Directory
 from sidecar.local import LocalUsers
 from sidecar.policy import GroupPolicy
+from sidecar.sessions import Session
 
 T = TypeVar("T")
 
@@ -27,16 +34,26 @@ T = TypeVar("T")
 Admit = Callable[[str], None]
 
 
-class PasswordSource(Protocol):
-    name: str
+class IdentitySource(Protocol):
+    id: str
 
+    async def renew(self, session: Session) -> Session:
+        """The session with its identity described anew; AuthError when it no longer stands."""
+        ...
+
+
+class PasswordSource(IdentitySource, Protocol):
     async def check_password(self, username: str, password: str, admit: Admit | None = None) -> Identity: ...
 
     async def lookup(self, username: str) -> Identity: ...
 
 
+async def _read_again(source: PasswordSource, session: Session) -> Session:
+    return dataclasses.replace(session, identity=await source.lookup(session.identity.username))
+
+
 class LdapSource:
-    name = "ldap"
+    id = "ldap"
 
     def __init__(self, directory: Directory, policy: GroupPolicy) -> None:
         self.directory = directory
@@ -48,11 +65,14 @@ class LdapSource:
     async def lookup(self, username: str) -> Identity:
         return self.policy.identity(await self.directory.lookup(username))
 
+    async def renew(self, session: Session) -> Session:
+        return await _read_again(self, session)
+
 
 class LocalSource:
     """The users file. Hashing is slow on purpose, so it runs in this source's own threads."""
 
-    name = "local"
+    id = "local"
 
     def __init__(self, users: LocalUsers, threads: int = 2) -> None:
         self.users = users
@@ -74,6 +94,9 @@ class LocalSource:
             raise UnknownUser(f"local user {username!r} is gone")
         return self._allowed(user.identity(), user.is_active)
 
+    async def renew(self, session: Session) -> Session:
+        return await _read_again(self, session)
+
     async def _run(self, function: Callable[..., T], *args: str) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
@@ -88,11 +111,12 @@ class LocalSource:
 
 
 class Sources:
+    """The password sources, in the order they are asked."""
+
     def __init__(self, sources: Sequence[PasswordSource]) -> None:
         if not sources:
             raise ValueError("at least one password source is needed")
         self.sources = tuple(sources)
-        self._by_name = {source.name: source for source in sources}
 
     async def check_password(self, username: str, password: str, admit: Admit | None = None) -> Identity:
         passed_over: AuthError | None = None
@@ -104,8 +128,24 @@ class Sources:
         assert passed_over is not None
         raise passed_over
 
-    async def lookup(self, identity: Identity) -> Identity:
-        source = self._by_name.get(identity.source)
+
+class Registry:
+    """Every configured identity source, by id."""
+
+    def __init__(self, sources: Iterable[IdentitySource] = ()) -> None:
+        self._by_id: dict[str, IdentitySource] = {}
+        self.add(sources)
+
+    def add(self, sources: Iterable[IdentitySource]) -> None:
+        for source in sources:
+            self._by_id[source.id] = source
+
+    def __contains__(self, source_id: str) -> bool:
+        return source_id in self._by_id
+
+    async def renew(self, session: Session) -> Session:
+        who = session.identity
+        source = self._by_id.get(who.source)
         if source is None:
-            raise UnknownUser(f"{identity.username} came from {identity.source!r}, which is not configured")
-        return await source.lookup(identity.username)
+            raise UnknownUser(f"{who.username} came from {who.source!r}, which is not configured")
+        return await source.renew(session)

@@ -6,6 +6,7 @@ refresh token, and some tests restart or stop it).
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ import pytest
 from tests.conftest import ldap_settings, need
 from tests.testbed import ROOT, free_port, wait_for_port
 from tests.testbed.nginx import Nginx, render_site
-from tests.testbed.oidc import OidcProvider, oidc_client, rsa_jwk
+from tests.testbed.oidc import DEMO_ACCOUNTS, OidcProvider, oidc_client, rsa_jwk
 from tests.testbed.sidecar import SidecarProcess
 from tests.testbed.slapd import Slapd
 
@@ -37,14 +38,15 @@ class Site:
         return self.base + PROTECTED
 
 
-def start_site(workdir: Path, slapd: Slapd, *, recheck_every: float) -> Iterator[Site]:
+def start_site(workdir: Path, slapd: Slapd, *, recheck_every: float,
+               accounts: dict[str, dict[str, Any]] | None = None) -> Iterator[Site]:
     need("nginx")
     need("node")
     sidecar_port, listen, app_port = free_port(), free_port(), free_port()
     base = f"http://127.0.0.1:{listen}"
     client = oidc_client("sidecar", "sidecar-secret", [f"{base}/_sidecar/oidc/callback"],
                          post_logout_redirect_uris=[f"{base}/_sidecar/login"])
-    with OidcProvider(workdir / "op", clients=[client]) as provider:
+    with OidcProvider(workdir / "op", clients=[client], accounts=accounts) as provider:
         config = {
             "server": {"listen": f"127.0.0.1:{sidecar_port}", "public_url": f"{base}/_sidecar"},
             "ldap": ldap_settings(slapd),
@@ -197,3 +199,27 @@ def test_a_replayed_code_is_refused_by_the_provider(site: Site, page: Any) -> No
     assert response is not None and response.status == 401
     assert "could not be completed" in page.content()
     assert "sidecar_session" not in {c["name"] for c in page.context.cookies()}
+
+
+# Names that compress badly: together too large for a cookie, so the sidecar keeps them.
+MANY_GROUPS = [f"g-{hashlib.sha256(str(i).encode()).hexdigest()[:32]}" for i in range(250)]
+
+
+@pytest.fixture
+def crowded(slapd: Slapd, tmp_path: Path) -> Iterator[Site]:
+    accounts = {**DEMO_ACCOUNTS, "mia": {"sub": "mia", "preferred_username": "mia", "email": "mia@example.com",
+                                         "email_verified": True, "groups": MANY_GROUPS}}
+    yield from start_site(tmp_path, slapd, recheck_every=300, accounts=accounts)
+
+
+def test_groups_kept_server_side_survive_a_restart_for_a_provider_sign_in(crowded: Site, page: Any) -> None:
+    # They were read again only through the password sources, so such a session ended at the
+    # sidecar's next start ("came from 'oidc:idp', which is not configured") although it is.
+    sign_in(crowded, page, "mia")
+    assert MANY_GROUPS[-1] in page.content()
+    crowded.sidecar.stop()
+    crowded.sidecar.start()  # forgets the groups it kept: only the provider can tell them again
+    page.reload()
+    assert page.url == crowded.protected() and page.locator("#user").inner_text() == "mia"
+    assert MANY_GROUPS[0] in page.content() and MANY_GROUPS[-1] in page.content()
+    assert "not configured" not in crowded.sidecar.log()
