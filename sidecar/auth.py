@@ -39,15 +39,33 @@ FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """The outcome for one set of credentials; ``headers`` are rendered once, when it is made."""
+    """An identity with its headers, rendered once when the verdict is made — or, where verdicts are
+    kept (the verdict cache), the refusal of those credentials. Made by :meth:`allow` or
+    :meth:`refuse`, never both; a refusal leaves an authenticator only as its exception."""
 
     identity: Identity | None
-    refusal: AuthError | None = None
-    headers: Headers = ()
-    set_cookie: str | None = None  # a refreshed session cookie for the browser
+    refusal: AuthError | None
+    headers: Headers
+    set_cookie: str | None  # a refreshed session cookie for the browser
+
+    @classmethod
+    def allow(cls, identity: Identity, headers: Headers, set_cookie: str | None = None) -> Verdict:
+        return cls(identity, None, headers, set_cookie)
+
+    @classmethod
+    def refuse(cls, error: AuthError) -> Verdict:
+        return cls(None, _bare(error), (), None)
+
+    def settle(self) -> Verdict:
+        """This verdict if it allows; else its refusal raised (a fresh copy of it)."""
+        if self.refusal is not None:
+            raise self.refusal.again()
+        return self
 
 
 class Authenticator(Protocol):
+    """``None``: no credentials of mine here; a Verdict: who it is; AuthError raised: refused."""
+
     async def authenticate(self, request: web.Request) -> Verdict | None: ...
 
 
@@ -123,19 +141,17 @@ class PasswordVerifier:
         self._pending: dict[bytes, asyncio.Future[Verdict]] = {}
 
     async def verify(self, username: str, password: str, client: str | None = None) -> Verdict:
+        """The allowing verdict for these credentials; their refusal raised (AuthError)."""
         key = self.cache.key(username, password)
         known = self.cache.get(key)
         if known is None and (pending := self._pending.get(key)) is not None:
             known = await asyncio.shield(pending)  # asked already: no second look at the sources
         if known is not None:
-            return self._answered(known, username, client)
+            return self._answered(known, username, client).settle()
         regulator = self.regulator
         if regulator is None:
-            return await self._coalesced(key, username, password, None)
-        try:
-            ticket = await regulator.admit(username, client)
-        except Throttled as exc:
-            return Verdict(None, exc)
+            return (await self._coalesced(key, username, password, None)).settle()
+        ticket = await regulator.admit(username, client)  # Throttled when a budget is spent
         outcome, resolved = "unknown", None
         try:
             try:
@@ -147,7 +163,7 @@ class PasswordVerifier:
                 outcome = "failed"
             elif verdict.identity is not None:
                 outcome, resolved = "succeeded", verdict.identity.username
-            return verdict
+            return verdict.settle()
         finally:
             for ban in regulator.settle(ticket, outcome, resolved, client):
                 log.warning("regulation: %s", ban)
@@ -163,7 +179,7 @@ class PasswordVerifier:
             if not regulator.known(resolved, client):
                 why = regulator.banned(username, client) or regulator.banned(resolved, None)
                 if why is not None:
-                    return Verdict(None, Throttled(why))
+                    return Verdict.refuse(Throttled(why))
             regulator.remember_client(resolved, client)  # in use from here: known as long as it is
             return verdict
         if isinstance(verdict.refusal, InvalidCredentials):
@@ -194,9 +210,9 @@ class PasswordVerifier:
             admit = functools.partial(regulator.admit_resolved, ticket)
         try:
             identity = await self.sources.check_password(username, password, admit)
-            return Verdict(identity, None, self.writer.render(identity))
+            return Verdict.allow(identity, self.writer.render(identity))
         except (InvalidCredentials, AccessDenied, Throttled) as exc:
-            return Verdict(None, _bare(exc))
+            return Verdict.refuse(exc)
 
 
 class BasicAuthenticator:

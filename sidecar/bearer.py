@@ -24,7 +24,7 @@ from cachetools import TTLCache
 
 from sidecar.auth import Verdict
 from sidecar.config import BearerIssuer
-from sidecar.errors import AccessDenied, BadRequest, InvalidCredentials
+from sidecar.errors import BadRequest, InvalidCredentials
 from sidecar.headers import HeaderWriter
 from sidecar.jwks import Discovery, JwksCache, ProviderUnavailable
 from sidecar.oidc import HttpClient, identity_from_claims
@@ -100,16 +100,13 @@ class BearerAuthenticator:
         now = self._clock()
         if (hit := self._memo.get(key)) is not None and now < hit[1]:
             return hit[0]
-        try:
-            issuer = self._issuers.get(_unverified_issuer(token))
-            if issuer is None:
-                raise InvalidCredentials("a Bearer token from an issuer that is not configured")
-            claims = await issuer.claims(token, now)
-            identity = identity_from_claims(claims, issuer.config.claims, issuer.config.allow,
-                                            f"bearer:{issuer.config.issuer}", issuer.config.username_prefix)
-            verdict = Verdict(identity, None, self._writer.render(identity))
-        except (InvalidCredentials, AccessDenied) as exc:
-            return Verdict(None, exc)
+        issuer = self._issuers.get(_unverified_issuer(token))
+        if issuer is None:
+            raise InvalidCredentials("a Bearer token from an issuer that is not configured")
+        claims = await issuer.claims(token, now)
+        identity = identity_from_claims(claims, issuer.config.claims, issuer.config.allow,
+                                        f"bearer:{issuer.config.issuer}", issuer.config.username_prefix)
+        verdict = Verdict.allow(identity, self._writer.render(identity))
         self._memo[key] = (verdict, float(claims["exp"]))
         return verdict
 

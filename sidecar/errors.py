@@ -18,10 +18,13 @@
             └── ProviderUnavailable  an identity provider cannot be reached (sidecar.jwks)
                 └── KeysUnavailable  ... nor its signing keys
 
-Every AuthError carries a ``reason`` for the operator's log line. Clients never see it.
+Every AuthError carries a ``reason`` for the operator's log line. Clients never see it. A refusal
+travels one way: raised by an authenticator, answered by ``routes.auth`` alone.
 """
 
 from __future__ import annotations
+
+import copy
 
 
 class SidecarError(Exception):
@@ -37,11 +40,21 @@ class ConfigError(SidecarError):
 
 
 class AuthError(SidecarError):
+    """Raised by an authenticator and answered once, by the /auth handler (``routes.auth``)."""
+
     status = 401
+    set_cookie: str | None = None  # a cookie to set with the refusal (an ended session cleared)
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+    def again(self) -> AuthError:
+        """A fresh copy to raise: a refusal kept in a cache must not gather the tracebacks (and
+        with them the frames, and the passwords in them) of every time it is raised."""
+        fresh = copy.copy(self)
+        fresh.__traceback__ = fresh.__cause__ = fresh.__context__ = None
+        return fresh
 
 
 class BadRequest(AuthError):

@@ -109,9 +109,7 @@ async def auth(request: web.Request) -> web.StreamResponse:
         if verdict is None:
             log.debug("401 no credentials client=%s", sidecar.client_address(request))
             return sidecar.unauthenticated(request, target)
-        if verdict.refusal is not None:
-            return _refuse(request, target, verdict.refusal, verdict.set_cookie)
-        assert verdict.identity is not None
+        assert verdict.identity is not None  # an authenticator answers an identity, or raises its refusal
         rules = sidecar.rules
         if rules and not rules.allows(verdict.identity, target):
             return _refuse(request, target, AccessDenied(f"access rules refuse {verdict.identity.username}"))
@@ -124,8 +122,8 @@ async def auth(request: web.Request) -> web.StreamResponse:
         if verdict.set_cookie is not None:
             headers.add("Set-Cookie", verdict.set_cookie)
         return web.Response(headers=headers)
-    except AuthError as exc:
-        return _refuse(request, target, exc)
+    except AuthError as exc:  # every refusal, from any authenticator or rule, is answered here
+        return _refuse(request, target, exc, exc.set_cookie)
     except Exception:
         log.exception("unexpected error answering /auth; refusing the request")
         return _answer(503)

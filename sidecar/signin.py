@@ -33,7 +33,6 @@ from sidecar.auth import PasswordVerifier, Verdict, check_password_shape, normal
 from sidecar.errors import (
     AccessDenied,
     AuthError,
-    BadRequest,
     DirectoryUnavailable,
     InvalidCredentials,
     Throttled,
@@ -177,7 +176,8 @@ class SessionAuthenticator:
             return self._verdict(session, renew=False)
         except (InvalidCredentials, AccessDenied) as exc:
             log.warning("session of %s ended by its re-check: %s", username, exc.reason)
-            return Verdict(None, exc, set_cookie=self.cookie.clear_cookie_header())
+            exc.set_cookie = self.cookie.clear_cookie_header()
+            raise
         self._retry_at.pop(username, None)
         return self._verdict(dataclasses.replace(renewed, last_seen=now, checked_at=now), renew=True)
 
@@ -203,7 +203,7 @@ class SessionAuthenticator:
             except SessionTooLarge:
                 log.error("session of %s is too large to refresh; keeping the old cookie",
                           session.identity.username)
-        verdict = Verdict(session.identity, None, self.writer.render(session.identity), cookie)
+        verdict = Verdict.allow(session.identity, self.writer.render(session.identity), cookie)
         if cookie is None:
             if len(self._verdicts) >= MAX_RENDERED:
                 self._verdicts.clear()
@@ -264,17 +264,15 @@ class SignIn:
         try:
             username = normalize_username(typed)
             verdict = await self.verifier.verify(username, check_password_shape(form.get("password", "")), client)
-        except BadRequest as exc:
-            verdict = Verdict(None, exc)
         except DirectoryUnavailable as exc:
             log.error("503 sign-in of %r: %s client=%s", typed[:64], exc.reason, client)
             return self._form(request, rd=rd, username=typed, error=UNAVAILABLE_ERROR, status=503)
-        if verdict.identity is None:
-            refusal = verdict.refusal or InvalidCredentials("refused")
+        except AuthError as refusal:
             log.warning("%d sign-in refused for %r: %s client=%s", refusal.status, typed[:64], refusal.reason, client)
             throttled = isinstance(refusal, Throttled)
             error = THROTTLED_ERROR if throttled else GENERIC_ERROR
             return self._form(request, rd=rd, username=typed, error=error, status=429 if throttled else 401)
+        assert verdict.identity is not None  # verify answers an identity or raises
         log.info("signed in %s (%s) client=%s", verdict.identity.username, verdict.identity.source, client)
         response = self.finish(verdict.identity, rd)
         response.headers.add("Set-Cookie", self._csrf_cleared)
