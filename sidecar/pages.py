@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from html import escape
 from importlib.resources import files
 from pathlib import PurePosixPath
@@ -31,6 +30,7 @@ NAMED_COLOURS = {
     "crimson": "#dc143c", "brown": "#a52a2a", "chocolate": "#d2691e", "darkorange": "#ff8c00",
     "slategray": "#708090", "darkslategray": "#2f4f4f", "dimgray": "#696969",
 }
+ACCENT_RULE = f"expected #rgb, #rrggbb or one of {', '.join(NAMED_COLOURS)}"
 # The card colours in login.css (light, dark): accent text and focus rings are checked against them.
 SURFACES = ("#ffffff", "#1b1f27")
 TEXT_CONTRAST = 4.5  # WCAG AA for text; also ample for the 3:1 a focus ring needs
@@ -77,24 +77,31 @@ def _is_local_path(url: str) -> bool:
     return url.startswith("/") and not url.startswith("//") and not URL_TRAPS.search(url)
 
 
-def check_url(url: str, what: str) -> str:
-    """An absolute http(s) URL or a path on this site (``/...``); anything else is a ValueError."""
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is not an absolute http(s) URL or a path on this site (``/...``), or None."""
     if URL_TRAPS.search(url):
-        raise ValueError(f"{what}: spaces, control characters and backslashes are not allowed: {url!r}")
+        return f"spaces, control characters and backslashes are not allowed: {url!r}"
     try:
         parts = urlsplit(url)
     except ValueError:
-        raise ValueError(f"{what}: not a URL: {url!r}") from None
+        return f"not a URL: {url!r}"
     if not (_is_local_path(url) or (parts.scheme.lower() in ("http", "https") and parts.netloc)):
-        raise ValueError(f"{what}: expected an http(s) URL or a path starting with /, got {url!r}")
+        return f"expected an http(s) URL or a path starting with /, got {url!r}"
+    return None
+
+
+def check_url(url: str, what: str) -> str:
+    """An absolute http(s) URL or a path on this site (``/...``); anything else is a ValueError."""
+    if (problem := url_problem(url)) is not None:
+        raise ValueError(f"{what}: {problem}")
     return url
 
 
-def check_logo(url: str) -> str:
-    """A data:image/... URI or a path on this site: img-src 'self' data: would block anything else."""
-    if not (DATA_IMAGE.match(url) or _is_local_path(url)):
-        raise ValueError(f"logo_url: expected a data:image/... URI or a path starting with /, got {url[:60]!r}")
-    return url
+def logo_problem(url: str) -> str | None:
+    """Why ``url`` cannot be the logo, or None: img-src 'self' data: blocks all but data:image/... and /paths."""
+    if DATA_IMAGE.match(url) or _is_local_path(url):
+        return None
+    return f"expected a data:image/... URI or a path starting with /, got {url[:60]!r}"
 
 
 def accent_hex(accent: str) -> str:
@@ -104,12 +111,13 @@ def accent_hex(accent: str) -> str:
         return "#" + (digits if len(digits) == 6 else "".join(d * 2 for d in digits))
     if accent.lower() in NAMED_COLOURS:
         return NAMED_COLOURS[accent.lower()]
-    raise ValueError(f"accent: expected #rgb, #rrggbb or one of {', '.join(NAMED_COLOURS)}, got {accent!r}")
+    raise ValueError(f"accent: {ACCENT_RULE}, got {accent!r}")
 
 
 @dataclass(frozen=True)
 class Theme:
-    """What an operator may change on the pages. Invalid values raise ValueError, all at once."""
+    """What an operator may change on the pages. Invalid values raise ValueError, all at once:
+    :meth:`problems` is the one list of rules, which the configuration loader reports at load."""
 
     title: str = "Sign in"
     logo_url: str | None = None
@@ -118,23 +126,23 @@ class Theme:
     help_url: str | None = None
 
     def __post_init__(self) -> None:
-        problems = [
-            *([] if self.title.strip() else ["title: must not be empty"]),
-            *_problem(accent_hex, self.accent),
-            *_problem(check_logo, self.logo_url),
-            *_problem(partial(check_url, what="help_url"), self.help_url),
-        ]
-        if problems:
-            raise ValueError("; ".join(problems))
+        found = self.problems(title=self.title, logo_url=self.logo_url, accent=self.accent, help_url=self.help_url)
+        if found:
+            raise ValueError("; ".join(f"{name}: {problem}" for name, problem in found))
 
-
-def _problem(check: Callable[[str], str], value: str | None) -> list[str]:
-    try:
-        if value is not None:
-            check(value)
-    except ValueError as exc:
-        return [str(exc)]
-    return []
+    @staticmethod
+    def problems(*, title: str, logo_url: str | None, accent: str, help_url: str | None) -> list[tuple[str, str]]:
+        """(field, problem) for each value a Theme would refuse."""
+        found = [] if title.strip() else [("title", "must not be empty")]
+        try:
+            accent_hex(accent)
+        except ValueError:
+            found.append(("accent", f"{ACCENT_RULE}, got {accent!r}"))
+        if logo_url is not None and (problem := logo_problem(logo_url)) is not None:
+            found.append(("logo_url", problem))
+        if help_url is not None and (problem := url_problem(help_url)) is not None:
+            found.append(("help_url", problem))
+        return found
 
 
 def _rgb(colour: str) -> tuple[int, int, int]:
@@ -204,8 +212,8 @@ class Pages:
     )
 
     def __init__(self, theme: Theme, *, static_prefix: str) -> None:
-        if not _is_local_path(static_prefix):
-            raise ValueError(f"static_prefix: expected a path starting with /, got {static_prefix!r}")
+        if found := self.problems(static_prefix=static_prefix):
+            raise ValueError("; ".join(f"{name}: {problem}" for name, problem in found))
         prefix = static_prefix.rstrip("/")
         self.theme = theme
         self._files = _static_files(theme)
@@ -219,6 +227,13 @@ class Pages:
         self._login_head = _fill(self._head, title=theme.title, **self._shared)
         self._page_tail = _fill(self._tail, help=self._help())
         self._login, self._message = _template("login.html"), _template("message.html")
+
+    @staticmethod
+    def problems(*, static_prefix: str) -> list[tuple[str, str]]:
+        """(field, problem) for each value Pages would refuse."""
+        if _is_local_path(static_prefix):
+            return []
+        return [("static_prefix", f"expected a path starting with /, got {static_prefix!r}")]
 
     def _brand(self) -> _Html:
         return _fill(_LOGO, src=self.theme.logo_url) if self.theme.logo_url else _Html("")
