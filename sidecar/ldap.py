@@ -15,7 +15,7 @@ What the directory says is taken exactly, or not at all:
   Active Directory's in-chain rule) are paged (RFC 2696). An answer that is not complete (a
   size, time or administrative limit, a referral, paging that stops early, nesting deeper than
   ``max_nesting``) is :class:`DirectoryUnavailable` (503), never a shorter group list.
-- Values are never cleaned. A user whose name or published attributes hold a control character
+- Values are never cleaned (:mod:`sidecar.entries`). A user whose name or published attributes hold a control character
   (or bytes that are not UTF-8) is refused; a group whose name does is not published, while its
   DN still counts for require/deny/flags. Of several ``username_attr`` values, the one that
   matches the login is the identity; without exactly one, the user is refused.
@@ -35,7 +35,6 @@ import ssl
 import threading
 import time
 import traceback
-import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,9 +43,10 @@ from typing import Any, Literal, NoReturn, TypeVar
 import ldap3
 from ldap3.core import exceptions as lx
 from ldap3.utils.conv import escape_filter_chars
-from ldap3.utils.dn import escape_rdn, parse_dn
+from ldap3.utils.dn import escape_rdn
 
 from sidecar.config import LdapConfig, Search
+from sidecar.entries import first, fold, matching_value, normalize_dn, rdn_value, text, values
 from sidecar.errors import (
     AccessDenied,
     AuthError,
@@ -75,8 +75,6 @@ USER_CANDIDATES = 8
 # Bound to with the password when the name is unknown, so an unknown name costs what a wrong
 # password costs. It must not exist; a bind that succeeds anyway changes nothing.
 ABSENT_RDN = "cn=auth-sidecar-no-such-user"
-# Unicode Cc: C0, DEL and C1. A value holding one is never cleaned into another value.
-CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 # Active Directory explains a refused bind with a sub-code in the message ("... data 775, v4563").
 AD_SUB_CODE = re.compile(r"\bdata ([0-9a-f]{3,4})\b", re.IGNORECASE)
 AD_REASONS = {
@@ -155,74 +153,6 @@ class ServerList:
         if uri in self._down_until:
             with self._lock:
                 self._down_until.pop(uri, None)
-
-
-def normalize_dn(dn: str) -> str:
-    """A DN in a form that compares equal however its case and spacing were written."""
-    try:
-        parts = parse_dn(dn, escape=False, strip=True)
-    except lx.LDAPInvalidDnError:
-        return dn.strip().lower()
-    rdns: list[str] = []
-    for attr, value, separator in parts:
-        rdns.append(f"{attr.lower()}={value.lower()}")
-        if separator == "+":
-            rdns.append("+")
-    return ",".join(rdns).replace(",+,", "+")
-
-
-def values(attributes: Mapping[str, Any], name: str) -> list[Any]:
-    """Every value of an attribute as ldap3 returned it (str, or bytes it could not decode)."""
-    value = attributes.get(name.lower())
-    if value is None:
-        return []
-    return list(value) if isinstance(value, list | tuple) else [value]
-
-
-def text(value: Any) -> str | None:
-    """The value as text exactly as the directory holds it; None when it is not clean text
-    (bytes that are not UTF-8, or a control character): such a value is never cleaned."""
-    if isinstance(value, bytes):
-        try:
-            value = value.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    result = str(value)
-    return None if CONTROL.search(result) else result
-
-
-def first(attributes: Mapping[str, Any], name: str) -> str:
-    """The first value of an attribute as clean text ("" when absent); AccessDenied if unclean."""
-    found = values(attributes, name)
-    if not found:
-        return ""
-    clean = text(found[0])
-    if clean is None:
-        raise AccessDenied(f"attribute {name} holds a control character or bytes that are not UTF-8")
-    return clean
-
-
-def fold(name: str) -> str:
-    """How a login and a directory value compare: NFKC (as typed names are) and case-folded."""
-    return unicodedata.normalize("NFKC", name).casefold()
-
-
-def matching_value(attributes: Mapping[str, Any], name: str, login: str) -> str | None:
-    """The value of a (possibly multi-valued) attribute that is this login's name.
-
-    One value: that value (a login by another attribute, such as AD's UPN, gets it too). Several:
-    the one that equals the login, folded. None when there is no such value, more than one, or
-    the value is not clean text. An absent attribute gives the login itself.
-    """
-    found = values(attributes, name)
-    if not found:
-        return login
-    if len(found) > 1:
-        key = fold(login)
-        found = [v for v in found if isinstance(v, str) and fold(v) == key]
-        if len(found) != 1:
-            return None
-    return text(found[0])
 
 
 def refusal_reason(result: Mapping[str, Any]) -> str:
@@ -551,7 +481,7 @@ class Directory:
         query = f"(&{search.filter}{clause})"
         name_attr = self.config.group_name_attr
         entries = self._search_all(conn, search.base_dn, search.scope, query, [name_attr])
-        return tuple(_group(dn, (values(attrs, name_attr) or [_rdn_value(dn)])[0]) for dn, attrs in entries)
+        return tuple(_group(dn, (values(attrs, name_attr) or [rdn_value(dn)])[0]) for dn, attrs in entries)
 
     def _groups_from_member_of(self, entry: Mapping[str, Any]) -> tuple[Group, ...]:
         if any(";range=" in key for key in entry):
@@ -566,7 +496,7 @@ class Directory:
                 raise AccessDenied(f"a memberOf value is not UTF-8: {value!r}")
             dn = str(value)
             if not base or normalize_dn(dn).endswith(base):
-                groups.append(_group(dn, _rdn_value(dn)))
+                groups.append(_group(dn, rdn_value(dn)))
         return tuple(groups)
 
     # -- is the group type one this server can answer? --------------------------------------------
@@ -792,13 +722,6 @@ def _unbind_quietly(conn: ldap3.Connection) -> None:
                 conn.strategy.close()
         except Exception:  # noqa: BLE001
             pass
-
-
-def _rdn_value(dn: str) -> str:
-    try:
-        return str(parse_dn(dn, escape=False, strip=True)[0][1])
-    except (lx.LDAPInvalidDnError, IndexError):
-        return dn
 
 
 def _describe(exc: BaseException) -> str:

@@ -7,9 +7,10 @@ Compiled once from ``ldap:`` at start-up; :meth:`GroupPolicy.identity` turns a
 from __future__ import annotations
 
 from sidecar.config import STANDARD_ATTRS, LdapConfig
+from sidecar.entries import normalize_dn
 from sidecar.errors import AccessDenied
 from sidecar.identity import Identity, fold
-from sidecar.ldap import DirectoryUser, normalize_dn
+from sidecar.ldap import DirectoryUser
 
 
 def _dns(dns: tuple[str, ...]) -> frozenset[str]:
