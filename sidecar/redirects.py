@@ -30,6 +30,7 @@ AUTHORITY = re.compile(
     r"(?P<host>\[[0-9a-f:.]+\]|[^:@\[\]]+)(?::(?P<port>[0-9]{1,5}))?", re.ASCII | re.IGNORECASE
 )
 HOST_NAME = re.compile(r"(?:[a-z0-9_-]{1,63}\.)*[a-z0-9_-]{1,63}")
+LABELS = {"default": "default", "schemes": "schemes", "hosts": "host", "domains": "domain"}
 
 
 class RedirectPolicy:
@@ -37,16 +38,31 @@ class RedirectPolicy:
 
     def __init__(self, *, hosts: Iterable[str] = (), domains: Iterable[str] = (),
                  schemes: Iterable[str] = ("https",), default: str) -> None:
-        if not _valid_default(default):
-            raise ValueError(f"redirect default must be an absolute http(s) URL or a /path, got {default!r}")
+        hosts, domains, schemes = list(hosts), list(domains), list(schemes)
+        if found := self.problems(hosts=hosts, domains=domains, schemes=schemes, default=default):
+            raise ValueError("; ".join(f"redirect {LABELS[name]} {problem}" for name, problem in found))
         self.default = default
         self._schemes = frozenset(scheme.lower() for scheme in schemes)
-        if unknown := self._schemes - DEFAULT_PORTS.keys():
-            raise ValueError(f"redirect schemes may be http and https only, got {sorted(unknown)}")
-        entries = [_entry(entry) for entry in hosts]
+        # Every entry is known good here: problems() found nothing.
+        entries = [authority for entry in hosts if (authority := _authority(entry)) is not None]
         self._any_port = frozenset(host for host, port in entries if port is None)
         self._one_port = frozenset((host, port) for host, port in entries if port is not None)
-        self._domains = frozenset(_domain(entry) for entry in domains)
+        self._domains = frozenset(host for entry in domains if (host := _ascii_host(entry)) is not None)
+
+    @staticmethod
+    def problems(*, hosts: Iterable[str] = (), domains: Iterable[str] = (), schemes: Iterable[str] = (),
+                 default: str | None = None) -> list[tuple[str, str]]:
+        """(field, problem) for each value a RedirectPolicy would refuse; the loader reports them."""
+        found = []
+        if default is not None and not _valid_default(default):
+            found.append(("default", f"must be an absolute http(s) URL or a /path, got {default!r}"))
+        if unknown := sorted({scheme.lower() for scheme in schemes} - DEFAULT_PORTS.keys()):
+            found.append(("schemes", f"may be http and https only, got {unknown}"))
+        found += [("hosts", f"must be NAME, NAME:PORT or [IPv6][:PORT], got {entry!r}")
+                  for entry in hosts if _authority(entry) is None]
+        found += [("domains", f"must be a DNS name like example.com, got {entry!r}")
+                  for entry in domains if (host := _ascii_host(entry)) is None or host.startswith("[")]
+        return found
 
     def safe(self, target: str | None) -> str:
         """target when it is an allowed absolute URL (returned normalised), else self.default."""
@@ -122,17 +138,3 @@ def _ascii_host(host: str) -> str | None:
         host = encoded.decode("ascii")
     host = host.lower()
     return host if len(host) <= 253 and HOST_NAME.fullmatch(host) else None
-
-
-def _entry(entry: str) -> tuple[str, int | None]:
-    authority = _authority(entry)
-    if authority is None:
-        raise ValueError(f"redirect host must be NAME, NAME:PORT or [IPv6][:PORT], got {entry!r}")
-    return authority
-
-
-def _domain(entry: str) -> str:
-    host = _ascii_host(entry)
-    if host is None or host.startswith("["):
-        raise ValueError(f"redirect domain must be a DNS name like example.com, got {entry!r}")
-    return host
