@@ -36,9 +36,9 @@ import yaml
 from argon2 import PasswordHasher, extract_parameters, low_level, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from sidecar.config import load_yaml
 from sidecar.errors import ConfigError
 from sidecar.identity import Identity, fold
+from sidecar.yamlfile import load_yaml
 
 log = logging.getLogger("sidecar.local")
 
@@ -165,6 +165,15 @@ class LocalUsers:
         self._next_check = clock() + reload_every
         self._reloading = threading.Lock()
 
+    @staticmethod
+    def problems(path: Path) -> list[tuple[str, str]]:
+        """(field, problem) for each reason the file at ``path`` would not load; the loader reports them."""
+        try:
+            _read(path)
+        except ConfigError as exc:
+            return [("path", problem) for problem in exc.problems]
+        return []
+
     def verify(self, username: str, password: str) -> LocalUser | None:
         """The user if the password is theirs, else None. CPU-bound: call it in a worker thread."""
         users = self._current()
@@ -219,11 +228,20 @@ def _stamp(path: Path) -> Stamp | None:
 
 
 def _load(path: Path, previous_dummy: _Hash | None) -> _Users:
-    """Read and check the whole file; ConfigError lists every problem, prefixed by the file's path.
+    """Read and check the whole file, then make its dummy hash (kept if ``previous_dummy`` still fits:
+    making one is as slow as a login)."""
+    entries, by_key = _read(path)
+    dummy = _dummy([e.hashed for e in entries], "argon2id" if _is_yaml(path) else "bcrypt", previous_dummy)
+    return _Users(by_key=MappingProxyType(by_key), dummy=dummy)
 
-    ``previous_dummy`` is kept if it still fits: making one is as slow as a login.
-    """
-    yaml_format = path.suffix.lower() in YAML_SUFFIXES
+
+def _is_yaml(path: Path) -> bool:
+    return path.suffix.lower() in YAML_SUFFIXES
+
+
+def _read(path: Path) -> tuple[list[_Entry], dict[str, _Entry]]:
+    """The file's entries and the same by key; ConfigError lists every problem, prefixed by the file's path."""
+    yaml_format = _is_yaml(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -246,8 +264,7 @@ def _load(path: Path, previous_dummy: _Hash | None) -> _Users:
         by_key[key] = entry
     if problems:
         raise ConfigError([f"{path}: {problem}" for problem in problems])
-    dummy = _dummy([e.hashed for e in entries], "argon2id" if yaml_format else "bcrypt", previous_dummy)
-    return _Users(by_key=MappingProxyType(by_key), dummy=dummy)
+    return entries, by_key
 
 
 def _parse_htpasswd(text: str) -> tuple[list[_Entry], list[str]]:
