@@ -11,7 +11,7 @@ from aiohttp import web
 
 from sidecar.access import AccessRules
 from sidecar.assertion import AssertionSigner
-from sidecar.auth import Authenticator, BasicAuthenticator, PasswordVerifier, Verdict
+from sidecar.basic import BasicAuthenticator
 from sidecar.bearer import BearerAuthenticator
 from sidecar.cache import VerdictCache
 from sidecar.config import Config, SessionConfig
@@ -22,13 +22,16 @@ from sidecar.ldap import Directory
 from sidecar.local import LocalUsers
 from sidecar.oidc import HttpClient, Provider, SingleSignOn, StateCookie
 from sidecar.pages import Pages, Theme
+from sidecar.passwords import PasswordVerifier
 from sidecar.policy import GroupPolicy
 from sidecar.redirects import RedirectPolicy
 from sidecar.regulation import Regulator
 from sidecar.routes import SIDECAR, Sidecar, add_routes
+from sidecar.session_auth import SessionAuthenticator, SessionJar
 from sidecar.sessions import CookieSettings, SessionCodec
-from sidecar.signin import SessionAuthenticator, SessionJar, SignIn
+from sidecar.signin import SignIn
 from sidecar.sources import LdapSource, LocalSource, PasswordSource, Registry, Sources
+from sidecar.verdict import Authenticator, Verdict
 
 log = logging.getLogger("sidecar")
 

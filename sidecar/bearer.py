@@ -22,13 +22,13 @@ from typing import Any
 from aiohttp import web
 from cachetools import TTLCache
 
-from sidecar.auth import Verdict
 from sidecar.config import BearerIssuer
 from sidecar.errors import BadRequest, InvalidCredentials
 from sidecar.headers import HeaderWriter
 from sidecar.jwks import Discovery, JwksCache, ProviderUnavailable
 from sidecar.oidc import HttpClient, identity_from_claims
 from sidecar.tokens import MAX_TOKEN_BYTES, Expectations, KeySet, UnknownKey, allowed_algorithms, verify
+from sidecar.verdict import Verdict
 
 log = logging.getLogger("sidecar.bearer")
 
@@ -75,7 +75,7 @@ class _Issuer:
         return self._jwks, self._expected
 
 
-# RFC 6750: "Bearer" 1*SP b64token, parsed as strictly as Basic (sidecar.auth).
+# RFC 6750: "Bearer" 1*SP b64token, parsed as strictly as Basic (sidecar.basic).
 _SCHEME = re.compile(r"bearer(?:[ \t]|$)", re.ASCII | re.IGNORECASE)
 _BEARER = re.compile(r"bearer +([A-Za-z0-9._~+/-]+=*)[ \t]*", re.ASCII | re.IGNORECASE)
 

@@ -10,11 +10,11 @@ from multidict import CIMultiDict
 
 from sidecar.access import AccessRules
 from sidecar.assertion import AssertionSigner
-from sidecar.auth import Authenticator, Verdict
 from sidecar.errors import AccessDenied, AuthError, MalformedRequest
 from sidecar.forwarded import ClientAddress, Original, original
 from sidecar.ldap import Directory
 from sidecar.signin import SignIn, is_browser
+from sidecar.verdict import Authenticator, Verdict
 
 log = logging.getLogger("sidecar.auth")
 

@@ -1,12 +1,10 @@
-"""Browser sign-in: the login form, sign-out, and the session cookie every /auth then reads.
+"""Browser sign-in: the login form and sign-out (the session side of /auth is sidecar.session_auth).
 
 ``GET /login`` shows the form with a CSRF token (double submit: a ``SameSite=Strict`` cookie and
 a form field that must match); ``POST /login`` checks it, the regulation, then the password, and
 answers with the session cookie and a redirect to ``rd`` (only to allowed hosts). ``/logout``
 revokes the session (its second button every session of the user) and clears the cookie: a
-replayed value is refused until it would have expired. :class:`SessionAuthenticator` is the /auth
-side: cookie -> identity, re-checked against its source every ``sessions.recheck_every`` seconds
-and refreshed while in use.
+replayed value is refused until it would have expired.
 
 Forms are read as browsers post them and nothing else: URL-encoded UTF-8, at most 16 KiB, each
 field once; anything else is a 400 page and one warning.
@@ -14,46 +12,40 @@ field once; anything else is a 400 page and one warning.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hmac
 import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from cachetools import TTLCache
 from multidict import CIMultiDict
 
-from sidecar.auth import PasswordVerifier, Verdict, check_password_shape, normalize_username
+from sidecar.basic import check_password_shape, normalize_username
 from sidecar.errors import (
-    AccessDenied,
     AuthError,
     DirectoryUnavailable,
-    InvalidCredentials,
     Throttled,
 )
 from sidecar.forwarded import ClientAddress
-from sidecar.headers import HeaderWriter
 from sidecar.identity import Identity
 from sidecar.oidc import SingleSignOn
 from sidecar.pages import Pages
+from sidecar.passwords import PasswordVerifier
 from sidecar.redirects import RedirectPolicy
-from sidecar.sessions import CookieSettings, Revocations, Session, SessionCodec, SessionTooLarge, cookie_value
-from sidecar.sources import Registry
+from sidecar.session_auth import SessionJar
+from sidecar.sessions import CookieSettings, SessionTooLarge, cookie_value
 
 log = logging.getLogger("sidecar.signin")
 
 GENERIC_ERROR = "Wrong username or password."
 THROTTLED_ERROR = "Too many failed attempts. Wait a few minutes, then try again."
 UNAVAILABLE_ERROR = "Sign-in is unavailable right now. Try again in a minute."
-RETRY_UNREACHABLE = 30.0  # seconds before re-checking a session whose source did not answer
 MAX_FORM = 16 * 1024
-MAX_RENDERED = 10_000  # sessions whose rendered verdict is kept
 MAX_FIELDS = 16  # the forms have five fields at most
 FORM_TYPE = "application/x-www-form-urlencoded"
 BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
@@ -66,149 +58,6 @@ EVERYWHERE_LABEL = "End my sessions everywhere"
 def is_browser(request: web.Request) -> bool:
     headers = request.headers
     return "text/html" in headers.get("Accept", "") and "X-Requested-With" not in headers
-
-
-class SessionJar:
-    """Sessions into and out of cookies. Groups too many for a cookie (a few hundred long AD names)
-    stay here instead, per user, for the session lifetime; after a restart, or in another process,
-    they are read again from the user's source.
-
-    The jar holds the :class:`Revocations` too: every cookie read goes through :meth:`decode`,
-    which refuses signed-out sessions, so neither the codec's memo nor a rendered verdict can
-    outlive a sign-out."""
-
-    def __init__(self, codec: SessionCodec, sources: Registry, *, keep_for: float,
-                 max_users: int = 5_000, revocations: Revocations | None = None) -> None:
-        self.codec = codec
-        self.sources = sources
-        self.revocations = revocations or Revocations(lifetime=codec.lifetime, clock=codec.clock)
-        self._groups: TTLCache[tuple[str, str], tuple[tuple[str, ...], frozenset[str]]] = TTLCache(max_users, keep_for)
-
-    def encode(self, session: Session) -> str:
-        """The cookie value; raises SessionTooLarge only if even a session without groups is too large."""
-        try:
-            return self.codec.encode(session)
-        except SessionTooLarge:
-            who = session.identity
-            self._groups[(who.source, who.username)] = (who.groups, who.rule_groups)
-            bare = dataclasses.replace(who, groups=(), rule_groups=frozenset())
-            return self.codec.encode(dataclasses.replace(session, identity=bare, groups_elsewhere=True))
-
-    def sign_out(self, value: str, *, everywhere: bool = False) -> Session | None:
-        """Revoke the session in a cookie value (with ``everywhere``, every session of its user
-        issued until now); the session, or None when the value held no current one."""
-        session = self._open(value)
-        if session is not None:
-            who = session.identity
-            if everywhere:
-                self.revocations.revoke_user(who.source, who.username)
-            else:
-                self.revocations.revoke(session)
-        return session
-
-    def _open(self, value: str) -> Session | None:
-        session = self.codec.decode(value)
-        return None if session is None or self.revocations.is_revoked(session) else session
-
-    async def decode(self, value: str) -> Session | None:
-        session = self._open(value)
-        if session is None or not session.groups_elsewhere:
-            return session
-        who = session.identity
-        kept = self._groups.get((who.source, who.username))
-        if kept is None:
-            try:
-                fresh = (await self.sources.renew(session)).identity  # through whichever source signed it in
-            except AuthError as exc:
-                log.warning("session of %s refused: its groups could not be read again: %s", who.username, exc.reason)
-                return None
-            kept = self._groups[(who.source, who.username)] = (fresh.groups, fresh.rule_groups)
-        identity = dataclasses.replace(who, groups=kept[0], rule_groups=kept[1])
-        return dataclasses.replace(session, identity=identity, groups_elsewhere=False)
-
-
-class SessionAuthenticator:
-    """The /auth side of browser sign-in: a session cookie becomes a verdict."""
-
-    def __init__(self, jar: SessionJar, cookie: CookieSettings, renew: Callable[[Session], Awaitable[Session]],
-                 writer: HeaderWriter, *, recheck_every: float, max_age: int,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.jar = jar
-        self.codec = jar.codec
-        self.cookie = cookie
-        self.renew = renew  # the user's source describes them again (directory, users file, provider)
-        self.writer = writer
-        self.recheck_every = recheck_every
-        self.max_age = max_age
-        self._clock = clock
-        self._prefix = cookie.cookie_name() + "="
-        self._retry_at: dict[str, float] = {}
-        self._rechecks: dict[str, asyncio.Future[Session]] = {}
-        # Rendered verdicts by session: the codec's memo hands back the same Session for the same
-        # cookie, so a cookie in use costs no header rendering. Holding the session keeps its id valid.
-        self._verdicts: dict[int, tuple[Session, Verdict]] = {}
-
-    async def authenticate(self, request: web.Request) -> Verdict | None:
-        value = cookie_value(request.headers.get("Cookie"), self._prefix)
-        if value is None:
-            return None
-        session = await self.jar.decode(value)
-        if session is None:
-            log.info("session cookie refused (invalid, expired, idle, signed out or from a retired key)")
-            return None
-        now = self._clock()
-        if self.recheck_every and now - session.checked_at > self.recheck_every:
-            return await self._rechecked(session, now)
-        if self.codec.refresh_due(session):
-            return self._verdict(self.codec.touched(session), renew=True)
-        return self._verdict(session, renew=False)
-
-    async def _rechecked(self, session: Session, now: float) -> Verdict:
-        username = session.identity.username
-        if self._retry_at.get(username, 0.0) > now:
-            return self._verdict(session, renew=False)
-        try:
-            renewed = await self._recheck(session)
-        except DirectoryUnavailable as exc:
-            # Signed-in people keep working while the directory is away; new sign-ins cannot.
-            log.warning("session of %s not re-checked, kept for now: %s", username, exc.reason)
-            self._retry_at[username] = now + RETRY_UNREACHABLE
-            return self._verdict(session, renew=False)
-        except (InvalidCredentials, AccessDenied) as exc:
-            log.warning("session of %s ended by its re-check: %s", username, exc.reason)
-            exc.set_cookie = self.cookie.clear_cookie_header()
-            raise
-        self._retry_at.pop(username, None)
-        return self._verdict(dataclasses.replace(renewed, last_seen=now, checked_at=now), renew=True)
-
-    async def _recheck(self, session: Session) -> Session:
-        # One query to the source per user however many of their requests arrive at once.
-        key = f"{session.identity.source}\0{session.identity.username}"
-        if (pending := self._rechecks.get(key)) is not None:
-            return await asyncio.shield(pending)
-        future = asyncio.ensure_future(self.renew(session))
-        self._rechecks[key] = future
-        try:
-            return await asyncio.shield(future)
-        finally:
-            self._rechecks.pop(key, None)
-
-    def _verdict(self, session: Session, *, renew: bool) -> Verdict:
-        if not renew and (hit := self._verdicts.get(id(session))) is not None and hit[0] is session:
-            return hit[1]
-        cookie = None
-        if renew:
-            try:
-                cookie = self.cookie.set_cookie_header(self.jar.encode(session), self.max_age)
-            except SessionTooLarge:
-                log.error("session of %s is too large to refresh; keeping the old cookie",
-                          session.identity.username)
-        verdict = Verdict.allow(session.identity, self.writer.render(session.identity), cookie)
-        if cookie is None:
-            if len(self._verdicts) >= MAX_RENDERED:
-                self._verdicts.clear()
-            self._verdicts[id(session)] = (session, verdict)
-        return verdict
 
 
 class SignIn:

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sidecar.app import make_app
-from sidecar.auth import normalize_username, parse_basic
+from sidecar.basic import normalize_username, parse_basic
 from sidecar.canonical import parse_host, parse_path
 from sidecar.config import parse_config
 from sidecar.errors import BadRequest, ConfigError, MalformedRequest

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from sidecar.app import make_app
-from sidecar.auth import PasswordVerifier
 from sidecar.ldap import Directory
+from sidecar.passwords import PasswordVerifier
 from sidecar.routes import SIDECAR
 from tests.conftest import StartSidecar, basic, config_for, identity_headers
 from tests.test_ldap import ClosingServer

@@ -1,0 +1,92 @@
+"""HTTP Basic: the ``Authorization`` value read as RFC 7235 writes it, and its authenticator.
+
+Only ``Basic`` SP token68 is Basic (no other white space before or after the scheme), so a value
+the proxies let through to the application is never accepted here. Names are NFKC and never
+trimmed of anything but SP/HTAB padding; names and passwords with controls, invisible characters,
+lone surrogates or over-long parts are refused before any source is asked.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import unicodedata
+
+from aiohttp import web
+
+from sidecar.errors import BadRequest
+from sidecar.forwarded import ClientAddress
+from sidecar.passwords import PasswordVerifier
+from sidecar.verdict import Verdict
+
+# Unicode categories never found in a real login name: controls, formats, separators, unassigned.
+MAX_USERNAME = 256
+MAX_PASSWORD = 1024
+MAX_AUTHORIZATION = 4096
+FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+
+
+def normalize_username(username: str) -> str:
+    """NFKC, so look-alike spellings of one name become one name (or are refused); never trimmed
+    of anything but SP/HTAB padding, so no other character can vanish from between what was typed
+    and what the directory is asked."""
+    name = unicodedata.normalize("NFKC", username).strip(" \t")
+    if not name:
+        raise BadRequest("empty username")
+    if len(name) > MAX_USERNAME:
+        raise BadRequest(f"username longer than {MAX_USERNAME} characters")
+    if any(unicodedata.category(c) in FORBIDDEN_CATEGORIES for c in name) or name != name.strip():
+        raise BadRequest("control, invisible or padding character in username")
+    return name
+
+
+def check_password_shape(password: str) -> str:
+    if not password:
+        raise BadRequest("empty password")
+    if len(password) > MAX_PASSWORD:
+        raise BadRequest(f"password longer than {MAX_PASSWORD} characters")
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in password):
+        raise BadRequest("control character or lone surrogate in password")
+    return password
+
+
+# RFC 7235: auth-scheme 1*SP token68. The HTTP parser has already taken the field's own padding
+# off; anything else before "Basic" (NBSP, U+3000...) makes it no Basic value at all.
+_BASIC = re.compile(r"basic +([A-Za-z0-9+/]+=*)[ \t]*", re.ASCII | re.IGNORECASE)
+_SCHEME = re.compile(r"basic(?:[ \t]|$)", re.ASCII | re.IGNORECASE)
+
+
+def parse_basic(header: str) -> tuple[str, str] | None:
+    """(username, password) from an ``Authorization: Basic`` value; None for other schemes."""
+    if not _SCHEME.match(header):
+        return None
+    if len(header) > MAX_AUTHORIZATION:
+        raise BadRequest("Authorization header too long")
+    match = _BASIC.fullmatch(header)
+    if match is None:
+        raise BadRequest("malformed Basic credentials (not 'Basic' SP token68)")
+    try:
+        text = base64.b64decode(match.group(1), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        raise BadRequest("malformed Basic credentials (not base64 of UTF-8)") from None
+    username, colon, password = text.partition(":")
+    if not colon:
+        raise BadRequest("malformed Basic credentials (no colon)")
+    return normalize_username(username), check_password_shape(password)
+
+
+class BasicAuthenticator:
+    def __init__(self, verifier: PasswordVerifier, client_address: ClientAddress) -> None:
+        self.verifier = verifier
+        self.client_address = client_address
+
+    async def authenticate(self, request: web.Request) -> Verdict | None:
+        header = request.headers.get("Authorization")
+        if not header:
+            return None
+        credentials = parse_basic(header)
+        if credentials is None:
+            return None
+        username, password = credentials
+        return await self.verifier.verify(username, password, self.client_address(request))

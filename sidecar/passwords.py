@@ -1,0 +1,107 @@
+"""The password verifier: username + password -> verdict, shared by HTTP Basic and the login form.
+
+The verdict cache first (no source asked), then the regulation's budgets (a place taken before any
+source is asked), then the password sources in their order. Concurrent misses for the same
+credentials share one round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+
+from sidecar.cache import VerdictCache
+from sidecar.errors import AccessDenied, BindUnanswered, InvalidCredentials, Throttled
+from sidecar.headers import HeaderWriter
+from sidecar.regulation import Regulator, Ticket
+from sidecar.sources import Sources
+from sidecar.verdict import Verdict
+
+log = logging.getLogger("sidecar.regulation")
+
+
+class PasswordVerifier:
+    """Username + password -> verdict (see the module's docstring)."""
+
+    def __init__(self, sources: Sources, cache: VerdictCache[Verdict], writer: HeaderWriter,
+                 regulator: Regulator | None = None) -> None:
+        self.sources = sources
+        self.cache = cache
+        self.writer = writer
+        self.regulator = regulator
+        self._pending: dict[bytes, asyncio.Future[Verdict]] = {}
+
+    async def verify(self, username: str, password: str, client: str | None = None) -> Verdict:
+        """The allowing verdict for these credentials; their refusal raised (AuthError)."""
+        key = self.cache.key(username, password)
+        known = self.cache.get(key)
+        if known is None and (pending := self._pending.get(key)) is not None:
+            known = await asyncio.shield(pending)  # asked already: no second look at the sources
+        if known is not None:
+            return self._answered(known, username, client).settle()
+        regulator = self.regulator
+        if regulator is None:
+            return (await self._coalesced(key, username, password, None)).settle()
+        ticket = await regulator.admit(username, client)  # Throttled when a budget is spent
+        outcome, resolved = "unknown", None
+        try:
+            try:
+                verdict = await self._coalesced(key, username, password, ticket)
+            except BindUnanswered:
+                outcome = "failed"  # the password may have reached the directory: it counts
+                raise
+            if isinstance(verdict.refusal, InvalidCredentials):
+                outcome = "failed"
+            elif verdict.identity is not None:
+                outcome, resolved = "succeeded", verdict.identity.username
+            return verdict.settle()
+        finally:
+            for ban in regulator.settle(ticket, outcome, resolved, client):
+                log.warning("regulation: %s", ban)
+
+    def _answered(self, verdict: Verdict, username: str, client: str | None) -> Verdict:
+        """A verdict that asked no source now: a ban still refuses it, except a success from an
+        address this user signed in from (see sidecar.regulation)."""
+        regulator = self.regulator
+        if regulator is None:
+            return verdict
+        if verdict.identity is not None:
+            resolved = verdict.identity.username
+            if not regulator.known(resolved, client):
+                why = regulator.banned(username, client) or regulator.banned(resolved, None)
+                if why is not None:
+                    return Verdict.refuse(Throttled(why))
+            regulator.remember_client(resolved, client)  # in use from here: known as long as it is
+            return verdict
+        if isinstance(verdict.refusal, InvalidCredentials):
+            for ban in regulator.failed(username, client):
+                log.warning("regulation: %s", ban)
+        return verdict
+
+    async def _coalesced(self, key: bytes, username: str, password: str, ticket: Ticket | None) -> Verdict:
+        future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        try:
+            verdict = await self._ask_sources(username, password, ticket)
+            if not isinstance(verdict.refusal, Throttled):  # a budget spent now says nothing later
+                self.cache.put(key, verdict, success=not isinstance(verdict.refusal, InvalidCredentials))
+            future.set_result(verdict)
+            return verdict
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters get it, nobody else must
+            raise
+        finally:
+            del self._pending[key]
+
+    async def _ask_sources(self, username: str, password: str, ticket: Ticket | None) -> Verdict:
+        regulator = self.regulator
+        admit = None
+        if regulator is not None and ticket is not None:
+            admit = functools.partial(regulator.admit_resolved, ticket)
+        try:
+            identity = await self.sources.check_password(username, password, admit)
+            return Verdict.allow(identity, self.writer.render(identity))
+        except (InvalidCredentials, AccessDenied, Throttled) as exc:
+            return Verdict.refuse(exc)

@@ -1,0 +1,57 @@
+"""Verdicts, and the protocol every way of authenticating implements.
+
+An :class:`Authenticator` answers ``None`` (no credentials of its kind here), a :class:`Verdict`
+(who the request belongs to, with the headers to answer with), or raises the refusal
+(:class:`~sidecar.errors.AuthError`), which ``routes.auth`` alone turns into the answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiohttp import web
+
+from sidecar.errors import AuthError
+from sidecar.headers import Headers
+from sidecar.identity import Identity
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """An identity with its headers, rendered once when the verdict is made — or, where verdicts are
+    kept (the verdict cache), the refusal of those credentials. Made by :meth:`allow` or
+    :meth:`refuse`, never both; a refusal leaves an authenticator only as its exception."""
+
+    identity: Identity | None
+    refusal: AuthError | None
+    headers: Headers
+    set_cookie: str | None  # a refreshed session cookie for the browser
+
+    @classmethod
+    def allow(cls, identity: Identity, headers: Headers, set_cookie: str | None = None) -> Verdict:
+        return cls(identity, None, headers, set_cookie)
+
+    @classmethod
+    def refuse(cls, error: AuthError) -> Verdict:
+        return cls(None, bare(error), (), None)
+
+    def settle(self) -> Verdict:
+        """This verdict if it allows; else its refusal raised (a fresh copy of it)."""
+        if self.refusal is not None:
+            raise self.refusal.again()
+        return self
+
+
+class Authenticator(Protocol):
+    """``None``: no credentials of mine here; a Verdict: who it is; AuthError raised: refused."""
+
+    async def authenticate(self, request: web.Request) -> Verdict | None: ...
+
+
+
+def bare(error: AuthError) -> AuthError:
+    """The refusal without its traceback and chained causes: their frames hold the password."""
+    error.__traceback__ = None
+    error.__cause__ = error.__context__ = None
+    return error
