@@ -2,12 +2,16 @@
 
 ldap3 is synchronous. Everything below :meth:`Directory._run` runs in a worker thread of the
 directory's own pool, with connect and operation timeouts; the event loop only awaits.
-Each worker thread keeps its connections per server: one bound as the service account (or
-anonymous) for searches, and one that users' binds reuse, rebound for each user and stripped
-of the password right after.
+Each worker thread keeps two connections per server: one for searches, bound as the service
+account when there is a ``bind_dn``, else anonymously; and one that users' binds reuse, rebound
+for each user and stripped of the password right after. With a ``user_dn_template`` and no service
+account, the user's entry and groups are read over that second one, bound as the user.
 
 Servers are tried in the configured order. One that fails to connect or answer is remembered
-as down for ``retry_dead_after`` seconds, so requests do not each pay its timeout.
+as down for ``retry_dead_after`` seconds, so requests do not each pay its timeout. A kept
+connection the server closed while idle is retried once anew; a user's bind that went out and got
+no answer is never sent again, to any server (:class:`BindUnanswered`: the directory may have
+counted that password).
 
 What the directory says is taken exactly, or not at all:
 
@@ -15,14 +19,16 @@ What the directory says is taken exactly, or not at all:
   Active Directory's in-chain rule) are paged (RFC 2696). An answer that is not complete (a
   size, time or administrative limit, a referral, paging that stops early, nesting deeper than
   ``max_nesting``) is :class:`DirectoryUnavailable` (503), never a shorter group list.
-- Values are never cleaned (:mod:`sidecar.entries`). A user whose name or published attributes hold a control character
-  (or bytes that are not UTF-8) is refused; a group whose name does is not published, while its
-  DN still counts for require/deny/flags. Of several ``username_attr`` values, the one that
-  matches the login is the identity; without exactly one, the user is refused.
+- Values are never cleaned (:mod:`sidecar.entries`). A user whose name or published attributes
+  hold a control character (or bytes that are not UTF-8) is refused; a group whose name does is
+  not published, while its DN still counts for require/deny/flags. Of several ``username_attr``
+  values, the one that matches the login is the identity; without exactly one, the user is refused.
 - Passwords go to the server as the UTF-8 bytes typed (ldap3 would SASLprep a str).
 - An unknown name costs the round trips of a wrong password: a bind to a DN that does not exist.
-- ``group_type: active_directory`` on a server that is not Active Directory is a configuration
-  error (:meth:`Directory.check_group_type`), and every verdict is 503 while it stands.
+- How groups are found is the configured group type's (:mod:`sidecar.groups`), built once here.
+  A type the server cannot answer (``active_directory`` on a server that is not Active Directory)
+  is a configuration error (:meth:`Directory.check_group_type`), and every verdict is 503 while it
+  stands.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
 from sidecar.config import LdapConfig, Search
-from sidecar.entries import first, fold, matching_value, normalize_dn, rdn_value, text, values
+from sidecar.entries import first, fold, matching_value, rdn_value, values
 from sidecar.errors import (
     AccessDenied,
     AuthError,
@@ -56,6 +62,7 @@ from sidecar.errors import (
     InvalidCredentials,
     UnknownUser,
 )
+from sidecar.groups import Group, GroupType, UserEntry, group_type_for
 
 log = logging.getLogger("sidecar.ldap")
 T = TypeVar("T")
@@ -64,8 +71,6 @@ Admit = Callable[[str], None]
 SCOPES: dict[str, Literal["BASE", "LEVEL", "SUBTREE"]] = {
     "base": ldap3.BASE, "one": ldap3.LEVEL, "subtree": ldap3.SUBTREE,
 }
-AD_MATCHING_RULE_IN_CHAIN = "1.2.840.113556.1.4.1941"
-AD_CAPABILITY = "1.2.840.113556.1.4.800"  # LDAP_CAP_ACTIVE_DIRECTORY_OID, in the rootDSE
 PAGED_RESULTS = "1.2.840.113556.1.4.319"  # RFC 2696
 PAGE_SIZE = 500  # below every common server limit (slapd 500, AD MaxPageSize 1000)
 MAX_PAGES = 1000  # 500,000 entries: a search that pages on beyond is not ending
@@ -99,21 +104,6 @@ TRANSPORT_ERRORS = (
     lx.LDAPCommunicationError,
     OSError,
 )
-MEMBER_ATTR = {
-    "group_of_names": "member",
-    "nested_group_of_names": "member",
-    "group_of_unique_names": "uniqueMember",
-}
-OR_BATCH = 50  # values per (|(...)(...)) filter when walking nested groups
-
-
-@dataclass(frozen=True, slots=True)
-class Group:
-    """A group the user is in. ``name`` is empty when the directory's name for it cannot be
-    published as written (a control character, not UTF-8): the DN still decides policy."""
-
-    dn: str
-    name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +166,10 @@ class Directory:
         self._open: set[ldap3.Connection] = set()  # every thread's kept connections, for close()
         self._kept_lock = threading.Lock()
         self._tls = self._make_tls(config)
-        self._user_attrs = self._attributes_to_read(config)
+        self.group_type: GroupType = group_type_for(config)
+        self._user_attrs = list(dict.fromkeys(
+            [config.username_attr, *config.user_attr_map.values(), *self.group_type.user_attributes]
+        ))
         # Per server: None when its group type was checked and fits, else why it does not.
         self._group_type_checked: dict[str, str | None] = {}
         if config.ignore_cert_errors:
@@ -260,7 +253,7 @@ class Directory:
                     self._require_group_type(uri)
                     result = operation(uri)
                 except TRANSPORT_ERRORS as exc:
-                    self._drop_service(uri)
+                    self._drop_connections(uri)
                     slow = isinstance(exc, lx.LDAPResponseTimeoutError)
                     if not fresh and self._local.reused and not (slow and self._local.bind_sent):
                         continue  # a kept connection the server closed while idle: once anew
@@ -339,7 +332,8 @@ class Directory:
             attributes = {key: first(entry, attr) for key, attr in config.user_attr_map.items()}
         except AccessDenied as exc:
             raise AccessDenied(f"{dn}: {exc.reason}") from None
-        groups = self._groups(reader, dn, entry, username)
+        groups = self.group_type.user_groups(UserEntry(dn, username, entry),
+                                             _GroupSearch(reader, config.group_search, config.group_name_attr))
         log.debug("user %r is %s with %d groups: %s", username, dn, len(groups),
                   ", ".join(g.name or "(unpublished)" for g in groups) or "-")
         return DirectoryUser(dn=dn, username=canonical, attributes=attributes, groups=groups)
@@ -391,114 +385,6 @@ class Directory:
         log.debug("search found %d entries", len(entries))
         return entries
 
-    def _search_all(
-        self, conn: ldap3.Connection, base: str, scope: str, query: str, attributes: list[str]
-    ) -> list[tuple[str, dict[str, Any]]]:
-        """Every entry that matches, page by page (RFC 2696). Anything but a complete success is
-        DirectoryUnavailable: a partial list must never decide."""
-        log.debug("paged search base=%r scope=%s filter=%r", base, scope, query)
-        entries: list[tuple[str, dict[str, Any]]] = []
-        cookie: bytes | None = None
-        for _ in range(MAX_PAGES):
-            conn.search(base, query, SCOPES[scope], attributes=attributes,
-                        paged_size=PAGE_SIZE, paged_cookie=cookie)
-            result = conn.result or {}
-            entries += _entries(conn)
-            if result.get("result") != 0:
-                raise DirectoryUnavailable(
-                    f"incomplete answer: the search under {base!r} for {query} stopped after "
-                    f"{len(entries)} entries with {result.get('description')} "
-                    f"{result.get('message') or ''}".rstrip() + "; no verdict on a partial group list"
-                )
-            # The cookie need not change from page to page (Samba's names the search): only an
-            # empty one ends it.
-            cookie = _paging_cookie(result)
-            if not cookie:
-                log.debug("search found %d entries", len(entries))
-                return entries
-        raise DirectoryUnavailable(
-            f"incomplete answer: paging the search under {base!r} for {query} does not end "
-            f"({len(entries)} entries so far); no verdict on a partial group list"
-        )
-
-    # -- groups -----------------------------------------------------------------------------------
-
-    def _groups(self, conn: ldap3.Connection, dn: str, entry: Mapping[str, Any],
-                username: str) -> tuple[Group, ...]:
-        kind = self.config.group_type
-        if kind is None:
-            return ()
-        if kind == "member_of":
-            return self._groups_from_member_of(entry)
-        search = self.config.group_search
-        assert search is not None
-        if kind == "active_directory":
-            clause = f"(member:{AD_MATCHING_RULE_IN_CHAIN}:={escape_filter_chars(dn)})"
-            return self._group_search(conn, search, clause)
-        if kind == "posix_group":
-            uid = matching_value(entry, "uid", username)
-            if uid is None:
-                raise AccessDenied(f"{dn}: no single clean uid value matches the login {username!r}")
-            clauses = [f"(memberUid={escape_filter_chars(uid)})"]
-            if gid := first(entry, "gidNumber"):
-                clauses.append(f"(gidNumber={escape_filter_chars(gid)})")
-            return self._group_search(conn, search, "(|" + "".join(clauses) + ")")
-        attr = MEMBER_ATTR[kind]
-        if kind != "nested_group_of_names":
-            return self._group_search(conn, search, f"({attr}={escape_filter_chars(dn)})")
-        return self._nested_groups(conn, search, attr, dn)
-
-    def _nested_groups(self, conn: ldap3.Connection, search: Search, attr: str, dn: str) -> tuple[Group, ...]:
-        """Walk up member links level by level; a DN already seen is never asked for again.
-        Groups nested deeper than max_nesting are an incomplete answer: DirectoryUnavailable."""
-        found: dict[str, Group] = {}
-        seen = {normalize_dn(dn)}
-        frontier = [dn]
-        for depth in range(self.config.max_nesting + 1):
-            parents: list[Group] = []
-            for start in range(0, len(frontier), OR_BATCH):
-                batch = frontier[start:start + OR_BATCH]
-                clause = "(|" + "".join(f"({attr}={escape_filter_chars(d)})" for d in batch) + ")"
-                parents += self._group_search(conn, search, clause)
-            new = {}
-            for group in parents:
-                key = normalize_dn(group.dn)
-                if key not in seen:
-                    seen.add(key)
-                    new[key] = group
-            if not new:
-                break
-            if depth == self.config.max_nesting:
-                raise DirectoryUnavailable(
-                    f"incomplete answer: the groups of {dn} nest deeper than "
-                    f"ldap.max_nesting={self.config.max_nesting}; no verdict on a partial group list"
-                )
-            found.update(new)
-            frontier = [group.dn for group in new.values()]
-        return tuple(found.values())
-
-    def _group_search(self, conn: ldap3.Connection, search: Search, clause: str) -> tuple[Group, ...]:
-        query = f"(&{search.filter}{clause})"
-        name_attr = self.config.group_name_attr
-        entries = self._search_all(conn, search.base_dn, search.scope, query, [name_attr])
-        return tuple(_group(dn, (values(attrs, name_attr) or [rdn_value(dn)])[0]) for dn, attrs in entries)
-
-    def _groups_from_member_of(self, entry: Mapping[str, Any]) -> tuple[Group, ...]:
-        if any(";range=" in key for key in entry):
-            # Active Directory hands out long multi-valued attributes in ranges; ldap3 fetches
-            # the rest itself, so one left here is a list we did not get whole.
-            raise DirectoryUnavailable("incomplete answer: memberOf came back in ranges")
-        search = self.config.group_search
-        base = normalize_dn(search.base_dn) if search else ""
-        groups = []
-        for value in values(entry, "memberOf"):
-            if isinstance(value, bytes):  # not UTF-8: a group we cannot compare with any DN
-                raise AccessDenied(f"a memberOf value is not UTF-8: {value!r}")
-            dn = str(value)
-            if not base or normalize_dn(dn).endswith(base):
-                groups.append(_group(dn, rdn_value(dn)))
-        return tuple(groups)
-
     # -- is the group type one this server can answer? --------------------------------------------
 
     def _check_group_type_everywhere(self) -> None:
@@ -508,7 +394,7 @@ class Directory:
                 self._require_group_type(uri)
                 answered = True
             except TRANSPORT_ERRORS as exc:
-                self._drop_service(uri)
+                self._drop_connections(uri)
                 log.warning("directory server %s failed: %s", uri, _describe(exc))
             except DirectoryUnavailable as exc:
                 if uri in self._group_type_checked:
@@ -532,16 +418,13 @@ class Directory:
             raise DirectoryUnavailable(mismatch)
 
     def _group_type_mismatch(self, uri: str) -> str | None:
-        if self.config.group_type != "active_directory":
-            return None
+        if self.group_type.requires is None:
+            return None  # nothing to ask the server
         conn = self._service_or_anonymous(uri)
         conn.search("", "(objectClass=*)", ldap3.BASE, attributes=["supportedCapabilities"])
         entries = _entries(conn)
         capabilities = {str(v) for v in values(entries[0][1], "supportedCapabilities")} if entries else set()
-        if AD_CAPABILITY in capabilities:
-            return None
-        return (f"ldap.group_type is active_directory, but {uri} is not Active Directory (its rootDSE "
-                f"lacks the capability {AD_CAPABILITY}), so it would answer no groups at all")
+        return self.group_type.refusal(uri, capabilities)
 
     # -- connections ------------------------------------------------------------------------------
 
@@ -583,7 +466,7 @@ class Directory:
         conn.bind(read_server_info=False)
         return conn
 
-    def _drop_service(self, uri: str) -> None:
+    def _drop_connections(self, uri: str) -> None:
         for pool in ("service", "anonymous", "user"):
             conn = self._local.__dict__.get(pool, {}).pop(uri, None)
             if conn is not None:
@@ -635,14 +518,50 @@ class Directory:
             return ldap3.Tls(validate=ssl.CERT_NONE)
         return ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=config.ca_file)
 
-    @staticmethod
-    def _attributes_to_read(config: LdapConfig) -> list[str]:
-        wanted = [config.username_attr, *config.user_attr_map.values()]
-        if config.group_type == "member_of":
-            wanted.append("memberOf")
-        if config.group_type == "posix_group":
-            wanted += ["uid", "gidNumber"]
-        return list(dict.fromkeys(wanted))
+
+@dataclass(frozen=True, slots=True)
+class _GroupSearch:
+    """``ldap.group_search`` over one connection, paged: the GroupSearch a group type is given."""
+
+    conn: ldap3.Connection
+    search: Search | None
+    name_attr: str
+
+    def groups(self, clause: str) -> tuple[Group, ...]:
+        # The configuration requires group_search with every group type that searches.
+        assert self.search is not None
+        search, name_attr = self.search, self.name_attr
+        entries = self._all(search.base_dn, search.scope, f"(&{search.filter}{clause})", [name_attr])
+        return tuple(Group.named(dn, (values(attrs, name_attr) or [rdn_value(dn)])[0]) for dn, attrs in entries)
+
+    def _all(self, base: str, scope: str, query: str, attributes: list[str]) -> list[tuple[str, dict[str, Any]]]:
+        """Every entry that matches, page by page (RFC 2696). Anything but a complete success is
+        DirectoryUnavailable: a partial list must never decide."""
+        conn = self.conn
+        log.debug("paged search base=%r scope=%s filter=%r", base, scope, query)
+        entries: list[tuple[str, dict[str, Any]]] = []
+        cookie: bytes | None = None
+        for _ in range(MAX_PAGES):
+            conn.search(base, query, SCOPES[scope], attributes=attributes,
+                        paged_size=PAGE_SIZE, paged_cookie=cookie)
+            result = conn.result or {}
+            entries += _entries(conn)
+            if result.get("result") != 0:
+                raise DirectoryUnavailable(
+                    f"incomplete answer: the search under {base!r} for {query} stopped after "
+                    f"{len(entries)} entries with {result.get('description')} "
+                    f"{result.get('message') or ''}".rstrip() + "; no verdict on a partial group list"
+                )
+            # The cookie need not change from page to page (Samba's names the search): only an
+            # empty one ends it.
+            cookie = _paging_cookie(result)
+            if not cookie:
+                log.debug("search found %d entries", len(entries))
+                return entries
+        raise DirectoryUnavailable(
+            f"incomplete answer: paging the search under {base!r} for {query} does not end "
+            f"({len(entries)} entries so far); no verdict on a partial group list"
+        )
 
 
 class _Once:
@@ -688,15 +607,6 @@ def _paging_cookie(result: Mapping[str, Any]) -> bytes | None:
     control = (result.get("controls") or {}).get(PAGED_RESULTS) or {}
     cookie = (control.get("value") or {}).get("cookie")
     return bytes(cookie) if cookie else None
-
-
-def _group(dn: str, name: Any) -> Group:
-    clean = text(name)
-    if clean is None:
-        log.info("group %s is not published: its name %r holds a control character or bytes "
-                 "that are not UTF-8", dn, name)
-        return Group(dn, "")
-    return Group(dn, clean)
 
 
 def _simple_bind(conn: ldap3.Connection, dn: str, password: bytes) -> bool:
