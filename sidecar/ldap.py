@@ -207,8 +207,8 @@ class Directory:
 
     async def check_group_type(self) -> None:
         """Refuse a group type the directory cannot answer: ConfigError when a server that
-        answers cannot (``active_directory`` on a server that is not Active Directory),
-        DirectoryUnavailable when no server answers. Every verdict is 503 while a mismatch is
+        answers does not announce what the type requires (``active_directory`` on a server that
+        is not Active Directory), DirectoryUnavailable when no server answers. Every verdict is 503 while a mismatch is
         known, whether or not this was called (each server is checked on first use)."""
         await self._run(self._check_group_type_everywhere)
 
