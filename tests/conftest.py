@@ -82,7 +82,7 @@ def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
 
 @pytest.fixture(scope="session")
 def ad(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[SambaDC]:
-    """A real Samba AD domain controller (one per machine: its ports are fixed)."""
+    """A real Samba AD domain controller, in a network of its own, reached on free ports."""
     need("samba")
     need("samba-tool")
     # pytest's cache dir outlives the run, so only the first run on a machine provisions.

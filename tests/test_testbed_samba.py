@@ -91,8 +91,8 @@ def test_global_catalog_answers(ad: SambaDC) -> None:
 
 def test_ca_file_verifies_ldaps_with_hostname_checks(ad: SambaDC) -> None:
     context = ssl.create_default_context(cafile=str(ad.ca_file))
-    with socket.create_connection(("127.0.0.1", 636), timeout=5) as raw:
-        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+    with socket.create_connection((ad.host, ad.relay_ports[636]), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname=ad.host) as tls:
             assert tls.version() is not None
 
 

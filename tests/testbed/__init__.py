@@ -57,6 +57,14 @@ def find_binary(name: str, *extra_dirs: str) -> str | None:
     return shutil.which(name, path=path)
 
 
+def require_binary(name: str, hint: str = "") -> str:
+    """find_binary(name), or FileNotFoundError saying it is not installed (and how to install it)."""
+    path = find_binary(name)
+    if path is None:
+        raise FileNotFoundError(f"{name} is not installed" + (f" ({hint})" if hint else ""))
+    return path
+
+
 def stop_process(process: subprocess.Popen[Any] | None, *signals: int, timeout: float = 10.0) -> None:
     """Stop a child: each signal in turn (SIGTERM by default), waiting after each, SIGKILL last."""
     if process is None:

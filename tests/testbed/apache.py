@@ -12,9 +12,9 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
-from tests.testbed import ROOT, find_binary, stop_process, substitute, wait_for_port
+from tests.testbed import ROOT, require_binary, substitute
+from tests.testbed.process import ManagedProcess
 
 DEPLOY = ROOT / "deploy" / "apache"
 MODULES = Path("/usr/lib/apache2/modules")  # Debian's module directory
@@ -57,12 +57,14 @@ def render_script(*, sidecar_port: int, extra: Sequence[str] = ()) -> str:
     return substitute((DEPLOY / "auth-sidecar.lua").read_text(), replacements, "deploy/apache/auth-sidecar.lua")
 
 
-class Apache:
+class Apache(ManagedProcess):
     """Apache serving the shipped site on listen_port, in front of a sidecar and an application.
 
     Its files live in a fresh directory under /tmp that other users can read: run as root, Apache's
     workers run as `nobody` (Apache refuses to serve as root) and read the Lua script per thread.
     """
+
+    name = "apache2"
 
     def __init__(self, *, listen_port: int, sidecar_port: int, app_port: int, extra: Sequence[str] = ()) -> None:
         self.extra = extra
@@ -70,56 +72,42 @@ class Apache:
         self.sidecar_port = sidecar_port
         self.app_port = app_port
         self.workdir: Path | None = None
-        self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        """Check the configuration, start Apache and wait until it listens."""
-        binary = find_binary("apache2")
-        if binary is None:
-            raise FileNotFoundError("apache2 is not installed")
+    def prepare(self) -> None:
+        """Write the site and the Lua access checker into a fresh directory; have Apache check them."""
         self.workdir = Path(tempfile.mkdtemp(prefix="auth-sidecar-apache-"))
         self.workdir.chmod(0o755)
+        self.log_file = self.workdir / "error.log"
         script = self.workdir / "auth-sidecar.lua"
         script.write_text(render_script(sidecar_port=self.sidecar_port, extra=self.extra))
         script.chmod(0o644)
         site = render_site(listen_port=self.listen_port, sidecar_port=self.sidecar_port,
                            app_port=self.app_port, script=script)
-        conf = self.workdir / "httpd.conf"
-        conf.write_text(self._main_conf(site, self.workdir))
-        command = [binary, "-d", str(self.workdir), "-f", str(conf)]
-        check = subprocess.run([*command, "-t"], capture_output=True, text=True)
+        (self.workdir / "httpd.conf").write_text(self._main_conf(site, self.workdir))
+        check = subprocess.run([*self._base_command(), "-t"], capture_output=True, text=True)
         if check.returncode != 0:
-            self.stop()
+            self._remove_workdir()
             raise RuntimeError(f"apache2 rejects its configuration:\n{check.stderr}")
-        self.process = subprocess.Popen([*command, "-DFOREGROUND"])
-        try:
-            wait_for_port(self.listen_port, timeout=10)
-        except TimeoutError:
-            log = self.log()  # before stop() removes it
-            self.stop()
-            raise RuntimeError(f"apache2 did not listen on {self.listen_port}:\n{log}") from None
+
+    def command(self) -> Sequence[str]:
+        return [*self._base_command(), "-DFOREGROUND"]
+
+    def ports(self) -> Sequence[int]:
+        return (self.listen_port,)
 
     def stop(self) -> None:
         """TERM (Apache stops its children), KILL if it lingers; then remove its directory."""
-        stop_process(self.process)
-        self.process = None
+        super().stop()
+        self._remove_workdir()
+
+    def _base_command(self) -> list[str]:
+        assert self.workdir is not None
+        return [require_binary("apache2"), "-d", str(self.workdir), "-f", str(self.workdir / "httpd.conf")]
+
+    def _remove_workdir(self) -> None:
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
-
-    def log(self) -> str:
-        """The error log so far, for assertion messages."""
-        error_log = self.workdir / "error.log" if self.workdir else None
-        return error_log.read_text(errors="replace") if error_log and error_log.exists() else ""
-
-    def __enter__(self) -> Apache:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def _main_conf(self, site: str, workdir: Path) -> str:
         modules = "\n".join(f"LoadModule {name} {MODULES / file}" for name, file in NEEDED_MODULES.items())

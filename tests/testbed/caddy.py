@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 
-from tests.testbed import ROOT, find_binary, stop_process, substitute, wait_for_port
+from tests.testbed import ROOT, require_binary, substitute
+from tests.testbed.process import ManagedProcess
 
 CADDYFILE = ROOT / "deploy" / "caddy" / "Caddyfile"
 
@@ -44,8 +44,10 @@ def render_caddyfile(*, listen_port: int, sidecar_port: int, app_port: int, extr
     return GLOBAL_OPTIONS + substitute(CADDYFILE.read_text(), replacements, "deploy/caddy/Caddyfile")
 
 
-class Caddy:
+class Caddy(ManagedProcess):
     """Caddy serving a rendered Caddyfile from workdir; start() returns once it listens."""
+
+    name = "caddy"
 
     def __init__(self, workdir: Path, *, listen_port: int, sidecar_port: int, app_port: int,
                  extra: Sequence[str] = ()) -> None:
@@ -54,45 +56,27 @@ class Caddy:
         self.caddyfile = render_caddyfile(listen_port=listen_port, sidecar_port=sidecar_port, app_port=app_port,
                                           extra=extra)
         self.log_file = workdir / "caddy.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.config = workdir / "Caddyfile"
 
-    def start(self) -> None:
-        """Validate the Caddyfile, start Caddy and wait until it listens."""
-        binary = find_binary("caddy")
-        if binary is None:
-            raise FileNotFoundError("caddy is not installed")
+    def prepare(self) -> None:
+        """Write the Caddyfile and have Caddy validate it."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        config = self.workdir / "Caddyfile"
-        config.write_text(self.caddyfile)
-        # Caddy keeps certificates and autosaved configuration under these directories.
-        env = {**os.environ, "HOME": str(self.workdir), "XDG_DATA_HOME": str(self.workdir / "data"),
-               "XDG_CONFIG_HOME": str(self.workdir / "config")}
-        args = ["--config", str(config), "--adapter", "caddyfile"]
-        check = subprocess.run([binary, "validate", *args], capture_output=True, text=True, env=env)
+        self.config.write_text(self.caddyfile)
+        check = subprocess.run([require_binary("caddy"), "validate", *self._args()], capture_output=True, text=True,
+                               env=self.environment())
         if check.returncode != 0:
             raise RuntimeError(f"caddy rejects its configuration:\n{check.stderr}")
-        with self.log_file.open("ab") as log:
-            self.process = subprocess.Popen([binary, "run", *args], stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            wait_for_port(self.listen_port, timeout=10)
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError(f"caddy did not listen on {self.listen_port}:\n{self.log()}") from None
 
-    def stop(self) -> None:
-        """TERM (a graceful stop), then KILL if Caddy lingers."""
-        stop_process(self.process)
-        self.process = None
+    def command(self) -> Sequence[str]:
+        return [require_binary("caddy"), "run", *self._args()]
 
-    def log(self) -> str:
-        """Caddy's log so far, for assertion messages."""
-        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+    def environment(self) -> Mapping[str, str]:
+        # Caddy keeps certificates and autosaved configuration under these directories.
+        return {**os.environ, "HOME": str(self.workdir), "XDG_DATA_HOME": str(self.workdir / "data"),
+                "XDG_CONFIG_HOME": str(self.workdir / "config")}
 
-    def __enter__(self) -> Caddy:
-        self.start()
-        return self
+    def ports(self) -> Sequence[int]:
+        return (self.listen_port,)
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def _args(self) -> list[str]:
+        return ["--config", str(self.config), "--adapter", "caddyfile"]

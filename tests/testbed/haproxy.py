@@ -10,9 +10,9 @@ import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
-from tests.testbed import ROOT, find_binary, stop_process, substitute, wait_for_port
+from tests.testbed import ROOT, require_binary, substitute
+from tests.testbed.process import ManagedProcess
 
 DEPLOY = ROOT / "deploy" / "haproxy"
 
@@ -51,8 +51,11 @@ def render_script(*, sidecar_port: int, extra: Sequence[str] = ()) -> str:
     return substitute((DEPLOY / "auth-sidecar.lua").read_text(), replacements, "deploy/haproxy/auth-sidecar.lua")
 
 
-class HAProxy:
+class HAProxy(ManagedProcess):
     """HAProxy running the shipped configuration from workdir; start() returns once it listens."""
+
+    name = "haproxy"
+    stop_signals = (signal.SIGUSR1, signal.SIGTERM)  # a soft stop first: idle connections closed cleanly
 
     def __init__(self, workdir: Path, *, listen_port: int, sidecar_port: int, app_port: int,
                  extra: Sequence[str] = ()) -> None:
@@ -61,47 +64,24 @@ class HAProxy:
         self.listen_port = listen_port
         self.sidecar_port = sidecar_port
         self.app_port = app_port
-        self.log_file = workdir / "haproxy.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.log_file = workdir / "haproxy.log"  # its output: warnings, Lua alerts
+        self.config = workdir / "haproxy.cfg"
 
-    def start(self) -> None:
-        """Check the configuration, start HAProxy and wait until it listens."""
-        binary = find_binary("haproxy")
-        if binary is None:
-            raise FileNotFoundError("haproxy is not installed")
+    def prepare(self) -> None:
+        """Write the configuration and the Lua action, and have HAProxy check them."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         script = self.workdir / "auth-sidecar.lua"
         script.write_text(render_script(sidecar_port=self.sidecar_port, extra=self.extra))
-        config = self.workdir / "haproxy.cfg"
-        config.write_text(render_config(listen_port=self.listen_port, sidecar_port=self.sidecar_port,
-                                        app_port=self.app_port, script=script, extra=self.extra))
-        check = subprocess.run([binary, "-c", "-f", str(config)], capture_output=True, text=True)
+        self.config.write_text(render_config(listen_port=self.listen_port, sidecar_port=self.sidecar_port,
+                                             app_port=self.app_port, script=script, extra=self.extra))
+        check = subprocess.run([require_binary("haproxy"), "-c", "-f", str(self.config)], capture_output=True,
+                               text=True)
         if check.returncode != 0:
             raise RuntimeError(f"haproxy rejects its configuration:\n{check.stdout}{check.stderr}")
-        with self.log_file.open("ab") as log:
-            # -db: stay in the foreground, as a child of this process.
-            self.process = subprocess.Popen([binary, "-db", "-f", str(config)], stdout=log,
-                                            stderr=subprocess.STDOUT)
-        try:
-            wait_for_port(self.listen_port, timeout=10)
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError(f"haproxy did not listen on {self.listen_port}:\n{self.log()}") from None
 
-    def stop(self) -> None:
-        """USR1 (a soft stop: idle connections are closed cleanly), then TERM and KILL if it lingers."""
-        stop_process(self.process, signal.SIGUSR1, signal.SIGTERM)
-        self.process = None
+    def command(self) -> Sequence[str]:
+        # -db: stay in the foreground, as a child of this process.
+        return [require_binary("haproxy"), "-db", "-f", str(self.config)]
 
-    def log(self) -> str:
-        """HAProxy's output so far (warnings, Lua alerts), for assertion messages."""
-        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
-
-    def __enter__(self) -> HAProxy:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def ports(self) -> Sequence[int]:
+        return (self.listen_port,)

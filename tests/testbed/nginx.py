@@ -12,9 +12,9 @@ import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
-from tests.testbed import ROOT, find_binary, stop_process, substitute, wait_for_port
+from tests.testbed import ROOT, require_binary, substitute
+from tests.testbed.process import ManagedProcess
 
 DEPLOY = ROOT / "deploy" / "nginx"
 
@@ -84,59 +84,36 @@ server {{
 """
 
 
-class Nginx:
+class Nginx(ManagedProcess):
     """nginx running site_conf (upstream and server blocks) from its own prefix directory.
 
     start() returns once every `listen 127.0.0.1:PORT` of site_conf accepts connections.
     """
 
+    name = "nginx"
+    stop_timeout = 10.0
+    stop_signals = (signal.SIGQUIT, signal.SIGTERM)  # graceful stop (QUIT) first
+
     def __init__(self, workdir: Path, site_conf: str) -> None:
         self.workdir = workdir
         self.site_conf = site_conf
         self.conf = workdir / "nginx.conf"
-        self.error_log = workdir / "error.log"
-        self.ports = [int(p) for p in re.findall(r"^\s*listen\s+127\.0\.0\.1:(\d+)", site_conf, re.M)]
-        self.process: subprocess.Popen[bytes] | None = None
+        self.error_log = self.log_file = workdir / "error.log"
+        self.listen_ports = [int(p) for p in re.findall(r"^\s*listen\s+127\.0\.0\.1:(\d+)", site_conf, re.M)]
 
-    def start(self) -> None:
-        """Check the configuration, start nginx and wait until it listens on every port."""
-        binary = find_binary("nginx")
-        if binary is None:
-            raise FileNotFoundError("nginx is not installed")
+    def prepare(self) -> None:
+        """Write the configuration and have nginx check it."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.conf.write_text(self._main_conf())
-        command = [binary, "-p", str(self.workdir), "-c", str(self.conf), "-e", str(self.error_log)]
-        check = subprocess.run([*command, "-t"], capture_output=True, text=True)
+        check = subprocess.run([*self.command(), "-t"], capture_output=True, text=True)
         if check.returncode != 0:
             raise RuntimeError(f"nginx rejects its configuration:\n{check.stderr}")
-        self.process = subprocess.Popen(command)
-        for port in self.ports:
-            self._wait(port)
 
-    def stop(self) -> None:
-        """Graceful stop (QUIT), then TERM and KILL if nginx lingers."""
-        stop_process(self.process, signal.SIGQUIT, signal.SIGTERM)
-        self.process = None
+    def command(self) -> Sequence[str]:
+        return [require_binary("nginx"), "-p", str(self.workdir), "-c", str(self.conf), "-e", str(self.error_log)]
 
-    def log(self) -> str:
-        """The error log so far, for assertion messages."""
-        return self.error_log.read_text() if self.error_log.exists() else ""
-
-    def __enter__(self) -> Nginx:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def _wait(self, port: int) -> None:
-        try:
-            wait_for_port(port, timeout=10)
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError(f"nginx did not listen on {port}:\n{self.log()}") from None
+    def ports(self) -> Sequence[int]:
+        return self.listen_ports
 
     def _main_conf(self) -> str:
         # As root, nginx would run its worker as `nobody`, who cannot read a private temp directory.

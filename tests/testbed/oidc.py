@@ -37,12 +37,10 @@ What the provider does (oidc-provider 9.13.3, see provider.mjs):
 
 from __future__ import annotations
 
-import atexit
 import base64
 import json
 import os
 import secrets
-import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -53,7 +51,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.testbed import find_binary, free_port, stop_process
+from tests.testbed import free_port, require_binary
+from tests.testbed.process import ManagedProcess
 
 HERE = Path(__file__).resolve().parent / "oidc"
 INSTALL_HINT = "npm ci --prefix tests/testbed/oidc"
@@ -63,8 +62,6 @@ RESOURCE_SCOPE = "api:read api:write"
 
 ERROR_TITLE = "oops! something went wrong"  # the provider's error page
 
-START_TIMEOUT = 15.0
-STOP_TIMEOUT = 5.0
 
 DEFAULT_CLAIMS: dict[str, list[str]] = {
     "openid": ["sub"],
@@ -187,8 +184,12 @@ def oidc_client(
 # The provider
 
 
-class OidcProvider:
+class OidcProvider(ManagedProcess):
     """oidc-provider (Node) in its own process group on 127.0.0.1:<free port>."""
+
+    name = "oidc-provider"
+    stop_timeout = 5.0
+    new_session = True
 
     def __init__(
         self,
@@ -225,20 +226,10 @@ class OidcProvider:
         self.claims = {k: list(v) for k, v in (claims or DEFAULT_CLAIMS).items()}
         self.refresh_tokens = refresh_tokens
         self.discovery: dict[str, Any] = {}
-        self.log_file = self.workdir / "provider.log"
+        self.log_file = self.workdir / "provider.log"  # one line per request, `! event: message` per error
+        self.cwd = HERE
+        self._config_file = self.workdir / "config.json"
         self._cookie_keys = [secrets.token_urlsafe(32)]
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> OidcProvider:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
 
     @property
     def jwks_url(self) -> str:
@@ -253,42 +244,27 @@ class OidcProvider:
         """The first key's alg: ID tokens and JWT access tokens are signed with it."""
         return str(self.keys[0].get("alg", "RS256"))
 
-    def start(self) -> None:
-        """Write config.json, start node, wait for the discovery document (and keep it)."""
-        node = find_binary("node")
-        if node is None:
-            raise FileNotFoundError("node is not installed (Debian: apt-get install nodejs npm)")
-        if not (HERE / "node_modules" / "oidc-provider").is_dir():
+    def prepare(self) -> None:
+        """Check that node and the packages are there; write config.json."""
+        require_binary("node", "Debian: apt-get install nodejs npm")
+        if not node_modules_installed():
             raise FileNotFoundError(f"oidc-provider is not installed in {HERE}: run `{INSTALL_HINT}`")
-        if self._process is not None:
-            raise RuntimeError("the provider is already running")
-        config = self.workdir / "config.json"
-        config.write_text(json.dumps(self.config(), indent=2, ensure_ascii=False))
-        with open(self.log_file, "ab") as log:
-            # Own session: a Ctrl-C meant for pytest must not kill it behind stop()'s back.
-            process = self._process = subprocess.Popen(
-                [node, str(HERE / "provider.mjs"), str(config)],
-                cwd=HERE,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env={**os.environ, "NODE_ENV": "test", "NO_COLOR": "1"},
-            )
-        atexit.register(self.stop)
-        try:
-            self._wait_for_discovery(process)
-        except BaseException:
-            self.stop()
-            raise
+        self._config_file.write_text(json.dumps(self.config(), indent=2, ensure_ascii=False))
 
-    def stop(self) -> None:
-        """Terminate node (kill it if it lingers) and wait for it. Safe to call twice."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        atexit.unregister(self.stop)
-        stop_process(process, timeout=STOP_TIMEOUT)
+    def command(self) -> Sequence[str]:
+        return [require_binary("node"), str(HERE / "provider.mjs"), str(self._config_file)]
+
+    def environment(self) -> Mapping[str, str]:
+        return {**os.environ, "NODE_ENV": "test", "NO_COLOR": "1"}
+
+    def ready(self) -> bool:
+        """Ready once it serves the discovery document (which it keeps)."""
+        try:
+            with urllib.request.urlopen(self.discovery_url, timeout=1) as response:
+                self.discovery = dict(json.load(response))
+                return True
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
 
     def restart(self, *, keys: Sequence[Mapping[str, Any]] | None = None) -> None:
         """Stop and start again on the same port with the same clients and accounts.
@@ -329,13 +305,6 @@ class OidcProvider:
             },
             "cookie_keys": self._cookie_keys,
         }
-
-    def log(self) -> str:
-        """The provider's output so far: one line per request, `! event: message` per error."""
-        try:
-            return self.log_file.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
 
     # Helpers for tests
 
@@ -457,22 +426,6 @@ class OidcProvider:
         except urllib.error.HTTPError as error:
             text = error.read().decode(errors="replace")
             raise OidcError(error.code, text) from None
-
-    def _wait_for_discovery(self, process: subprocess.Popen[bytes]) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"oidc-provider exited with {process.returncode}:\n{self.log()[-4000:]}")
-            try:
-                with urllib.request.urlopen(self.discovery_url, timeout=1) as response:
-                    self.discovery = dict(json.load(response))
-                    return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"oidc-provider did not answer {self.discovery_url} within {START_TIMEOUT}s:\n"
-                                   f"{self.log()[-4000:]}")
-            time.sleep(0.02)
 
 
 class OidcError(Exception):

@@ -4,10 +4,12 @@ r"""A private Samba Active Directory domain controller on 127.0.0.1, for tests a
         ad.uri, ad.ldaps_uri, ad.gc_uri, ad.ca_file, ad.users["alice"]  # -> "Passw0rd!Alice"
 
 Domain: realm EXAMPLE.TEST, NetBIOS domain EXAMPLE, base DN DC=example,DC=test.
-Ports are fixed by Samba, so only one SambaDC can run per machine (start() refuses when one is
-taken): 389 LDAP, 636 LDAPS, 3268 Global Catalog, 3269 Global Catalog over TLS, each on 127.0.0.1
-and ::1. The TLS certificate comes from tests.testbed.tls (SAN DNS:localhost, IP:127.0.0.1),
-freshly made on every start: verify ldaps://127.0.0.1:636 against `ca_file` with hostname checks on.
+Samba's ports are fixed (389 LDAP, 636 LDAPS, 3268 Global Catalog, 3269 Global Catalog over TLS),
+so each SambaDC runs in a network namespace of its own (tests/testbed/netns.py) and is reached
+through relays on free ports of 127.0.0.1: `uri`, `ldaps_uri`, `gc_uri`, `gc_ldaps_uri` (and
+`relay_ports`, inner port -> outer port). Any number can run side by side, two checkouts' tests too.
+The TLS certificate comes from tests.testbed.tls (SAN DNS:localhost, IP:127.0.0.1), freshly made
+on every start: verify `ldaps_uri` against `ca_file` with hostname checks on.
 
 Seeded entries, all in CN=Users,DC=example,DC=test (UPN <sAMAccountName>@example.test):
 
@@ -58,32 +60,32 @@ Passwords go over LDAPS, never on a command line, except the Administrator's, wh
 
 from __future__ import annotations
 
-import atexit
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 from ldap3 import MODIFY_REPLACE, NONE, Connection, Server, Tls
 
-from tests.testbed import find_binary
+from tests.testbed import require_binary
+from tests.testbed.netns import Namespace, has_own_network, in_own_network, relays
+from tests.testbed.process import ManagedProcess
 from tests.testbed.tls import Pki, make_pki
 
 REALM = "EXAMPLE.TEST"
 DOMAIN = "EXAMPLE"
 BASE_DN = "DC=example,DC=test"
 USERS_DN = f"CN=Users,{BASE_DN}"
-PORTS = (389, 636, 3268, 3269)
+LDAP, LDAPS, GC, GC_LDAPS = PORTS = (389, 636, 3268, 3269)  # inside the DC's own network
 
-START_TIMEOUT = 30.0
-STOP_TIMEOUT = 5.0
 PROVISION_TIMEOUT = 120.0
 
 LOCKOUT_THRESHOLD = 3
@@ -132,13 +134,13 @@ REFUSAL_ATTRIBUTES: dict[str, dict[str, int]] = {
 }
 
 
-class SambaDC:
+class SambaDC(ManagedProcess):
     """A `samba -i -M single` child process serving EXAMPLE.TEST, seeded with the table above."""
 
-    uri = "ldap://127.0.0.1:389"
-    ldaps_uri = "ldaps://127.0.0.1:636"
-    gc_uri = "ldap://127.0.0.1:3268"
-    gc_ldaps_uri = "ldaps://127.0.0.1:3269"
+    name = "samba"
+    start_timeout = 30.0
+    stop_timeout = 5.0
+    new_session = True
     realm = REALM
     domain = DOMAIN
     base_dn = BASE_DN
@@ -156,18 +158,15 @@ class SambaDC:
         self.pki: Pki = make_pki(self.workdir / "tls")
         self.ca_file: Path = self.pki.ca_file  # verifies ldaps://127.0.0.1 with hostname checks
         self._added: list[SeedUser] = []
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> SambaDC:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
+        self.log_file = self.workdir / "log" / "samba.log"
+        self._relays = relays(PORTS)
+        self.relay_ports = {inner: relay.port for inner, relay in self._relays.items()}
+        self.host = "127.0.0.1"
+        self.uri = f"ldap://{self.host}:{self.relay_ports[LDAP]}"
+        self.ldaps_uri = f"ldaps://{self.host}:{self.relay_ports[LDAPS]}"
+        self.gc_uri = f"ldap://{self.host}:{self.relay_ports[GC]}"
+        self.gc_ldaps_uri = f"ldaps://{self.host}:{self.relay_ports[GC_LDAPS]}"
+        self._namespace: Namespace | None = None
 
     def user_dn(self, sam: str) -> str:
         """The DN of a seeded or added user (its CN is the full name where it has one)."""
@@ -201,35 +200,61 @@ class SambaDC:
     def group_dn(self, name: str) -> str:
         return f"CN={name},{USERS_DN}"
 
-    def start(self) -> None:
-        """Provision (or copy the cached template), start Samba, wait for LDAP, seed once."""
+    def prepare(self) -> None:
+        """Provision (or copy the cached template) once per workdir; write smb.conf."""
         _check_can_run()
         if not (self.workdir / "private" / "sam.ldb").exists():
             self._materialize()
-        config = self._write_config()
-        self._launch(config)
-        try:
-            self._wait_until_ready()
-            if not self._seeded_marker.exists():
-                self._seed()
-                self._seeded_marker.touch()
-        except BaseException:
-            self.stop()
-            raise
+        self._config = self._write_config()
 
-    def stop(self) -> None:
+    def command(self) -> Sequence[str]:
+        # stdin is a pipe we hold: `samba -i` exits when it closes, even if pytest dies.
+        return in_own_network([_binary("samba"), "-s", str(self._config), "-i", "-M", "single", "--debug-stdout"])
+
+    def stdin(self) -> int | None:
+        return subprocess.PIPE
+
+    def ready(self) -> bool:
+        """Ready when every port accepts inside the DC's network; the relays then lead there."""
+        if self._namespace is None:
+            assert self.process is not None
+            if not has_own_network(self.process.pid):
+                return False  # unshare has not made it yet
+            self._namespace = Namespace(self.process.pid)
+            for relay in self._relays.values():
+                relay.namespace = self._namespace
+        return all(self._namespace.accepts(port) for port in PORTS)
+
+    def started(self) -> None:
+        """Seed the domain once per workdir."""
+        if not self._seeded_marker.exists():
+            self._seed()
+            self._seeded_marker.touch()
+
+    def terminate(self, process: subprocess.Popen[bytes]) -> None:
         """Close Samba's stdin (it exits on EOF), kill its process group if it lingers, wait."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        atexit.unregister(self.stop)
         assert process.stdin is not None
         process.stdin.close()
         try:
-            process.wait(timeout=STOP_TIMEOUT)
+            process.wait(timeout=self.stop_timeout)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        for relay in self._relays.values():
+            relay.namespace = None
+        if self._namespace is not None:
+            self._namespace.close()
+            self._namespace = None
+
+    def close(self) -> None:
+        """Stop, and give the relays' ports back."""
+        self.stop()
+        for relay in self._relays.values():
+            relay.close()
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
 
     # Provisioning
 
@@ -247,33 +272,6 @@ class SambaDC:
         config = self.workdir / "etc" / "smb.conf"
         config.write_text(_smb_conf(self.workdir, self.pki))
         return config
-
-    # Running
-
-    def _launch(self, config: Path) -> None:
-        samba = _binary("samba")
-        with open(self.workdir / "log" / "samba.log", "wb") as log:
-            # stdin is a pipe we hold: `samba -i` exits when it closes, even if pytest dies.
-            # Own session: a Ctrl-C meant for pytest must not kill Samba before stop() runs.
-            self._process = subprocess.Popen(
-                [samba, "-s", str(config), "-i", "-M", "single", "--debug-stdout"],
-                stdin=subprocess.PIPE,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        atexit.register(self.stop)
-
-    def _wait_until_ready(self) -> None:
-        assert self._process is not None
-        deadline = time.monotonic() + START_TIMEOUT
-        while not all(_accepts(port) for port in PORTS):
-            if self._process.poll() is not None:
-                log = (self.workdir / "log" / "samba.log").read_text(errors="replace")
-                raise RuntimeError(f"samba exited with {self._process.returncode}:\n{log[-4000:]}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"samba did not listen on {PORTS} within {START_TIMEOUT}s")
-            time.sleep(0.02)
 
     # Seeding, as the Administrator over LDAPS (AD only takes passwords on encrypted connections)
 
@@ -329,12 +327,6 @@ class SambaDC:
 def _check_can_run() -> None:
     if os.geteuid() != 0:
         raise PermissionError("a Samba AD DC must run as root")
-    taken = [port for port in PORTS if _accepts(port)]
-    if taken:
-        raise RuntimeError(
-            f"127.0.0.1 port(s) {taken} already in use: only one Samba DC can run per machine "
-            "(another SambaDC, a system samba-ad-dc or slapd on 389?)"
-        )
 
 
 def _template(cache_dir: Path) -> Path:
@@ -342,7 +334,9 @@ def _template(cache_dir: Path) -> Path:
     version = subprocess.run(
         [_binary("samba"), "--version"], capture_output=True, text=True, check=True
     ).stdout.split()[-1]
-    template = cache_dir / f"samba-dc-{version}"
+    # The provisioning's own arguments are part of the name: a template made with others is not ours.
+    arguments = hashlib.sha256(" ".join(_provision_arguments()).encode()).hexdigest()[:12]
+    template = cache_dir / f"samba-dc-{version}-{arguments}"
     if not template.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
         building = Path(tempfile.mkdtemp(prefix=".building-", dir=cache_dir))
@@ -357,15 +351,18 @@ def _template(cache_dir: Path) -> Path:
 
 def _provision(directory: Path) -> None:
     """samba-tool domain provision into directory (~5 s); -s /dev/null ignores /etc/samba."""
-    command = [
-        _binary("samba-tool"), "domain", "provision", "-s", os.devnull,
-        f"--targetdir={directory}", f"--realm={REALM}", f"--domain={DOMAIN}",
-        "--host-name=dc1", "--server-role=dc", "--dns-backend=NONE", "--use-rfc2307",
-        f"--adminpass={SambaDC.admin_password}",
-    ]  # fmt: skip
+    command = [_binary("samba-tool"), "domain", "provision", "-s", os.devnull, f"--targetdir={directory}",
+               *_provision_arguments()]
     result = subprocess.run(command, capture_output=True, text=True, timeout=PROVISION_TIMEOUT)
     if result.returncode != 0:
         raise RuntimeError(f"samba-tool domain provision failed:\n{result.stdout}{result.stderr}")
+
+
+def _provision_arguments() -> list[str]:
+    return [
+        f"--realm={REALM}", f"--domain={DOMAIN}", "--host-name=dc1", "--server-role=dc",
+        "--dns-backend=NONE", "--use-rfc2307", f"--adminpass={SambaDC.admin_password}",
+    ]  # fmt: skip
 
 
 def _smb_conf(workdir: Path, pki: Pki) -> str:
@@ -421,15 +418,5 @@ def _unicode_pwd(password: str) -> bytes:
 
 
 def _binary(name: str) -> str:
-    path = find_binary(name)
-    if path is None:
-        raise FileNotFoundError(f"{name} is not installed (packages samba, samba-ad-dc, ldb-tools)")
-    return path
+    return require_binary(name, "packages samba, samba-ad-dc, ldb-tools")
 
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import yaml
 
-from tests.testbed import ROOT, stop_process, wait_for_port
+from tests.testbed.process import ManagedProcess
 
 
-class SidecarProcess:
+class SidecarProcess(ManagedProcess):
     """Writes ``config`` to ``workdir/sidecar.yaml`` and serves it; the log goes to ``workdir/sidecar.log``."""
+
+    name = "the sidecar"
 
     def __init__(self, workdir: Path, config: dict[str, Any], *, log_level: str | None = None) -> None:
         self.workdir = workdir
@@ -24,32 +25,15 @@ class SidecarProcess:
         self.port = int(str(config["server"]["listen"]).rsplit(":", 1)[1])
         self.config_file.write_text(yaml.safe_dump(config, allow_unicode=True))
         self.log_level = log_level
-        self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def command(self) -> Sequence[str]:
         command = [sys.executable, "-m", "sidecar", "serve", "--config", str(self.config_file)]
         if self.log_level:
             command += ["--log-level", self.log_level]
-        with self.log_file.open("ab") as log:
-            self.process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        try:
-            wait_for_port(self.port)
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError(f"the sidecar did not start:\n{self.log()}") from None
+        return command
 
-    def stop(self) -> None:
-        stop_process(self.process)
-        self.process = None
+    def environment(self) -> Mapping[str, str]:
+        return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
-    def log(self) -> str:
-        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
-
-    def __enter__(self) -> SidecarProcess:
-        self.start()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self.stop()
+    def ports(self) -> Sequence[int]:
+        return (self.port,)

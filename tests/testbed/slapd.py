@@ -42,20 +42,19 @@ ldap3 never follows; a search based at or below ou=partners gets a referral resu
 
 from __future__ import annotations
 
-import atexit
 import base64
 import hashlib
 import os
-import socket
 import subprocess
-import time
+from collections.abc import Sequence
 from pathlib import Path
 from string import Template
 
 from ldap3 import BASE, LEVEL, MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, NONE, Connection, Server
 from ldap3.utils.dn import escape_rdn
 
-from tests.testbed import find_binary, free_port, stop_process
+from tests.testbed import free_port, require_binary
+from tests.testbed.process import ManagedProcess
 from tests.testbed.tls import Pki, make_pki
 
 HERE = Path(__file__).resolve().parent
@@ -72,8 +71,6 @@ DEMO_USERS: dict[str, str] = {
     "star*": "star-pass",
 }
 
-START_TIMEOUT = 10.0
-STOP_TIMEOUT = 5.0
 
 CONFIG = Template("""\
 include /etc/ldap/schema/core.schema
@@ -142,7 +139,7 @@ def ssha(password: str) -> str:
     return "{SSHA}" + base64.b64encode(digest + salt).decode()
 
 
-class Slapd:
+class Slapd(ManagedProcess):
     """A slapd child process on two free ports (ldap:// and ldaps://), seeded with the demo data."""
 
     base_dn = "dc=example,dc=com"
@@ -153,6 +150,11 @@ class Slapd:
     service_password = "sidecar-pass"
     pager_dn = "cn=pager,ou=services,dc=example,dc=com"  # only with a size_limit
     pager_password = "pager-pass"
+
+    name = "slapd"
+    start_timeout = 10.0
+    stop_timeout = 5.0
+    new_session = True
 
     def __init__(self, workdir: Path, *, size_limit: int | None = None) -> None:
         """size_limit: slapd's sizelimit for dc=example,dc=com, and a pager account exempt from
@@ -167,54 +169,26 @@ class Slapd:
         self.ldaps_uri = f"ldaps://127.0.0.1:{self.ldaps_port}"
         self.pki: Pki = make_pki(self.workdir / "tls")
         self.users: dict[str, str] = dict(DEMO_USERS)  # kept current by the helpers below
-        self._process: subprocess.Popen[bytes] | None = None
+        self.log_file = self.workdir / "slapd.log"
 
-    def __enter__(self) -> Slapd:
-        self.start()
-        return self
+    def prepare(self) -> None:
+        self._config = self._write_config()
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    def command(self) -> Sequence[str]:
+        # -d none: stay in the foreground and log only errors.
+        return [require_binary("slapd"), "-d", "none", "-f", str(self._config), "-h",
+                f"{self.uri}/ {self.ldaps_uri}/"]
 
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
+    def ports(self) -> Sequence[int]:
+        return (self.port,)  # both listeners open together at startup: the plain one stands for both
 
-    def start(self) -> None:
-        """Start slapd, wait until it listens, load other.ldif and example.ldif into it."""
-        slapd = find_binary("slapd")
-        if slapd is None:
-            raise FileNotFoundError("slapd is not installed")
-        config = self._write_config()
-        listen = f"{self.uri}/ {self.ldaps_uri}/"
-        with open(self.workdir / "slapd.log", "wb") as log:
-            # -d none: stay in the foreground and log only errors. Own session: a Ctrl-C meant for
-            # pytest must not kill slapd behind stop()'s back.
-            process = self._process = subprocess.Popen(
-                [slapd, "-d", "none", "-f", str(config), "-h", listen],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        atexit.register(self.stop)
-        try:
-            self._wait_until_listening(process)
-            self._load(HERE / "other.ldif", self.other_admin_dn)
-            self._load(HERE / "example.ldif", self.admin_dn)
-            if self.size_limit is not None:
-                self._load_text(PAGER.substitute(pager_dn=self.pager_dn, password=self.pager_password),
-                                self.admin_dn, "the pager account")
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        """Terminate our slapd (kill it if it lingers) and wait for it. Safe to call twice."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        atexit.unregister(self.stop)
-        stop_process(process, timeout=STOP_TIMEOUT)
+    def started(self) -> None:
+        """Load other.ldif and example.ldif (and the pager account with a size limit)."""
+        self._load(HERE / "other.ldif", self.other_admin_dn)
+        self._load(HERE / "example.ldif", self.admin_dn)
+        if self.size_limit is not None:
+            self._load_text(PAGER.substitute(pager_dn=self.pager_dn, password=self.pager_password),
+                            self.admin_dn, "the pager account")
 
     # DNs
 
@@ -328,35 +302,15 @@ class Slapd:
         )
         return config
 
-    def _wait_until_listening(self, process: subprocess.Popen[bytes]) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        # Both listeners open together at startup, so the plain one stands for both.
-        while not _accepts(self.port):
-            if process.poll() is not None:
-                log = (self.workdir / "slapd.log").read_text(errors="replace")
-                raise RuntimeError(f"slapd exited with {process.returncode}:\n{log}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"slapd did not listen on {self.uri} within {START_TIMEOUT}s")
-            time.sleep(0.01)
-
     def _load(self, ldif: Path, bind_dn: str) -> None:
         """ldapadd the file; -M (ManageDsaIT) so the referral entry is stored, not followed."""
         self._load_text(Template(ldif.read_text()).substitute(port=self.port), bind_dn, ldif.name)
 
     def _load_text(self, text: str, bind_dn: str, what: str) -> None:
-        ldapadd = find_binary("ldapadd")
-        if ldapadd is None:
-            raise FileNotFoundError("ldapadd is not installed (package ldap-utils)")
+        ldapadd = require_binary("ldapadd", "package ldap-utils")
         command = [ldapadd, "-x", "-M", "-H", self.uri, "-D", bind_dn, "-w", self.admin_password]
         result = subprocess.run(command, input=text.encode(), capture_output=True, check=False)
         if result.returncode != 0:
             error = result.stderr.decode(errors="replace")
             raise RuntimeError(f"ldapadd {what} failed: {error}")
 
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
