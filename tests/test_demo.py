@@ -2,19 +2,39 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import need
 from tests.testbed import ROOT
+
+MARK = "AUTH_SIDECAR_TEST_DEMO_RUN"  # every child of our demo run inherits it; nobody else's does
+
+
+def processes_of_run(mark: str) -> list[str]:
+    """The command lines of the processes that carry this run's mark in their environment."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if f"{MARK}={mark}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
 
 
 def test_demo_check_passes_and_leaves_nothing_running() -> None:
     need("nginx")
     need("slapd")
+    mark = secrets.token_hex(8)
     result = subprocess.run([sys.executable, "examples/demo/run.py", "--check"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, env={**os.environ, MARK: mark})
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("PASS") >= 7 and "FAIL" not in result.stdout
-    leftovers = subprocess.run(["pgrep", "-f", "examples/demo/app.py"], capture_output=True, text=True)
-    assert leftovers.stdout.strip() == ""
+    leftovers = [command for command in processes_of_run(mark) if "examples/demo/app.py" in command]
+    assert leftovers == []
