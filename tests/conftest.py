@@ -1,6 +1,10 @@
 """Shared fixtures: one real slapd per session, and sidecars configured against it.
 
 A test that needs a real server it cannot find skips locally and fails under CI=true.
+
+Every test is marked either `server` (it uses one of SERVER_FIXTURES, or is in a module of
+SERVER_MODULES, or says so with @pytest.mark.server) or `unit`: `pytest -m unit` runs the rest in
+seconds, and a unit test that starts a testbed server fails, so the marks stay true.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from sidecar.app import make_app
 from sidecar.config import Config, parse_config
 from tests.testbed import find_binary, in_ci
+from tests.testbed.process import ManagedProcess
 from tests.testbed.samba import SambaDC
 from tests.testbed.slapd import Slapd
 
@@ -25,6 +30,38 @@ PEOPLE = "ou=people,dc=example,dc=com"
 GROUPS = "ou=groups,dc=example,dc=com"
 
 StartSidecar = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+# Fixtures that are, or start, a real server (a fixture that uses one of them counts too).
+SERVER_FIXTURES = {"slapd", "ad", "sidecar", "browser", "page"}
+# Modules whose tests start servers themselves (in the test, or in fixtures of their own).
+SERVER_MODULES = {
+    "test_browser", "test_browser_sso", "test_chain_attacks", "test_chain_django", "test_chain_nginx",
+    "test_chain_proxies", "test_demo", "test_deploy_static", "test_nginx_deploy", "test_package",
+    "test_testbed_oidc", "test_testbed_samba", "test_testbed_slapd",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if isinstance(item, pytest.Function) else ""
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if item.get_closest_marker("server") or fixtures & SERVER_FIXTURES or module in SERVER_MODULES:
+            item.add_marker(pytest.mark.server)
+        else:
+            item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_server(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test marked unit that starts a testbed server fails: it belongs with the server tests."""
+    if request.node.get_closest_marker("unit") is None:
+        yield
+        return
+    ManagedProcess.forbidden = f"{request.node.nodeid} is marked unit"
+    try:
+        yield
+    finally:
+        ManagedProcess.forbidden = None
 
 
 def need(binary: str) -> str:

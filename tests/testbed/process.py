@@ -45,6 +45,9 @@ class ManagedProcess:
     # Own session: a Ctrl-C meant for pytest must not kill the server behind stop()'s back.
     new_session: ClassVar[bool] = False
 
+    # Set (to a reason) while no server may start: tests/conftest.py sets it during unit tests.
+    forbidden: ClassVar[str | None] = None
+
     process: subprocess.Popen[bytes] | None = None
     log_file: Path | None = None
     cwd: Path = ROOT
@@ -86,6 +89,8 @@ class ManagedProcess:
         """Prepare, launch, wait until ready (or fail with the log), run started()."""
         if self.process is not None:
             raise RuntimeError(f"{self.name} is already running")
+        if ManagedProcess.forbidden:
+            raise RuntimeError(f"{self.name} may not start here: {ManagedProcess.forbidden}")
         self.prepare()
         command = list(self.command())
         log = self.log_file.open("ab") if self.log_file is not None else None
