@@ -1,19 +1,28 @@
 """Configuration: one YAML file read into frozen dataclasses, validated all at once.
 
-Every problem is collected with its YAML path (``ldap.user_search.filter: ...``) and reported
-together in one :class:`ConfigError`. This module imports no aiohttp, ldap3 or jose, so it is
-safe to import anywhere (``auth-sidecar check-config`` uses nothing else).
+Every problem is collected with its YAML path (``ldap.user_search.filter: ...``) and the line it
+was written on, and reported together in one :class:`ConfigError`. What the runtime would refuse
+is refused here, by the runtime's own rules: each runtime class that takes configured values
+(``Theme``, ``Pages``, ``RedirectPolicy``, ``LocalUsers``) has a ``problems(...)`` method, which the
+section reader calls and its constructor raises on, so ``check-config`` refuses exactly what
+``serve`` would. Defaults live only in the dataclasses; enumerations are ``Literal`` types.
+
+An unknown key gets a "did you mean"; problems under the key it probably meant, and problems that
+only follow from one already reported ("is required" after a value that could not be read), are
+not listed again. This module imports no aiohttp, ldap3 or jose, so it is safe to import anywhere
+(``auth-sidecar check-config`` uses nothing else).
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -21,21 +30,28 @@ import yaml
 from sidecar.canonical import parse_host, segments
 from sidecar.errors import ConfigError, MalformedRequest
 from sidecar.identity import fold
+from sidecar.local import LocalUsers
+from sidecar.pages import Pages, Theme
+from sidecar.redirects import RedirectPolicy
 from sidecar.secrets import Secret, SecretSourceError, load_secret
+from sidecar.yamlfile import line_of, load_yaml
 
 T = TypeVar("T")
+S = TypeVar("S", bound=str)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-GROUP_TYPES = (
-    "group_of_names",
-    "nested_group_of_names",
-    "group_of_unique_names",
-    "posix_group",
-    "member_of",
-    "active_directory",
-)
-SCOPES = ("base", "one", "subtree")
-FLAGS = ("is_active", "is_staff", "is_superuser")
+GroupTypeName = Literal["group_of_names", "nested_group_of_names", "group_of_unique_names", "posix_group",
+                        "member_of", "active_directory"]
+Scope = Literal["base", "one", "subtree"]
+Flag = Literal["is_active", "is_staff", "is_superuser"]
+Mode = Literal["auth_request", "forward_auth"]
+Policy = Literal["allow", "deny"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+Order = Literal["ldap_first", "local_first"]
+ProviderType = Literal["oidc", "oauth2"]
+GROUP_TYPES: tuple[GroupTypeName, ...] = get_args(GroupTypeName)
+SCOPES: tuple[Scope, ...] = get_args(Scope)
+FLAGS: tuple[Flag, ...] = get_args(Flag)
 STANDARD_ATTRS = ("first_name", "last_name", "email")
 # RFC 7230 token characters without "_": gunicorn >= 22 drops header names with underscores.
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^`|~-]+$")
@@ -57,7 +73,7 @@ class ServerConfig:
     access_log: bool = False
     # auth_request (nginx, ingress-nginx, HAProxy): browsers get 401 + Location.
     # forward_auth (Traefik, Caddy): any non-2xx goes to the browser as is, so browsers get 302.
-    mode: str = "auth_request"
+    mode: Mode = "auth_request"
     basic_auth: bool = True
 
 
@@ -78,7 +94,7 @@ class HeaderConfig:
 @dataclass(frozen=True)
 class Search:
     base_dn: str
-    scope: str = "subtree"
+    scope: Scope = "subtree"
     filter: str = "(objectClass=*)"
 
 
@@ -103,12 +119,12 @@ class LdapConfig:
         )
     )
     group_search: Search | None = None
-    group_type: str | None = None
+    group_type: GroupTypeName | None = None
     group_name_attr: str = "cn"
     require_group: tuple[str, ...] = ()
     deny_group: tuple[str, ...] = ()
     mirror_groups: bool | tuple[str, ...] = True
-    user_flags_by_group: Mapping[str, tuple[str, ...]] = field(
+    user_flags_by_group: Mapping[Flag, tuple[str, ...]] = field(
         default_factory=lambda: MappingProxyType({})
     )
     find_group_perms: bool = False
@@ -139,12 +155,12 @@ class AccessRule:
 @dataclass(frozen=True)
 class AccessConfig:
     rules: tuple[AccessRule, ...] = ()
-    default: str = "allow"
+    default: Policy = "allow"
 
 
 @dataclass(frozen=True)
 class LogConfig:
-    level: str = "info"
+    level: LogLevel = "info"
 
 
 @dataclass(frozen=True)
@@ -185,7 +201,7 @@ class LocalUsersConfig:
     file: str
     # ldap_first: the seed's fallback, used when the directory is unreachable or does not know
     # the user; local_first: the file first, the directory for names it does not hold.
-    order: str = "ldap_first"
+    order: Order = "ldap_first"
     reload_every: float = 2.0
 
 
@@ -214,7 +230,7 @@ class OidcProvider:
     label: str
     client_id: str
     client_secret: Secret
-    type: str = "oidc"  # oidc: discovery and an ID token; oauth2: GitHub/GitLab-style, userinfo only
+    type: ProviderType = "oidc"  # oidc: discovery and an ID token; oauth2: GitHub/GitLab-style, userinfo only
     issuer: str | None = None
     authorization_url: str | None = None
     token_url: str | None = None
@@ -293,31 +309,74 @@ class Config:
     assertion: AssertionConfig | None = None
 
 
-class _Reader:
-    """Reads one YAML mapping, recording problems under their YAML path instead of raising."""
+class _Problems:
+    """Every problem found, each at its YAML path with its line when the loader knows it.
 
-    def __init__(self, data: object, path: str, problems: list[str]) -> None:
+    Two kinds are left out when listed: anything at or under a path that a misspelt key probably
+    meant (its unknown-key message says it all), and a follow-on (``after`` names what it follows
+    from) when what it follows from was reported itself.
+    """
+
+    def __init__(self) -> None:
+        self._found: list[tuple[str, str, int | None, tuple[str, ...]]] = []
+        self._meant: set[str] = set()
+
+    def add(self, path: str, message: str, line: int | None = None, *, after: tuple[str, ...] = ()) -> None:
+        self._found.append((path, message, line, after))
+
+    def misspelt(self, meant: str) -> None:
+        self._meant.add(meant)
+
+    def messages(self) -> list[str]:
+        def within(path: str, roots: Iterable[str]) -> bool:
+            return any(path == root or path.startswith((root + ".", root + "[")) for root in roots)
+
+        reported = [path for path, _, _, after in self._found if not after]
+        return [
+            f"{path}: {message}" + (f" (line {line})" if line is not None else "")
+            for path, message, line, after in self._found
+            if not within(path, self._meant)
+            and not any(within(cause, self._meant) or within(cause, reported) for cause in after)
+        ]
+
+
+class _Reader:
+    """Reads one YAML mapping, recording problems under their YAML path instead of raising.
+
+    Every key it is asked about is a known key; :meth:`done` reports the others.
+    """
+
+    def __init__(self, data: object, path: str, problems: _Problems, line: int | None = None) -> None:
         self.path = path
         self.problems = problems
-        self.seen: set[str] = set()
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
+        self.line = line
+        self.known: set[str] = set()
+        self.data: dict[str, Any] = data if isinstance(data, dict) else {}
+        if data is not None and not isinstance(data, dict):
             self.problem(None, f"expected a mapping, got {_kind(data)}")
-            data = {}
-        self.data: dict[str, Any] = data
 
     def where(self, key: str | None) -> str:
         return f"{self.path}.{key}" if self.path and key else (key or self.path or "(top)")
 
+    def line_of(self, key: str | None) -> int | None:
+        """Where ``key`` is written; for a key left out (or None), where this mapping is."""
+        return line_of(self.data, key) if key in self.data else self.line
+
     def problem(self, key: str | None, message: str) -> None:
-        self.problems.append(f"{self.where(key)}: {message}")
+        self.problems.add(self.where(key), message, self.line_of(key))
+
+    def follow_on(self, key: str, message: str, *causes: str) -> None:
+        """A problem that follows from ``key`` (and ``causes``, keys or paths) being what they are: not
+        reported when one of them was already reported as wrong."""
+        paths = (self.where(key), *(self.where(c) if "." not in c else c for c in causes))
+        self.problems.add(self.where(key), message, self.line_of(key), after=paths)
 
     def has(self, key: str) -> bool:
+        self.known.add(key)
         return self.data.get(key) is not None
 
     def get(self, key: str, kind: type[T] | tuple[type, ...], default: T) -> T:
-        self.seen.add(key)
+        self.known.add(key)
         value = self.data.get(key)
         if value is None:
             return default
@@ -331,9 +390,9 @@ class _Reader:
     def text(self, key: str, default: str = "") -> str:
         return self.get(key, str, default)
 
-    def optional_text(self, key: str) -> str | None:
+    def optional_text(self, key: str, default: str | None = None) -> str | None:
         value = self.get(key, str, "")
-        return value or None
+        return value or default
 
     def flag(self, key: str, default: bool) -> bool:
         return self.get(key, bool, default)
@@ -352,7 +411,7 @@ class _Reader:
             return default
         return value
 
-    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+    def choice(self, key: str, default: S, choices: tuple[S, ...]) -> S:
         value = self.text(key, default)
         if value not in choices:
             self.problem(key, f"must be one of {', '.join(choices)}, got {value!r}")
@@ -374,7 +433,7 @@ class _Reader:
         return texts
 
     def secret(self, key: str) -> Secret | None:
-        self.seen.add(key)
+        self.known.add(key)
         if key not in self.data or self.data[key] is None:
             return None
         try:
@@ -384,21 +443,22 @@ class _Reader:
             return None
 
     def section(self, key: str) -> _Reader:
-        self.seen.add(key)
-        return _Reader(self.data.get(key), self.where(key), self.problems)
+        self.known.add(key)
+        return _Reader(self.data.get(key), self.where(key), self.problems, self.line_of(key))
 
     def items(self, key: str) -> list[_Reader]:
-        self.seen.add(key)
+        self.known.add(key)
         value = self.data.get(key)
         if value is None:
             return []
         if not isinstance(value, list):
             self.problem(key, f"expected a list, got {_kind(value)}")
             return []
-        return [_Reader(item, f"{self.where(key)}[{i}]", self.problems) for i, item in enumerate(value)]
+        return [_Reader(item, f"{self.where(key)}[{i}]", self.problems, line_of(value, i) or self.line_of(key))
+                for i, item in enumerate(value)]
 
     def mapping(self, key: str) -> dict[str, Any] | None:
-        self.seen.add(key)
+        self.known.add(key)
         value = self.data.get(key)
         if value is None:
             return None
@@ -407,10 +467,21 @@ class _Reader:
             return None
         return value
 
+    def report(self, found: Iterable[tuple[str, str]], keys: Mapping[str, str] | None = None) -> None:
+        """Problems a runtime class found, as (its field, problem): each at the key ``keys`` maps the
+        field to (the field's own name by default)."""
+        for name, message in found:
+            self.problem((keys or {}).get(name, name), message)
+
     def done(self) -> None:
         for key in self.data:
-            if key not in self.seen:
-                self.problem(str(key), "unknown key")
+            if str(key) in self.known:
+                continue
+            absent = [k for k in self.known if k not in self.data]
+            meant = difflib.get_close_matches(str(key), absent, n=1)
+            self.problem(str(key), "unknown key" + (f" (did you mean {meant[0]}?)" if meant else ""))
+            if meant:
+                self.problems.misspelt(self.where(meant[0]))
 
 
 def _name(kind: type | tuple[type, ...]) -> str:
@@ -421,8 +492,10 @@ def _name(kind: type | tuple[type, ...]) -> str:
 
 
 def _kind(value: object) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+    # bool before int, dict and list by isinstance: the loader's mappings and lists are subclasses.
+    kinds = ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"),
+             (list, "a list"), (dict, "a mapping"))
+    return next((name for kind, name in kinds if isinstance(value, kind)), type(value).__name__)
 
 
 def _show(value: object) -> str:
@@ -445,23 +518,19 @@ def _read_server(r: _Reader) -> ServerConfig:
             proxies.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
             r.problem("trusted_proxies", f"not an address or network: {item!r}")
-    public_url = r.optional_text("public_url")
-    if public_url is not None:
-        parts = urlsplit(public_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            r.problem("public_url", f"expected an absolute http(s) URL, got {public_url!r}")
+    public_url = r.optional_text("public_url", default.public_url)
+    if public_url is not None and not _absolute_http(public_url):
+        r.problem("public_url", f"expected an absolute http(s) URL, got {public_url!r}")
     realm = r.text("realm", default.realm)
     if not realm or any(c in realm for c in '"\\\r\n'):
         r.problem("realm", "must be non-empty, without quotes, backslashes or line breaks")
     server = ServerConfig(host=host, port=port, trusted_proxies=tuple(proxies),
                           public_url=public_url.rstrip("/") if public_url else None, realm=realm,
                           access_log=r.flag("access_log", default.access_log),
-                          mode=r.choice("mode", ("auth_request", "forward_auth"), default.mode),
+                          mode=r.choice("mode", default.mode, get_args(Mode)),
                           basic_auth=r.flag("basic_auth", default.basic_auth))
     r.done()
     return server
-
-
 def _read_headers(r: _Reader) -> HeaderConfig:
     default = HeaderConfig()
     names = {key: r.text(key, getattr(default, key))
@@ -487,12 +556,15 @@ def _read_headers(r: _Reader) -> HeaderConfig:
                         extra=MappingProxyType({k: str(v) for k, v in extra.items()}))
 
 
+
+
 def _read_search(r: _Reader, *, needs_user: bool) -> Search:
+    default = Search(base_dn="")
     base_dn = r.text("base_dn")
     if not base_dn:
-        r.problem("base_dn", "is required")
-    scope = r.choice("scope", SCOPES, "subtree")
-    query = r.text("filter", "(objectClass=*)")
+        r.follow_on("base_dn", "is required")
+    scope = r.choice("scope", default.scope, SCOPES)
+    query = r.text("filter", default.filter)
     if not (query.startswith("(") and query.endswith(")")) or query.count("(") != query.count(")"):
         r.problem("filter", f"not an LDAP filter: {query!r}")
     if needs_user and USER_PLACEHOLDER not in query:
@@ -507,37 +579,36 @@ def _read_ldap(r: _Reader) -> LdapConfig:
     default = LdapConfig(server_uri=())
     uris = r.texts("server_uri")
     if not uris and not r.has("server_uri"):
-        r.problem("server_uri", "is required (a URI or a list of URIs tried in order)")
+        r.follow_on("server_uri", "is required (a URI or a list of URIs tried in order)")
     for uri in uris:
         parts = urlsplit(uri)
         if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
             r.problem("server_uri", f"expected ldap://HOST[:PORT] or ldaps://..., got {uri!r}")
         elif parts.path not in ("", "/"):
             r.problem("server_uri", f"a server URI has no path: {uri!r}")
-    start_tls = r.flag("start_tls", False)
+    start_tls = r.flag("start_tls", default.start_tls)
     if start_tls and any(u.startswith("ldaps:") for u in uris):
         r.problem("start_tls", "StartTLS goes with ldap:// URIs; ldaps:// is already encrypted")
-    ca_file = r.optional_text("ca_file")
+    ca_file = r.optional_text("ca_file", default.ca_file)
     if ca_file and not Path(ca_file).is_file():
         r.problem("ca_file", f"no such file: {ca_file}")
-    bind_dn = r.text("bind_dn")
+    bind_dn = r.text("bind_dn", default.bind_dn)
     bind_password = r.secret("bind_password")
     if bind_password is not None and not bind_dn:
-        r.problem("bind_password", "is set but bind_dn is empty (anonymous search takes neither)")
+        r.follow_on("bind_password", "is set but bind_dn is empty (anonymous search takes neither)", "bind_dn")
     if bind_dn and not bind_password:
-        r.problem("bind_password", "is required with bind_dn (an empty password binds anonymously)")
+        r.follow_on("bind_password", "is required with bind_dn (an empty password binds anonymously)")
 
     user_search = _read_search(r.section("user_search"), needs_user=True) if r.has("user_search") else None
-    r.seen.add("user_search")
-    template = r.optional_text("user_dn_template")
+    template = r.optional_text("user_dn_template", default.user_dn_template)
     if user_search and template:
         r.problem("user_dn_template", "set either user_search or user_dn_template, not both")
     if not user_search and not template:
-        r.problem("user_search", "set user_search or user_dn_template to find users")
+        r.follow_on("user_search", "set user_search or user_dn_template to find users", "user_dn_template")
     if template and USER_PLACEHOLDER not in template:
         r.problem("user_dn_template", f"must contain {USER_PLACEHOLDER}, got {template!r}")
     username_attr = r.optional_text("username_attr") or _username_attr(user_search, template)
-    if username_attr is None:
+    if username_attr is None and (user_search or template):
         r.problem("username_attr", "cannot be derived from the user search filter: set it "
                   "(the attribute holding the canonical login name, e.g. sAMAccountName)")
 
@@ -548,33 +619,29 @@ def _read_ldap(r: _Reader) -> LdapConfig:
         if not isinstance(attr, str) or not attr:
             r.problem(f"user_attr_map.{key}", "expected an attribute name")
 
-    group_type = r.get("group_type", str, "") or None
-    if group_type is not None and group_type not in GROUP_TYPES:
-        r.problem("group_type", f"must be one of {', '.join(GROUP_TYPES)}, got {group_type!r}")
-        group_type = None
+    group_type = _group_type(r)
     group_search = (_read_search(r.section("group_search"), needs_user=False)
                     if r.has("group_search") else None)
-    r.seen.add("group_search")
     if group_search and not group_type:
-        r.problem("group_type", "is required with group_search")
+        r.follow_on("group_type", "is required with group_search")
     if group_type and group_type != "member_of" and not group_search:
-        r.problem("group_search", f"is required with group_type {group_type}")
+        r.follow_on("group_search", f"is required with group_type {group_type}")
 
     require = r.texts("require_group")
     deny = r.texts("deny_group")
-    flags: dict[str, tuple[str, ...]] = {}
+    flags: dict[Flag, tuple[str, ...]] = {}
     flag_reader = r.section("user_flags_by_group")
     for flag in FLAGS:
         if flag_reader.has(flag):
             flags[flag] = flag_reader.texts(flag)
     flag_reader.done()
-    mirror = r.get("mirror_groups", (bool, list), True)
+    mirror = r.get("mirror_groups", (bool, list), default.mirror_groups)
     if isinstance(mirror, list):
         mirror = r.texts("mirror_groups")
     group_rules = [require, deny, *flags.values(), mirror if isinstance(mirror, tuple) else ()]
     if any(group_rules) and not group_type:
-        r.problem("group_type", "is required by require_group, deny_group, mirror_groups "
-                  "(as a list) and user_flags_by_group")
+        r.follow_on("group_type", "is required by require_group, deny_group, mirror_groups "
+                    "(as a list) and user_flags_by_group")
 
     config = LdapConfig(
         server_uri=uris,
@@ -582,8 +649,8 @@ def _read_ldap(r: _Reader) -> LdapConfig:
         bind_password=bind_password,
         start_tls=start_tls,
         ca_file=ca_file,
-        ignore_cert_errors=r.flag("ignore_cert_errors", False),
-        referrals=r.flag("referrals", False),
+        ignore_cert_errors=r.flag("ignore_cert_errors", default.ignore_cert_errors),
+        referrals=r.flag("referrals", default.referrals),
         connect_timeout=r.number("connect_timeout", default.connect_timeout, minimum=0.1),
         timeout=r.integer("timeout", default.timeout, minimum=1),
         retry_dead_after=r.number("retry_dead_after", default.retry_dead_after),
@@ -607,6 +674,14 @@ def _read_ldap(r: _Reader) -> LdapConfig:
     return config
 
 
+def _group_type(r: _Reader) -> GroupTypeName | None:
+    name = r.text("group_type") or None
+    if name is not None and name not in GROUP_TYPES:
+        r.problem("group_type", f"must be one of {', '.join(GROUP_TYPES)}, got {name!r}")
+        return None
+    return name
+
+
 def _username_attr(search: Search | None, template: str | None) -> str | None:
     if template:
         return template.split("=", 1)[0].strip() or None
@@ -624,26 +699,30 @@ def _read_cache(r: _Reader) -> CacheConfig:
     return cache
 
 
+POLICIES: tuple[Policy, ...] = get_args(Policy)
+
+
 def _read_access(r: _Reader) -> AccessConfig:
+    default, rule = AccessConfig(), AccessRule()
     rules = []
     for item in r.items("rules"):
         rules.append(AccessRule(
-            path=_rule_path(item),
+            path=_rule_path(item, rule.path),
             host=_rule_host(item),
             methods=frozenset(m.upper() for m in item.texts("methods")),
             users=frozenset(fold(u) for u in item.texts("users")),
             groups=frozenset(fold(g) for g in item.texts("groups")),
-            allow=item.choice("policy", ("allow", "deny"), "allow") == "allow",
+            allow=item.choice("policy", "allow" if rule.allow else "deny", POLICIES) == "allow",
         ))
         item.done()
-    access = AccessConfig(rules=tuple(rules), default=r.choice("default", ("allow", "deny"), "allow"))
+    access = AccessConfig(rules=tuple(rules), default=r.choice("default", default.default, POLICIES))
     r.done()
     return access
 
 
-def _rule_path(r: _Reader) -> str:
+def _rule_path(r: _Reader, default: str) -> str:
     """A rule's path as requests are compared: decoded, with repeated and trailing slashes collapsed."""
-    path = r.text("path", "/")
+    path = r.text("path", default)
     if not path.startswith("/") or "%" in path or "\\" in path or {".", ".."} & set(path.split("/")):
         r.problem("path", f"must start with / and be written decoded, without dot segments or backslashes, "
                   f"as requests are compared; got {path!r}")
@@ -665,6 +744,8 @@ def _rule_host(r: _Reader) -> str | None:
     return name
 
 
+
+
 KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 MIN_SECRET = 32  # characters of a session secret: about 190 bits from the generator
 
@@ -678,34 +759,25 @@ def _read_sessions(r: _Reader) -> SessionConfig:
             item.problem("id", f"expected 1-32 letters, digits, - or _, got {key_id!r}")
         secret = item.secret("secret")
         if secret is None:
-            item.problem("secret", "is required (auth-sidecar generate-secret makes one)")
+            item.follow_on("secret", "is required (auth-sidecar generate-secret makes one)")
         elif len(secret.reveal()) < MIN_SECRET:
             item.problem("secret", f"must be at least {MIN_SECRET} characters (auth-sidecar generate-secret)")
         else:
             keys.append(SessionKey(key_id, secret))
         item.done()
-    if not r.has("keys"):
-        r.problem("keys", "is required: [{id: ..., secret: ...}], the first encrypts, all decrypt")
+    if not r.has("keys") or r.data["keys"] == []:
+        r.follow_on("keys", "is required: [{id: ..., secret: ...}], the first encrypts, all decrypt")
     ids = [k.id for k in keys]
     for key_id in sorted({i for i in ids if ids.count(i) > 1}):
         r.problem("keys", f"key id {key_id!r} is used twice")
-    domain = r.optional_text("cookie_domain")
+    domain = r.optional_text("cookie_domain", default.cookie_domain)
     name = r.text("cookie_name", default.cookie_name)
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
         r.problem("cookie_name", f"expected letters, digits, - or _, got {name!r}")
     lifetime = r.number("lifetime", default.lifetime, minimum=60)
     idle = r.number("idle_timeout", default.idle_timeout, minimum=60)
     if idle > lifetime:
-        r.problem("idle_timeout", "is longer than lifetime, so it would never apply")
-    default_redirect = r.text("default_redirect", default.default_redirect)
-    logout_redirect = r.optional_text("logout_redirect")
-    for key, target in (("default_redirect", default_redirect), ("logout_redirect", logout_redirect)):
-        if target is not None and not (_absolute_http(target) or _local_path(target)):
-            r.problem(key, f"expected an absolute http(s) URL or a path starting with /, got {target!r}")
-    schemes = tuple(s.lower() for s in r.texts("redirect_schemes")) or default.redirect_schemes
-    for scheme in schemes:
-        if scheme not in ("http", "https"):
-            r.problem("redirect_schemes", f"only http and https are allowed, got {scheme!r}")
+        r.follow_on("idle_timeout", "is longer than lifetime, so it would never apply", "lifetime")
     sessions = SessionConfig(
         keys=tuple(keys),
         cookie_name=name,
@@ -714,14 +786,24 @@ def _read_sessions(r: _Reader) -> SessionConfig:
         lifetime=lifetime,
         idle_timeout=idle,
         recheck_every=r.number("recheck_every", default.recheck_every),
-        default_redirect=default_redirect,
-        logout_redirect=logout_redirect,
-        redirect_hosts=tuple(h.lower() for h in r.texts("redirect_hosts")),
-        redirect_domains=tuple(d.lstrip(".").lower() for d in r.texts("redirect_domains")),
-        redirect_schemes=schemes,
+        default_redirect=r.text("default_redirect", default.default_redirect),
+        logout_redirect=r.optional_text("logout_redirect", default.logout_redirect),
+        redirect_hosts=tuple(h.lower() for h in r.texts("redirect_hosts")) or default.redirect_hosts,
+        redirect_domains=tuple(d.lstrip(".").lower() for d in r.texts("redirect_domains")) or default.redirect_domains,
+        redirect_schemes=tuple(s.lower() for s in r.texts("redirect_schemes")) or default.redirect_schemes,
     )
+    # The policy's own rules; the return after signing out is held to the same as the default one.
+    r.report(RedirectPolicy.problems(hosts=sessions.redirect_hosts, domains=sessions.redirect_domains,
+                                     schemes=sessions.redirect_schemes, default=sessions.default_redirect),
+             REDIRECT_KEYS)
+    if sessions.logout_redirect is not None:
+        r.report(RedirectPolicy.problems(default=sessions.logout_redirect), {"default": "logout_redirect"})
     r.done()
     return sessions
+
+
+REDIRECT_KEYS = {"default": "default_redirect", "hosts": "redirect_hosts", "domains": "redirect_domains",
+                 "schemes": "redirect_schemes"}
 
 
 def _absolute_http(url: str) -> bool:
@@ -735,27 +817,27 @@ def _local_path(url: str) -> bool:
 
 def _read_login_page(r: _Reader) -> LoginPageConfig:
     default = LoginPageConfig()
-    help_url = r.optional_text("help_url")
-    if help_url is not None and not _absolute_http(help_url):
-        r.problem("help_url", f"expected an absolute http(s) URL, got {help_url!r}")
-    accent = r.text("accent", default.accent)
-    if not re.fullmatch(r"#[0-9a-fA-F]{3}|#[0-9a-fA-F]{6}", accent):
-        r.problem("accent", f"expected a colour like #2563eb, got {accent!r}")
     page = LoginPageConfig(title=r.text("title", default.title) or default.title,
-                           logo_url=r.optional_text("logo_url"), accent=accent,
-                           help_text=r.optional_text("help_text"), help_url=help_url)
+                           logo_url=r.optional_text("logo_url", default.logo_url),
+                           accent=r.text("accent", default.accent),
+                           help_text=r.optional_text("help_text", default.help_text),
+                           help_url=r.optional_text("help_url", default.help_url))
+    r.report(Theme.problems(title=page.title, logo_url=page.logo_url, accent=page.accent, help_url=page.help_url))
     r.done()
     return page
 
 
 def _read_local_users(r: _Reader) -> LocalUsersConfig:
+    default = LocalUsersConfig(file="")
     path = r.text("file")
     if not path:
-        r.problem("file", "is required: an htpasswd (bcrypt) or YAML (argon2id) users file")
+        r.follow_on("file", "is required: an htpasswd (bcrypt) or YAML (argon2id) users file")
     elif not Path(path).is_file():
         r.problem("file", f"no such file: {path}")
-    local = LocalUsersConfig(file=path, order=r.choice("order", ("ldap_first", "local_first"), "ldap_first"),
-                             reload_every=r.number("reload_every", 2.0))
+    else:
+        r.report(LocalUsers.problems(Path(path)), {"path": "file"})
+    local = LocalUsersConfig(file=path, order=r.choice("order", default.order, get_args(Order)),
+                             reload_every=r.number("reload_every", default.reload_every))
     r.done()
     return local
 
@@ -775,65 +857,72 @@ def _read_claims(r: _Reader, default: ClaimMap) -> ClaimMap:
     return claims
 
 
-def _read_allow(r: _Reader) -> Allow:
-    allow = Allow(groups=frozenset(r.texts("groups")),
-                  email_domains=frozenset(d.lstrip("@").lower() for d in r.texts("email_domains")))
+def _read_allow(r: _Reader, default: Allow) -> Allow:
+    allow = Allow(groups=frozenset(r.texts("groups")) or default.groups,
+                  email_domains=frozenset(d.lstrip("@").lower() for d in r.texts("email_domains"))
+                  or default.email_domains)
     r.done()
     return allow
 
 
-def _read_provider(r: _Reader) -> OidcProvider | None:
+def _read_provider(r: _Reader) -> OidcProvider:
+    default = OidcProvider(name="", label="", client_id="", client_secret=Secret(""))
     name = r.text("name")
     if not PROVIDER_NAME.match(name):
         r.problem("name", f"expected 1-32 lower-case letters, digits or -, got {name!r}")
-    kind = r.choice("type", ("oidc", "oauth2"), "oidc")
-    issuer = r.optional_text("issuer")
-    urls = {key: r.optional_text(key) for key in ("authorization_url", "token_url", "userinfo_url")}
+    kind = r.choice("type", default.type, get_args(ProviderType))
+    issuer = r.optional_text("issuer", default.issuer)
+    urls = {"authorization_url": r.optional_text("authorization_url", default.authorization_url),
+            "token_url": r.optional_text("token_url", default.token_url),
+            "userinfo_url": r.optional_text("userinfo_url", default.userinfo_url)}
     for key, url in [("issuer", issuer), *urls.items()]:
         if url is not None and not _absolute_http(url):
             r.problem(key, f"expected an absolute http(s) URL, got {url!r}")
     if kind == "oidc" and issuer is None:
-        r.problem("issuer", "is required for an OpenID Connect provider (its discovery document)")
+        r.follow_on("issuer", "is required for an OpenID Connect provider (its discovery document)", "type")
     if kind == "oauth2":
         for key, url in urls.items():
             if url is None:
-                r.problem(key, "is required for an oauth2 provider (it has no discovery)")
+                r.follow_on(key, "is required for an oauth2 provider (it has no discovery)", "type")
     secret = r.secret("client_secret")
     if secret is None:
-        r.problem("client_secret", "is required")
+        r.follow_on("client_secret", "is required")
     client_id = r.text("client_id")
     if not client_id:
-        r.problem("client_id", "is required")
-    prefix, shares = _read_namespace(r)
-    default_scopes = ("openid", "email", "profile") if kind == "oidc" else ()
-    scopes = r.texts("scopes") or default_scopes
+        r.follow_on("client_id", "is required")
+    prefix, shares = _read_namespace(r, default.username_prefix, default.shares_usernames)
+    scopes = r.texts("scopes") or (default.scopes if kind == "oidc" else ())
     if kind == "oidc" and "openid" not in scopes:
         r.problem("scopes", "an OpenID Connect provider needs the openid scope")
     provider = OidcProvider(
         name=name, label=r.text("label", f"Sign in with {name}") or name, client_id=client_id,
-        client_secret=secret or Secret(""), type=kind, issuer=issuer.rstrip("/") if issuer else None,
-        scopes=scopes, claims=_read_claims(r.section("claims"), ClaimMap()), allow=_read_allow(r.section("allow")),
-        use_userinfo=r.flag("use_userinfo", kind == "oauth2"), logout=r.flag("logout", False),
-        algorithms=r.texts("algorithms"), username_prefix=prefix, shares_usernames=shares, **urls,
+        client_secret=secret or default.client_secret, type=kind, issuer=issuer.rstrip("/") if issuer else None,
+        scopes=scopes, claims=_read_claims(r.section("claims"), default.claims),
+        allow=_read_allow(r.section("allow"), default.allow),
+        use_userinfo=r.flag("use_userinfo", kind == "oauth2"), logout=r.flag("logout", default.logout),
+        algorithms=r.texts("algorithms") or default.algorithms, username_prefix=prefix, shares_usernames=shares,
+        **urls,
     )
     r.done()
     return provider
 
 
 def _read_bearer(r: _Reader) -> BearerIssuer:
+    default = BearerIssuer(issuer="", audiences=())
     issuer = r.text("issuer")
     if not _absolute_http(issuer):
         r.problem("issuer", f"expected an absolute http(s) URL, got {issuer!r}")
     audiences = r.texts("audiences")
     if not audiences:
-        r.problem("audiences", "is required: the audiences (API identifiers) tokens must be issued for")
-    jwks_url = r.optional_text("jwks_url")
+        r.follow_on("audiences", "is required: the audiences (API identifiers) tokens must be issued for")
+    jwks_url = r.optional_text("jwks_url", default.jwks_url)
     if jwks_url is not None and not _absolute_http(jwks_url):
         r.problem("jwks_url", f"expected an absolute http(s) URL, got {jwks_url!r}")
-    prefix, shares = _read_namespace(r)
+    prefix, shares = _read_namespace(r, default.username_prefix, default.shares_usernames)
     bearer = BearerIssuer(issuer=issuer.rstrip("/"), audiences=audiences, jwks_url=jwks_url,
-                          claims=_read_claims(r.section("claims"), ClaimMap(username="sub")),
-                          allow=_read_allow(r.section("allow")), algorithms=r.texts("algorithms"),
+                          claims=_read_claims(r.section("claims"), default.claims),
+                          allow=_read_allow(r.section("allow"), default.allow),
+                          algorithms=r.texts("algorithms") or default.algorithms,
                           username_prefix=prefix, shares_usernames=shares)
     r.done()
     return bearer
@@ -842,9 +931,9 @@ def _read_bearer(r: _Reader) -> BearerIssuer:
 USERNAME_PREFIX = re.compile(r"[A-Za-z0-9._:@+-]{1,32}")
 
 
-def _read_namespace(r: _Reader) -> tuple[str, bool]:
-    prefix = r.text("username_prefix")
-    shares = r.flag("shares_usernames", False)
+def _read_namespace(r: _Reader, default_prefix: str, default_shares: bool) -> tuple[str, bool]:
+    prefix = r.text("username_prefix", default_prefix)
+    shares = r.flag("shares_usernames", default_shares)
     if prefix and not USERNAME_PREFIX.fullmatch(prefix):
         r.problem("username_prefix", f"expected 1-32 of letters, digits and . _ : @ + -, got {prefix!r}")
     if prefix and shares:
@@ -853,15 +942,17 @@ def _read_namespace(r: _Reader) -> tuple[str, bool]:
 
 
 def _read_oidc(r: _Reader) -> OidcConfig:
-    providers = [p for p in (_read_provider(item) for item in r.items("providers")) if p is not None]
+    default = OidcConfig()
+    providers = [_read_provider(item) for item in r.items("providers")]
     names = [p.name for p in providers]
     for name in sorted({n for n in names if names.count(n) > 1}):
         r.problem("providers", f"provider name {name!r} is used twice")
-    callback = r.text("callback_path", "/oidc/callback")
+    callback = r.text("callback_path", default.callback_path)
     if not _local_path(callback):
         r.problem("callback_path", f"expected a path starting with /, got {callback!r}")
-    oidc = OidcConfig(providers=tuple(providers), bearer=tuple(_read_bearer(item) for item in r.items("bearer")),
-                      callback_path=callback, leeway=r.number("leeway", 30.0))
+    oidc = OidcConfig(providers=tuple(providers) or default.providers,
+                      bearer=tuple(_read_bearer(item) for item in r.items("bearer")) or default.bearer,
+                      callback_path=callback, leeway=r.number("leeway", default.leeway))
     if oidc.leeway > 60:
         r.problem("leeway", "more than 60 seconds of clock skew would accept expired tokens")
     r.done()
@@ -869,24 +960,27 @@ def _read_oidc(r: _Reader) -> OidcConfig:
 
 
 def _read_assertion(r: _Reader) -> AssertionConfig:
+    default = AssertionConfig(keys=(), audience="")
     keys = []
     for item in r.items("keys"):
         key_id = item.text("id")
         if not KEY_ID.match(key_id):
             item.problem("id", f"expected 1-32 letters, digits, - or _, got {key_id!r}")
         pem = item.secret("private_key")
-        if pem is None or "PRIVATE KEY-----" not in pem.reveal():
+        if pem is None:
+            item.follow_on("private_key", "expected a PEM private key (auth-sidecar generate-signing-key)")
+        elif "PRIVATE KEY-----" not in pem.reveal():
             item.problem("private_key", "expected a PEM private key (auth-sidecar generate-signing-key)")
         else:
             keys.append(SigningKey(key_id, pem))
         item.done()
-    if not r.has("keys"):
-        r.problem("keys", "is required: [{id: ..., private_key: {file: ...}}], the first signs, all are published")
+    if not r.has("keys") or r.data["keys"] == []:
+        r.follow_on("keys", "is required: [{id: ..., private_key: {file: ...}}], the first signs, all are published")
     audience = r.text("audience")
     if not audience:
-        r.problem("audience", "is required: the name the application checks (e.g. netbox)")
-    assertion = AssertionConfig(keys=tuple(keys), audience=audience, issuer=r.optional_text("issuer"),
-                                lifetime=r.number("lifetime", 60, minimum=10))
+        r.follow_on("audience", "is required: the name the application checks (e.g. netbox)")
+    assertion = AssertionConfig(keys=tuple(keys), audience=audience, issuer=r.optional_text("issuer", default.issuer),
+                                lifetime=r.number("lifetime", default.lifetime, minimum=10))
     r.done()
     return assertion
 
@@ -904,83 +998,86 @@ def _read_regulation(r: _Reader) -> RegulationConfig:
 
 
 def _read_log(r: _Reader) -> LogConfig:
-    log = LogConfig(level=r.choice("level", ("debug", "info", "warning", "error"), "info"))
+    log = LogConfig(level=r.choice("level", LogConfig().level, get_args(LogLevel)))
     r.done()
     return log
 
 
+SECTIONS: dict[str, Callable[[_Reader], Any]] = {
+    "server": _read_server, "headers": _read_headers, "cache": _read_cache, "access": _read_access,
+    "log": _read_log, "login_page": _read_login_page, "regulation": _read_regulation, "oidc": _read_oidc,
+}
+OPTIONAL_SECTIONS: dict[str, Callable[[_Reader], Any]] = {
+    "ldap": _read_ldap, "sessions": _read_sessions, "local_users": _read_local_users, "assertion": _read_assertion,
+}
+
+
 def parse_config(data: object) -> Config:
-    """Validate a parsed YAML document; raise ConfigError listing every problem."""
-    problems: list[str] = []
+    """Validate a parsed YAML document; raise ConfigError listing every problem.
+
+    ``data`` is plain data (dicts, lists, scalars), or what :func:`load_yaml` made of a file, whose
+    problems then carry their line numbers.
+    """
+    problems = _Problems()
     top = _Reader(data, "", problems)
-    readers: dict[str, Callable[[_Reader], Any]] = {
-        "server": _read_server, "headers": _read_headers, "cache": _read_cache,
-        "access": _read_access, "log": _read_log,
-    }
-    readers.update({"login_page": _read_login_page, "regulation": _read_regulation, "oidc": _read_oidc})
-    parts = {name: read(top.section(name)) for name, read in readers.items()}
-    optional = {"ldap": _read_ldap, "sessions": _read_sessions, "local_users": _read_local_users,
-                "assertion": _read_assertion}
-    for name, read in optional.items():
-        parts[name] = read(top.section(name)) if top.has(name) else None
-        top.seen.add(name)
+    sections = {name: top.section(name) for name in [*SECTIONS, *OPTIONAL_SECTIONS]}
+    parts = {name: read(sections[name]) for name, read in SECTIONS.items()}
+    for name, read in OPTIONAL_SECTIONS.items():
+        parts[name] = read(sections[name]) if top.has(name) else None
     top.done()
+    _check_together(parts, sections)
+    if found := problems.messages():
+        raise ConfigError(found)
+    return Config(**parts)
+
+
+def _check_together(parts: dict[str, Any], sections: dict[str, _Reader]) -> None:
+    """What the sections say together: where users come from, what sessions need."""
     ldap: LdapConfig | None = parts["ldap"]
     sessions: SessionConfig | None = parts["sessions"]
     oidc: OidcConfig = parts["oidc"]
+    server: ServerConfig = parts["server"]
     if ldap is None and parts["local_users"] is None and not oidc.providers and not oidc.bearer:
-        problems.append("ldap: is required unless local_users or oidc is set (where do users come from?)")
+        sections["ldap"].follow_on("", "is required unless local_users or oidc is set (where do users come from?)",
+                                   "local_users", "oidc")
     if oidc.providers and sessions is None:
-        problems.append("oidc.providers: single sign-on ends in a session: the sessions section is required")
+        sections["oidc"].follow_on("providers", "single sign-on ends in a session: the sessions section is required",
+                                   "sessions")
     namespaced: list[tuple[str, str, OidcProvider | BearerIssuer]] = [
-        *(("oidc.providers", p.name, p) for p in oidc.providers), *(("oidc.bearer", b.issuer, b) for b in oidc.bearer)]
+        *(("providers", p.name, p) for p in oidc.providers), *(("bearer", b.issuer, b) for b in oidc.bearer)]
     password_sources = (ldap is not None) + (parts["local_users"] is not None)
     if password_sources + len(namespaced) > 1:
-        for where, name, source in namespaced:
+        for key, name, source in namespaced:
             if not source.username_prefix and not source.shares_usernames:
-                problems.append(
-                    f"{where}: {name!r} shares one Remote-User namespace with other sources: set "
+                sections["oidc"].problem(
+                    key, f"{name!r} shares one Remote-User namespace with other sources: set "
                     "username_prefix (e.g. 'github:'), or shares_usernames: true if its names are "
                     "the directory's own (a provider federated with the same directory)")
     access: AccessConfig = parts["access"]
     local_groups = parts["local_users"] is not None
     if any(rule.groups for rule in access.rules) and not (local_groups or (ldap and ldap.find_group_perms)):
-        problems.append("access.rules: rules name groups but ldap.find_group_perms is false, "
-                        "so no group would ever match")
-    server: ServerConfig = parts["server"]
+        sections["access"].follow_on("rules", "rules name groups but ldap.find_group_perms is false, "
+                                     "so no group would ever match", "ldap.find_group_perms")
     if sessions is not None and server.public_url is None:
-        problems.append("server.public_url: is required with sessions (where browsers reach /login)")
+        sections["server"].follow_on("public_url", "is required with sessions (where browsers reach /login)")
+    if sessions is not None and server.public_url is not None:
+        _check_site(sections["server"], server.public_url, sessions)
     if not server.basic_auth and sessions is None and not oidc.bearer:
-        problems.append("server.basic_auth: is off and there are no sessions: nobody could sign in")
+        sections["server"].follow_on("basic_auth", "is off and there are no sessions: nobody could sign in",
+                                     "sessions", "oidc.bearer")
     if (sessions and sessions.recheck_every and ldap and ldap.user_dn_template and not ldap.bind_dn):
-        problems.append("sessions.recheck_every: re-checking a session needs ldap.bind_dn "
-                        "(without a password the directory can only be read by a service account)")
-    if problems:
-        raise ConfigError(problems)
-    return Config(**parts)
+        sections["sessions"].follow_on("recheck_every", "re-checking a session needs ldap.bind_dn (without a "
+                                       "password the directory can only be read by a service account)",
+                                       "ldap.bind_dn")
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key written twice in one mapping (the last would win silently)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            try:
-                first = seen.setdefault(key, key_node.start_mark.line + 1)
-            except TypeError:
-                continue  # an unhashable key: the base class reports it
-            if first != key_node.start_mark.line + 1:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice (lines {first} and {key_node.start_mark.line + 1})",
-                    key_node.start_mark)
-        return super().construct_mapping(node, deep=deep)
-
-
-def load_yaml(text: str) -> Any:
-    """A YAML document as plain data, refusing duplicate keys; yaml.YAMLError when it is not YAML."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: plain data only
+def _check_site(r: _Reader, public_url: str, sessions: SessionConfig) -> None:
+    """public_url as the sign-in pages use it: their static files' path, and the host a sign-in may
+    return to when no redirect_hosts are configured."""
+    parts = urlsplit(public_url)
+    r.report(Pages.problems(static_prefix=parts.path.rstrip("/") + "/static"), {"static_prefix": "public_url"})
+    if not sessions.redirect_hosts:
+        r.report(RedirectPolicy.problems(hosts=[parts.netloc.lower()]), {"hosts": "public_url"})
 
 
 def load_config(path: str | Path) -> Config:
