@@ -15,8 +15,6 @@ and no EdDSA, so neither is offered.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import json
 import re
@@ -28,6 +26,7 @@ from typing import Any, NoReturn
 from jose import jwk, jws
 from jose.backends.base import Key
 
+from sidecar import base64url
 from sidecar.errors import InvalidCredentials
 
 JWK = Mapping[str, Any]
@@ -177,7 +176,11 @@ def _parse(token: str, max_bytes: int) -> dict[str, Any]:
     if match is None:
         raise TokenRejected("the token is not a JWS in compact form")
     try:
-        header = json.loads(_unbase64(match[1]))
+        raw = base64url.decode(match[1])
+    except ValueError:
+        raise TokenRejected("a segment of the token is not base64url") from None
+    try:
+        header = json.loads(raw)
     except (ValueError, RecursionError):
         raise TokenRejected("the token's header is not JSON") from None
     if not isinstance(header, dict):
@@ -302,13 +305,6 @@ def _time(claims: Mapping[str, Any], name: str) -> int | float:
     if not 0 <= value <= MAX_TIME:
         raise TokenRejected(f"{name} is out of range")
     return value
-
-
-def _unbase64(segment: str) -> bytes:
-    try:
-        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except binascii.Error:
-        raise TokenRejected("a segment of the token is not base64url") from None
 
 
 def _no_constant(name: str) -> NoReturn:
