@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jose import jwk, jws
 from jose.backends.base import Key
 
+from sidecar import keylist
 from sidecar.headers import clean, published_groups
 from sidecar.identity import Identity
-from sidecar.sessions import KID
 
 ALG = "ES256"
 MIN_LIFETIME = 1.0
@@ -62,7 +62,7 @@ class AssertionSigner:
         group_separator: str = "|",
         memo_entries: int = 10_000,
     ) -> None:
-        problems = _key_problems(keys)
+        problems = keylist.problems(keys, _pem_problem, kind="PEM private key")
         if not issuer:
             problems.append("issuer: must not be empty")
         if not audience:
@@ -145,21 +145,6 @@ def _public_jwk(kid: str, key: Key) -> dict[str, str]:
     public: dict[str, Any] = key.public_key().to_dict()
     return {"kty": public["kty"], "crv": public["crv"], "x": public["x"], "y": public["y"],
             "kid": kid, "alg": ALG, "use": "sig"}
-
-
-def _key_problems(keys: Sequence[tuple[str, str]]) -> list[str]:
-    """What is wrong with the keys, naming each by its id and never showing key material."""
-    if not keys:
-        return ["keys: at least one (kid, PEM private key) is required"]
-    problems = []
-    for kid, pem in keys:
-        if not isinstance(kid, str) or not KID.fullmatch(kid):
-            problems.append(f"keys: a kid is 1 to 32 of A-Z a-z 0-9 _ -, got {kid!r}")
-        if (problem := _pem_problem(pem)) is not None:
-            problems.append(f"keys: the key of {kid!r} {problem}")
-    kids = [kid for kid, _ in keys]
-    problems += [f"keys: kid {kid!r} is used twice" for kid in dict.fromkeys(kids) if kids.count(kid) > 1]
-    return problems
 
 
 def _pem_problem(pem: str) -> str | None:

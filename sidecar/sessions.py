@@ -1,7 +1,8 @@
 """Sessions: the encrypted cookie a browser sign-in ends in, read again by every /auth subrequest.
 
-A cookie value is a JWE in compact form (``alg: dir``, ``enc: A256GCM``, ``kid`` naming the key).
-Its plaintext is one format byte (1) and then the raw DEFLATE of a compact JSON object::
+A cookie value is sealed (:mod:`sidecar.sealing`: a JWE, ``alg: dir``, ``enc: A256GCM``, ``kid``
+naming the key) and set as :mod:`sidecar.cookies` sets every cookie. Its plaintext is one format
+byte (1) and then the raw DEFLATE of a compact JSON object::
 
     {"u": username, "n": [first_name, last_name, email], "g": [groups],
      "r": [rule groups], "R": true when the folded groups are rule groups too,
@@ -21,8 +22,6 @@ only check the clock again. The memo is not thread-safe: decode on the event loo
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import hmac
 import json
@@ -37,18 +36,17 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from cachetools import TTLCache
-from jose import jwe
 
+from sidecar import keylist
+from sidecar.cookies import Cookie
+from sidecar.cookies import cookie_value as cookie_value
 from sidecar.errors import SidecarError
 from sidecar.identity import Identity, fold
+from sidecar.sealing import KEY_BYTES, Sealer, Unsealable
 
 log = logging.getLogger("sidecar.sessions")
 T = TypeVar("T")
 
-ALG = "dir"
-ENC = "A256GCM"
-KEY_BYTES = 32
-KID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 FORMAT = b"\x01"
 # Inflating stops here, so a small cookie cannot become a large payload (cf. CVE-2024-33664).
 MAX_PLAINTEXT = 256 * 1024
@@ -58,14 +56,6 @@ DECODE_MARGIN = 512
 FUTURE_LEEWAY = 60.0
 REFRESH_AFTER = 300.0
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
-# The compact form with "dir": header (short), an empty encrypted key, IV, ciphertext, tag.
-COMPACT = re.compile(r"([A-Za-z0-9_-]{1,256})\.\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
-SAME_SITE = ("Strict", "Lax", "None")
-COOKIE_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
-COOKIE_VALUE = re.compile(r"[A-Za-z0-9._-]*")
-# Printable ASCII without ";", which would start another cookie attribute.
-COOKIE_PATH = re.compile(r"/[!-:<-~]*")
-COOKIE_DOMAIN = re.compile(r"[A-Za-z0-9.-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,15 +105,14 @@ class SessionCodec:
         max_bytes: int = 3800,
         memo_entries: int = 10_000,
     ) -> None:
-        problems = _key_problems(keys)
+        problems = keylist.problems(keys, _key_problem, kind="key")
         for name, value in [("lifetime", lifetime), ("idle_timeout", idle_timeout),
                             ("max_bytes", max_bytes), ("memo_entries", memo_entries)]:
             if not value > 0:
                 problems.append(f"{name} must be positive, got {value}")
         if problems:
             raise ValueError("; ".join(problems))
-        self._kid, self._key = keys[0]
-        self._keys = dict(keys)
+        self._sealer = Sealer(keys)
         self._lifetime = lifetime
         self._idle_timeout = idle_timeout
         self._clock = clock
@@ -141,7 +130,7 @@ class SessionCodec:
         return self._clock
 
     def __repr__(self) -> str:
-        return (f"SessionCodec(kids={list(self._keys)!r}, lifetime={self._lifetime:g}, "
+        return (f"SessionCodec(kids={self._sealer.kids!r}, lifetime={self._lifetime:g}, "
                 f"idle_timeout={self._idle_timeout:g})")
 
     def start(self, identity: Identity) -> Session:
@@ -161,7 +150,7 @@ class SessionCodec:
         """The cookie value for a session; raises SessionTooLarge when it is over ``max_bytes``."""
         text = json.dumps(_payload(session), ensure_ascii=False, separators=(",", ":"))
         plaintext = FORMAT + zlib.compress(text.encode(), 9, wbits=-zlib.MAX_WBITS)
-        value = jwe.encrypt(plaintext, self._key, encryption=ENC, algorithm=ALG, kid=self._kid).decode("ascii")
+        value = self._sealer.seal(plaintext)
         if len(value) > self._max_bytes:
             raise SessionTooLarge(len(value), self._max_bytes)
         return value
@@ -188,31 +177,11 @@ class SessionCodec:
         return session
 
     def _open(self, value: str) -> Session:
-        match = COMPACT.fullmatch(value)
-        if match is None:
-            raise _Refused("not a JWE in compact form with alg dir")
-        # Every segment must be canonical base64url; only the header is needed before decrypting.
-        header, *_ = [_unbase64(part) for part in match.groups()]
-        key = self._key_for(header)
         try:
-            plaintext = jwe.decrypt(value, key)
-        except Exception as exc:  # python-jose raises many kinds, its own and its backend's
-            raise _Refused(f"cannot decrypt ({type(exc).__name__})") from None
-        if not plaintext:
-            raise _Refused("empty plaintext")
+            plaintext = self._sealer.open(value)
+        except Unsealable as exc:
+            raise _Refused(str(exc)) from None
         return _from_payload(_inflate(plaintext))
-
-    def _key_for(self, header: bytes) -> bytes:
-        """The key a header names; any algorithm, compression or field but ours is refused."""
-        try:
-            fields = json.loads(header)
-        except ValueError:
-            raise _Refused("the header is not JSON") from None
-        kid = fields.get("kid") if isinstance(fields, dict) else None
-        key = self._keys.get(kid) if isinstance(kid, str) else None
-        if key is None or fields != {"alg": ALG, "enc": ENC, "kid": kid}:
-            raise _Refused("the header names another algorithm, compression or key")
-        return key
 
     def _stale(self, session: Session) -> str | None:
         now = self._clock()
@@ -324,71 +293,14 @@ class Revocations:
 
 
 @dataclass(frozen=True)
-class CookieSettings:
-    """How the session cookie is set.
-
-    Without a domain, with Secure and Path=/, the name takes the ``__Host-`` prefix: browsers then
-    accept the cookie only from this very host over HTTPS, so no other subdomain can plant one.
-    """
+class CookieSettings(Cookie):
+    """How the session cookie is set (:class:`sidecar.cookies.Cookie`, named ``sidecar_session`` by default)."""
 
     name: str = "sidecar_session"
-    domain: str | None = None
-    secure: bool = True
-    same_site: str = "Lax"
-    path: str = "/"
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not COOKIE_NAME.fullmatch(self.name):
-            problems.append(f"name: not a cookie name: {self.name!r}")
-        if self.same_site not in SAME_SITE:
-            problems.append(f"same_site: must be one of {', '.join(SAME_SITE)}, got {self.same_site!r}")
-        elif self.same_site == "None" and not self.secure:
-            problems.append("same_site: None requires secure (browsers drop the cookie otherwise)")
-        if not COOKIE_PATH.fullmatch(self.path):
-            problems.append(f"path: must start with / and hold printable characters but ';', got {self.path!r}")
-        if self.domain is not None and not COOKIE_DOMAIN.fullmatch(self.domain):
-            problems.append(f"domain: not a domain name: {self.domain!r}")
-        if problems:
-            raise ValueError("; ".join(problems))
-
-    def cookie_name(self) -> str:
-        host_only = self.domain is None and self.secure and self.path == "/"
-        return "__Host-" + self.name if host_only else self.name
-
-    def set_cookie_header(self, value: str, max_age: int) -> str:
-        """One ``Set-Cookie`` value: nginx 1.22 passes on only the first Set-Cookie of a subrequest."""
-        if not COOKIE_VALUE.fullmatch(value):
-            raise ValueError("a session cookie value holds only base64url characters and dots")
-        return self._header(value, max_age)
-
-    def clear_cookie_header(self) -> str:
-        return self._header("", 0)
-
-    def _header(self, value: str, max_age: int) -> str:
-        parts = [f"{self.cookie_name()}={value}", f"Path={self.path}"]
-        if self.domain is not None:
-            parts.append(f"Domain={self.domain}")
-        parts.append(f"Max-Age={max_age}")
-        if self.secure:
-            parts.append("Secure")
-        parts += ["HttpOnly", f"SameSite={self.same_site}"]
-        return "; ".join(parts)
 
 
-def _key_problems(keys: Sequence[tuple[str, bytes]]) -> list[str]:
-    """What is wrong with the keys, naming each by its id and never showing key material."""
-    if not keys:
-        return ["keys: at least one (kid, key) is required"]
-    problems = []
-    for kid, key in keys:
-        if not isinstance(kid, str) or not KID.fullmatch(kid):
-            problems.append(f"keys: a kid is 1 to 32 of A-Z a-z 0-9 _ -, got {kid!r}")
-        if not isinstance(key, bytes) or len(key) != KEY_BYTES:
-            problems.append(f"keys: the key of {kid!r} must be {KEY_BYTES} bytes")
-    kids = [kid for kid, _ in keys]
-    problems += [f"keys: kid {kid!r} is used twice" for kid in dict.fromkeys(kids) if kids.count(kid) > 1]
-    return problems
+def _key_problem(key: object) -> str | None:
+    return None if isinstance(key, bytes) and len(key) == KEY_BYTES else f"must be {KEY_BYTES} bytes"
 
 
 def _payload(session: Session) -> dict[str, object]:
@@ -481,26 +393,3 @@ def _inflate(plaintext: bytes) -> Any:
         return json.loads(data)
     except (ValueError, RecursionError):
         raise _Refused("the payload is not JSON") from None
-
-
-def _unbase64(segment: str) -> bytes:
-    """The bytes of a base64url segment, refusing all but their one canonical spelling."""
-    try:
-        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except binascii.Error:
-        raise _Refused("a segment is not base64url") from None
-    # Spare low bits in the last character would let several spellings of a cookie decode alike.
-    if base64.urlsafe_b64encode(raw).rstrip(b"=") != segment.encode():
-        raise _Refused("a segment is not in canonical base64url")
-    return raw
-
-
-def cookie_value(header: str | None, prefix: str) -> str | None:
-    """The value of one cookie (``prefix`` is ``name=``), without parsing every other cookie."""
-    if not header:
-        return None
-    for part in header.split(";"):
-        part = part.strip()
-        if part.startswith(prefix):
-            return part[len(prefix):]
-    return None

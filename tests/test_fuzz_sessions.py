@@ -24,10 +24,11 @@ from hypothesis import strategies as st
 
 from sidecar.app import make_app
 from sidecar.config import parse_config
+from sidecar.cookies import cookie_value
 from sidecar.identity import Identity
 from sidecar.local import hash_password
 from sidecar.redirects import RedirectPolicy
-from sidecar.sessions import Revocations, Session, SessionCodec, cookie_value
+from sidecar.sessions import Revocations, Session, SessionCodec
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 NOW = 1_700_000_000.0

@@ -744,3 +744,24 @@ def test_a_flood_of_sign_outs_stays_bounded_and_fails_closed(codec: SessionCodec
 def test_bad_bounds_are_refused() -> None:
     with pytest.raises(ValueError, match="max_sessions"):
         Revocations(lifetime=LIFETIME, max_sessions=0)
+
+
+# Compatibility: a cookie made before sealing and cookies were modules of their own still decodes
+
+
+def test_a_cookie_made_before_the_sealing_module_still_decodes() -> None:
+    from sidecar.sealing import derive_key
+    from tests.test_sealing import OLD_SESSION, SECRET
+
+    old_clock = Clock()
+    old_clock.now = 1_800_000_000.0
+    codec = SessionCodec([("k1", derive_key(SECRET, "session key"))], lifetime=3600, idle_timeout=1800,
+                         clock=old_clock)
+    session = codec.decode(OLD_SESSION)
+    assert session is not None
+    assert (session.id, session.refresh_token, session.issued_at) == ("AAAAAAAAAAAAAAAAAAAAAA", "rt-1", 1_800_000_000.0)
+    who = session.identity
+    assert (who.username, who.first_name, who.last_name, who.email, who.groups, who.rule_groups, who.is_staff,
+            dict(who.extra), who.source) == (
+        "alice", "Alice", "Liddell", "alice@example.com", ("Staff", "netbox-users"),
+        frozenset({"staff", "netbox-users"}), True, {"department": "R&D"}, "ldap")
