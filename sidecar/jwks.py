@@ -1,9 +1,10 @@
 """JWKS: fetching an OpenID provider's discovery document and public signing keys, over an injected session.
 
-Both documents are fetched on demand and cached with one discipline (:class:`_Cached`): kept for
-``max_age``, fetched again at most once per ``min_refresh_interval`` whatever asks (tokens with
-random kids, or an outage), one fetch shared by every concurrent caller, and the last good document
-kept when a fetch fails. Only when there has never been one does a caller get an error::
+Both documents are fetched on demand (:func:`sidecar.fetch.fetch_json`) and cached with one
+discipline (:class:`_Cached`): kept for ``max_age``, fetched again at most once per
+``min_refresh_interval`` whatever asks (tokens with random kids, or an outage), one fetch shared by
+every concurrent caller (:class:`sidecar.flight.SingleFlight`), and the last good document kept
+when a fetch fails. Only when there has never been one does a caller get an error::
 
     DirectoryUnavailable              (sidecar.errors: 503)
     └── ProviderUnavailable           the discovery document cannot be had
@@ -11,12 +12,12 @@ kept when a fetch fails. Only when there has never been one does a caller get an
 
 The keys kept are public signing keys (``use`` absent or ``sig``) of type RSA or EC, rebuilt from
 their public members. A key that comes with its private part is refused with a warning.
+:meth:`JwksCache.verify` verifies a token with them, and on a kid it does not know yet fetches the
+set again, once (rate-limited), before giving its verdict.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import math
 import re
@@ -28,7 +29,9 @@ from typing import Any, ClassVar, Generic, TypeVar
 import aiohttp
 
 from sidecar.errors import DirectoryUnavailable
-from sidecar.tokens import JWK, PUBLIC_MEMBERS, KeySet
+from sidecar.fetch import FetchFailed, fetch_json
+from sidecar.flight import SingleFlight
+from sidecar.tokens import JWK, PUBLIC_MEMBERS, Expectations, KeySet, UnknownKey, verify
 
 log = logging.getLogger("sidecar.jwks")
 T = TypeVar("T")
@@ -87,7 +90,8 @@ class _Cached(ABC, Generic[T]):
         self._value: T | None = None
         self._fetched_at = -math.inf
         self._attempted_at = -math.inf
-        self._inflight: asyncio.Task[T] | None = None
+        # One fetch at a time, shared; a caller that gives up (its client left) does not cancel it.
+        self._flight: SingleFlight[None, T] = SingleFlight()
         self._failure = "not tried yet"
 
     def __repr__(self) -> str:
@@ -101,28 +105,35 @@ class _Cached(ABC, Generic[T]):
 
     async def _refetched(self) -> T:
         """A newly fetched document, unless a fetch started less than min_refresh_interval ago."""
-        if self._inflight is None:
+        if not self._flight.running(None):
             if self._clock() - self._attempted_at < self._min_refresh_interval:
                 return self._last_good()
             self._attempted_at = self._clock()
-            self._inflight = asyncio.create_task(self._fetch())
-        # A caller that gives up (its client left) must not cancel the fetch others wait for.
-        return await asyncio.shield(self._inflight)
+        return await self._flight.run(None, self._fetch)
 
     async def _fetch(self) -> T:
         try:
-            document = await _fetch_json(self._session, self.url, timeout=self._timeout, max_bytes=self._max_bytes)
-            value = self._validate(document)
+            value = self._validate(await self._document())
         except _Invalid as exc:
             self._failure = str(exc)
             if self._value is not None:
                 log.warning("cannot fetch %s: %s; keeping the one fetched %.0f s ago",
                             self.url, exc, self._clock() - self._fetched_at)
             return self._last_good()
-        finally:
-            self._inflight = None
         self._value, self._fetched_at = value, self._clock()
         return value
+
+    async def _document(self) -> Any:
+        try:
+            answer = await fetch_json(self._session, self.url, timeout=self._timeout, max_bytes=self._max_bytes,
+                                      allow_redirects=True)
+        except FetchFailed as exc:
+            raise _Invalid(str(exc)) from None
+        if answer.status != 200:
+            raise _Invalid(f"HTTP status {answer.status}")
+        if answer.problem is not None:
+            raise _Invalid(f"the document {answer.problem}")
+        return answer.document
 
     def _last_good(self) -> T:
         # Without a document to keep, the caller's error is the only log line: it carries the cause.
@@ -159,14 +170,23 @@ class JwksCache(_Cached[KeySet]):
         """The key set; raises KeysUnavailable when none could ever be fetched."""
         return await self._current()
 
+    async def verify(self, token: str, expected: Expectations, now: float) -> dict[str, Any]:
+        """The claims of a token signed by one of the keys (sidecar.tokens.verify); providers publish
+        a new key before signing with it, so a kid not in the set fetches the set again, once."""
+        try:
+            return verify(token, await self.keys(), expected, now)
+        except UnknownKey as exc:
+            return verify(token, await self.refresh_for_unknown_kid(exc.kid), expected, now)
+
     async def refresh_for_unknown_kid(self, kid: str) -> KeySet:
         """The key set fetched again for a kid it lacks: providers publish new keys before using them.
 
         Rate-limited, so a client sending random kids cannot make us hammer the provider.
         """
-        if self._inflight is None and self._value is not None and kid in self._value.by_kid:
+        running = self._flight.running(None)
+        if not running and self._value is not None and kid in self._value.by_kid:
             return self._value  # another caller's refresh has already brought it
-        if self._inflight is None:
+        if not running:
             # Limited on its own clock: a key rotated just after our first fetch is still picked up.
             if self._clock() - self._kid_refreshed_at < self._min_refresh_interval:
                 return self._last_good()
@@ -256,27 +276,3 @@ def _public_key(raw: Any) -> JWK | None:
 def _well_formed(members: Mapping[str, Any]) -> bool:
     return all(isinstance(value, str) and (value in CURVES if name == "crv" else bool(B64URL.fullmatch(value)))
                for name, value in members.items())
-
-
-async def _fetch_json(session: aiohttp.ClientSession, url: str, *, timeout: float, max_bytes: int) -> Any:
-    """The JSON document at a URL, of at most max_bytes; _Invalid says why not."""
-    try:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout),
-                               headers={"Accept": "application/json"}) as response:
-            if response.status != 200:
-                raise _Invalid(f"HTTP status {response.status}")
-            if (response.content_length or 0) > max_bytes:
-                raise _Invalid(f"the document is larger than {max_bytes} bytes")
-            body = bytearray()
-            async for chunk in response.content.iter_chunked(64 * 1024):
-                body += chunk
-                if len(body) > max_bytes:
-                    raise _Invalid(f"the document is larger than {max_bytes} bytes")
-    except TimeoutError:
-        raise _Invalid(f"no answer within {timeout:g} s") from None
-    except aiohttp.ClientError as exc:
-        raise _Invalid(f"{type(exc).__name__}: {exc}") from None
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        raise _Invalid("the document is not JSON") from None
