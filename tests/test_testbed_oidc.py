@@ -51,7 +51,7 @@ class Receiver:
         hits = self.hits
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 url = urllib.parse.urlsplit(self.path)
                 hits.append((url.path, dict(urllib.parse.parse_qsl(url.query))))
                 body = b"received"
