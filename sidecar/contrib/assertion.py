@@ -12,8 +12,6 @@ lives a minute. Keys come as a JWK set, given or fetched from ``/.well-known/jwk
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import json
 import logging
@@ -28,6 +26,7 @@ from urllib.parse import urlsplit
 from jose import jwk
 from jose.backends.base import Key
 
+from sidecar import base64url
 from sidecar.errors import SidecarError
 
 log = logging.getLogger("sidecar.contrib.assertion")
@@ -265,7 +264,7 @@ def _public_key(entry: object) -> tuple[str, Key]:
     if entry.get("alg", ALG) != ALG or entry.get("use", "sig") != "sig":
         raise ValueError(f"{kid!r} is not for {ALG} signatures")
     x, y = entry.get("x"), entry.get("y")
-    if not all(isinstance(c, str) and len(_unbase64(c) or b"") == COORDINATE_BYTES for c in (x, y)):
+    if not all(isinstance(c, str) and _byte_length(c) == COORDINATE_BYTES for c in (x, y)):
         raise ValueError(f"{kid!r} has no x and y of {COORDINATE_BYTES} bytes in base64url")
     try:
         key = jwk.construct({"kty": "EC", "crv": "P-256", "x": x, "y": y}, ALG)
@@ -312,20 +311,18 @@ _DECODER = json.JSONDecoder(parse_constant=_no_constant)
 
 
 def _segment(segment: str) -> bytes:
-    raw = _unbase64(segment)
-    if raw is None:
-        raise AssertionRejected("a segment is not canonical base64url")
-    return raw
-
-
-def _unbase64(segment: str) -> bytes | None:
-    """The bytes of a base64url segment, or None for anything but their one canonical spelling."""
     try:
-        raw = base64.urlsafe_b64decode(segment.encode("ascii") + b"=" * (-len(segment) % 4))
-    except (UnicodeEncodeError, binascii.Error):
+        return base64url.decode(segment)
+    except ValueError:
+        raise AssertionRejected("a segment is not canonical base64url") from None
+
+
+def _byte_length(text: str) -> int | None:
+    """How many bytes a canonical base64url text holds, or None for any other text."""
+    try:
+        return len(base64url.decode(text))
+    except ValueError:
         return None
-    # The decoder skips foreign characters and ignores spare bits: encoding again must give the segment back.
-    return raw if base64.urlsafe_b64encode(raw).rstrip(b"=") == segment.encode("ascii") else None
 
 
 def _typed(claims: dict[str, Any], name: str, kind: type[T]) -> T:
