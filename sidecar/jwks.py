@@ -4,11 +4,9 @@ Both documents are fetched on demand (:func:`sidecar.fetch.fetch_json`) and cach
 discipline (:class:`_Cached`): kept for ``max_age``, fetched again at most once per
 ``min_refresh_interval`` whatever asks (tokens with random kids, or an outage), one fetch shared by
 every concurrent caller (:class:`sidecar.flight.SingleFlight`), and the last good document kept
-when a fetch fails. Only when there has never been one does a caller get an error::
-
-    DirectoryUnavailable              (sidecar.errors: 503)
-    └── ProviderUnavailable           the discovery document cannot be had
-        └── KeysUnavailable           no key set can be had
+when a fetch fails. Only when there has never been one does a caller get an error (a 503):
+:class:`ProviderUnavailable` for the discovery document, :class:`KeysUnavailable` for the key set,
+both drawn in :mod:`sidecar.errors`'s tree.
 
 The keys kept are public signing keys (``use`` absent or ``sig``) of type RSA or EC, rebuilt from
 their public members. A key that comes with its private part is refused with a warning.
