@@ -22,11 +22,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, Literal, NamedTuple, TypeVar, get_args
 from urllib.parse import urlsplit
 
 import yaml
 
+from sidecar import cookies, keylist
 from sidecar.canonical import parse_host, segments
 from sidecar.errors import ConfigError, MalformedRequest
 from sidecar.identity import fold
@@ -365,11 +366,11 @@ class _Reader:
     def problem(self, key: str | None, message: str) -> None:
         self.problems.add(self.where(key), message, self.line_of(key))
 
-    def follow_on(self, key: str, message: str, *causes: str) -> None:
-        """A problem that follows from ``key`` (and ``causes``, keys or paths) being what they are: not
-        reported when one of them was already reported as wrong."""
-        paths = (self.where(key), *(self.where(c) if "." not in c else c for c in causes))
-        self.problems.add(self.where(key), message, self.line_of(key), after=paths)
+    def follow_on(self, key: str, message: str, *causes: str, paths: tuple[str, ...] = ()) -> None:
+        """A problem that follows from ``key`` and ``causes`` (keys here) or ``paths`` (anywhere) being
+        what they are: not reported when one of them was already reported as wrong."""
+        after = (self.where(key), *map(self.where, causes), *paths)
+        self.problems.add(self.where(key), message, self.line_of(key), after=after)
 
     def has(self, key: str) -> bool:
         self.known.add(key)
@@ -477,7 +478,7 @@ class _Reader:
         for key in self.data:
             if str(key) in self.known:
                 continue
-            absent = [k for k in self.known if k not in self.data]
+            absent = [k for k in self.known if self.data.get(k) is None]
             meant = difflib.get_close_matches(str(key), absent, n=1)
             self.problem(str(key), "unknown key" + (f" (did you mean {meant[0]}?)" if meant else ""))
             if meant:
@@ -577,6 +578,42 @@ def _read_search(r: _Reader, *, needs_user: bool) -> Search:
 
 def _read_ldap(r: _Reader) -> LdapConfig:
     default = LdapConfig(server_uri=())
+    uris, start_tls, ca_file = _ldap_servers(r, default)
+    bind_dn, bind_password = _ldap_bind(r, default)
+    user_search, template, username_attr = _ldap_users(r, default)
+    groups = _ldap_groups(r, default)
+    config = LdapConfig(
+        server_uri=uris,
+        bind_dn=bind_dn,
+        bind_password=bind_password,
+        start_tls=start_tls,
+        ca_file=ca_file,
+        ignore_cert_errors=r.flag("ignore_cert_errors", default.ignore_cert_errors),
+        referrals=r.flag("referrals", default.referrals),
+        connect_timeout=r.number("connect_timeout", default.connect_timeout, minimum=0.1),
+        timeout=r.integer("timeout", default.timeout, minimum=1),
+        retry_dead_after=r.number("retry_dead_after", default.retry_dead_after),
+        user_search=user_search,
+        user_dn_template=template,
+        username_attr=username_attr,
+        user_attr_map=_ldap_attr_map(r, default),
+        group_search=groups.search,
+        group_type=groups.type,
+        group_name_attr=r.text("group_name_attr", default.group_name_attr),
+        require_group=groups.require,
+        deny_group=groups.deny,
+        mirror_groups=groups.mirror,
+        user_flags_by_group=groups.flags,
+        find_group_perms=r.flag("find_group_perms", default.find_group_perms),
+        cache_timeout=r.integer("cache_timeout", default.cache_timeout),
+        max_nesting=r.integer("max_nesting", default.max_nesting, minimum=1),
+        threads=r.integer("threads", default.threads, minimum=1),
+    )
+    r.done()
+    return config
+
+
+def _ldap_servers(r: _Reader, default: LdapConfig) -> tuple[tuple[str, ...], bool, str | None]:
     uris = r.texts("server_uri")
     if not uris and not r.has("server_uri"):
         r.follow_on("server_uri", "is required (a URI or a list of URIs tried in order)")
@@ -592,13 +629,20 @@ def _read_ldap(r: _Reader) -> LdapConfig:
     ca_file = r.optional_text("ca_file", default.ca_file)
     if ca_file and not Path(ca_file).is_file():
         r.problem("ca_file", f"no such file: {ca_file}")
+    return uris, start_tls, ca_file
+
+
+def _ldap_bind(r: _Reader, default: LdapConfig) -> tuple[str, Secret | None]:
     bind_dn = r.text("bind_dn", default.bind_dn)
     bind_password = r.secret("bind_password")
     if bind_password is not None and not bind_dn:
         r.follow_on("bind_password", "is set but bind_dn is empty (anonymous search takes neither)", "bind_dn")
     if bind_dn and not bind_password:
         r.follow_on("bind_password", "is required with bind_dn (an empty password binds anonymously)")
+    return bind_dn, bind_password
 
+
+def _ldap_users(r: _Reader, default: LdapConfig) -> tuple[Search | None, str | None, str]:
     user_search = _read_search(r.section("user_search"), needs_user=True) if r.has("user_search") else None
     template = r.optional_text("user_dn_template", default.user_dn_template)
     if user_search and template:
@@ -609,16 +653,32 @@ def _read_ldap(r: _Reader) -> LdapConfig:
         r.problem("user_dn_template", f"must contain {USER_PLACEHOLDER}, got {template!r}")
     username_attr = r.optional_text("username_attr") or _username_attr(user_search, template)
     if username_attr is None and (user_search or template):
-        r.problem("username_attr", "cannot be derived from the user search filter: set it "
-                  "(the attribute holding the canonical login name, e.g. sAMAccountName)")
+        r.follow_on("username_attr", "cannot be derived from the user search filter: set it "
+                    "(the attribute holding the canonical login name, e.g. sAMAccountName)",
+                    paths=(r.where("user_search") + ".filter",))
+    return user_search, template, username_attr or default.username_attr
 
+
+def _ldap_attr_map(r: _Reader, default: LdapConfig) -> Mapping[str, str]:
     attr_map = r.mapping("user_attr_map")
     if attr_map is None:
-        attr_map = dict(default.user_attr_map)
+        return default.user_attr_map
     for key, attr in attr_map.items():
         if not isinstance(attr, str) or not attr:
             r.problem(f"user_attr_map.{key}", "expected an attribute name")
+    return MappingProxyType({str(k): str(v) for k, v in attr_map.items()})
 
+
+class _Groups(NamedTuple):
+    type: GroupTypeName | None
+    search: Search | None
+    require: tuple[str, ...]
+    deny: tuple[str, ...]
+    flags: Mapping[Flag, tuple[str, ...]]
+    mirror: bool | tuple[str, ...]
+
+
+def _ldap_groups(r: _Reader, default: LdapConfig) -> _Groups:
     group_type = _group_type(r)
     group_search = (_read_search(r.section("group_search"), needs_user=False)
                     if r.has("group_search") else None)
@@ -626,7 +686,6 @@ def _read_ldap(r: _Reader) -> LdapConfig:
         r.follow_on("group_type", "is required with group_search")
     if group_type and group_type != "member_of" and not group_search:
         r.follow_on("group_search", f"is required with group_type {group_type}")
-
     require = r.texts("require_group")
     deny = r.texts("deny_group")
     flags: dict[Flag, tuple[str, ...]] = {}
@@ -642,36 +701,7 @@ def _read_ldap(r: _Reader) -> LdapConfig:
     if any(group_rules) and not group_type:
         r.follow_on("group_type", "is required by require_group, deny_group, mirror_groups "
                     "(as a list) and user_flags_by_group")
-
-    config = LdapConfig(
-        server_uri=uris,
-        bind_dn=bind_dn,
-        bind_password=bind_password,
-        start_tls=start_tls,
-        ca_file=ca_file,
-        ignore_cert_errors=r.flag("ignore_cert_errors", default.ignore_cert_errors),
-        referrals=r.flag("referrals", default.referrals),
-        connect_timeout=r.number("connect_timeout", default.connect_timeout, minimum=0.1),
-        timeout=r.integer("timeout", default.timeout, minimum=1),
-        retry_dead_after=r.number("retry_dead_after", default.retry_dead_after),
-        user_search=user_search,
-        user_dn_template=template,
-        username_attr=username_attr or default.username_attr,
-        user_attr_map=MappingProxyType({str(k): str(v) for k, v in attr_map.items()}),
-        group_search=group_search,
-        group_type=group_type,
-        group_name_attr=r.text("group_name_attr", default.group_name_attr),
-        require_group=require,
-        deny_group=deny,
-        mirror_groups=mirror,
-        user_flags_by_group=MappingProxyType(flags),
-        find_group_perms=r.flag("find_group_perms", default.find_group_perms),
-        cache_timeout=r.integer("cache_timeout", default.cache_timeout),
-        max_nesting=r.integer("max_nesting", default.max_nesting, minimum=1),
-        threads=r.integer("threads", default.threads, minimum=1),
-    )
-    r.done()
-    return config
+    return _Groups(group_type, group_search, require, deny, MappingProxyType(flags), mirror)
 
 
 def _group_type(r: _Reader) -> GroupTypeName | None:
@@ -746,33 +776,37 @@ def _rule_host(r: _Reader) -> str | None:
 
 
 
-KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 MIN_SECRET = 32  # characters of a session secret: about 190 bits from the generator
+
+
+def _key_id(item: _Reader) -> str | None:
+    key_id = item.text("id")
+    if keylist.KID.fullmatch(key_id):
+        return key_id
+    item.problem("id", f"expected 1-32 letters, digits, - or _, got {key_id!r}")
+    return None
 
 
 def _read_sessions(r: _Reader) -> SessionConfig:
     default = SessionConfig(keys=())
     keys = []
     for item in r.items("keys"):
-        key_id = item.text("id")
-        if not KEY_ID.match(key_id):
-            item.problem("id", f"expected 1-32 letters, digits, - or _, got {key_id!r}")
+        key_id = _key_id(item)
         secret = item.secret("secret")
         if secret is None:
             item.follow_on("secret", "is required (auth-sidecar generate-secret makes one)")
         elif len(secret.reveal()) < MIN_SECRET:
             item.problem("secret", f"must be at least {MIN_SECRET} characters (auth-sidecar generate-secret)")
-        else:
+        elif key_id is not None:
             keys.append(SessionKey(key_id, secret))
         item.done()
     if not r.has("keys") or r.data["keys"] == []:
         r.follow_on("keys", "is required: [{id: ..., secret: ...}], the first encrypts, all decrypt")
-    ids = [k.id for k in keys]
-    for key_id in sorted({i for i in ids if ids.count(i) > 1}):
-        r.problem("keys", f"key id {key_id!r} is used twice")
+    if keys:  # each kid and secret is checked above: what is left is the list's own rule, one use per kid
+        r.report(_fields(keylist.problems([(k.id, k.secret) for k in keys], lambda _: None, kind="key")))
     domain = r.optional_text("cookie_domain", default.cookie_domain)
     name = r.text("cookie_name", default.cookie_name)
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):  # narrower than any cookie name: no prefix tricks
         r.problem("cookie_name", f"expected letters, digits, - or _, got {name!r}")
     lifetime = r.number("lifetime", default.lifetime, minimum=60)
     idle = r.number("idle_timeout", default.idle_timeout, minimum=60)
@@ -792,6 +826,8 @@ def _read_sessions(r: _Reader) -> SessionConfig:
         redirect_domains=tuple(d.lstrip(".").lower() for d in r.texts("redirect_domains")) or default.redirect_domains,
         redirect_schemes=tuple(s.lower() for s in r.texts("redirect_schemes")) or default.redirect_schemes,
     )
+    r.report(_fields(cookies.problems(sessions.cookie_name, domain=sessions.cookie_domain, secure=sessions.secure)),
+             {"name": "cookie_name", "domain": "cookie_domain"})
     # The policy's own rules; the return after signing out is held to the same as the default one.
     r.report(RedirectPolicy.problems(hosts=sessions.redirect_hosts, domains=sessions.redirect_domains,
                                      schemes=sessions.redirect_schemes, default=sessions.default_redirect),
@@ -800,6 +836,11 @@ def _read_sessions(r: _Reader) -> SessionConfig:
         r.report(RedirectPolicy.problems(default=sessions.logout_redirect), {"default": "logout_redirect"})
     r.done()
     return sessions
+
+
+def _fields(found: Iterable[str]) -> list[tuple[str, str]]:
+    """Problems written "setting: problem" as (setting, problem)."""
+    return [(name, problem) for name, _, problem in (text.partition(": ") for text in found)]
 
 
 REDIRECT_KEYS = {"default": "default_redirect", "hosts": "redirect_hosts", "domains": "redirect_domains",
@@ -871,19 +912,7 @@ def _read_provider(r: _Reader) -> OidcProvider:
     if not PROVIDER_NAME.match(name):
         r.problem("name", f"expected 1-32 lower-case letters, digits or -, got {name!r}")
     kind = r.choice("type", default.type, get_args(ProviderType))
-    issuer = r.optional_text("issuer", default.issuer)
-    urls = {"authorization_url": r.optional_text("authorization_url", default.authorization_url),
-            "token_url": r.optional_text("token_url", default.token_url),
-            "userinfo_url": r.optional_text("userinfo_url", default.userinfo_url)}
-    for key, url in [("issuer", issuer), *urls.items()]:
-        if url is not None and not _absolute_http(url):
-            r.problem(key, f"expected an absolute http(s) URL, got {url!r}")
-    if kind == "oidc" and issuer is None:
-        r.follow_on("issuer", "is required for an OpenID Connect provider (its discovery document)", "type")
-    if kind == "oauth2":
-        for key, url in urls.items():
-            if url is None:
-                r.follow_on(key, "is required for an oauth2 provider (it has no discovery)", "type")
+    issuer, urls = _provider_urls(r, kind, default)
     secret = r.secret("client_secret")
     if secret is None:
         r.follow_on("client_secret", "is required")
@@ -905,6 +934,24 @@ def _read_provider(r: _Reader) -> OidcProvider:
     )
     r.done()
     return provider
+
+
+def _provider_urls(r: _Reader, kind: ProviderType, default: OidcProvider) -> tuple[str | None, dict[str, str | None]]:
+    """The issuer (whose discovery document OpenID Connect reads) and the URLs oauth2 needs instead."""
+    issuer = r.optional_text("issuer", default.issuer)
+    urls = {"authorization_url": r.optional_text("authorization_url", default.authorization_url),
+            "token_url": r.optional_text("token_url", default.token_url),
+            "userinfo_url": r.optional_text("userinfo_url", default.userinfo_url)}
+    for key, url in [("issuer", issuer), *urls.items()]:
+        if url is not None and not _absolute_http(url):
+            r.problem(key, f"expected an absolute http(s) URL, got {url!r}")
+    if kind == "oidc" and issuer is None:
+        r.follow_on("issuer", "is required for an OpenID Connect provider (its discovery document)", "type")
+    if kind == "oauth2":
+        for key, url in urls.items():
+            if url is None:
+                r.follow_on(key, "is required for an oauth2 provider (it has no discovery)", "type")
+    return issuer, urls
 
 
 def _read_bearer(r: _Reader) -> BearerIssuer:
@@ -963,19 +1010,19 @@ def _read_assertion(r: _Reader) -> AssertionConfig:
     default = AssertionConfig(keys=(), audience="")
     keys = []
     for item in r.items("keys"):
-        key_id = item.text("id")
-        if not KEY_ID.match(key_id):
-            item.problem("id", f"expected 1-32 letters, digits, - or _, got {key_id!r}")
+        key_id = _key_id(item)
         pem = item.secret("private_key")
         if pem is None:
             item.follow_on("private_key", "expected a PEM private key (auth-sidecar generate-signing-key)")
         elif "PRIVATE KEY-----" not in pem.reveal():
             item.problem("private_key", "expected a PEM private key (auth-sidecar generate-signing-key)")
-        else:
+        elif key_id is not None:
             keys.append(SigningKey(key_id, pem))
         item.done()
     if not r.has("keys") or r.data["keys"] == []:
         r.follow_on("keys", "is required: [{id: ..., private_key: {file: ...}}], the first signs, all are published")
+    if keys:
+        r.report(_fields(keylist.problems([(k.id, k.private_key) for k in keys], lambda _: None, kind="key")))
     audience = r.text("audience")
     if not audience:
         r.follow_on("audience", "is required: the name the application checks (e.g. netbox)")
@@ -1033,19 +1080,40 @@ def parse_config(data: object) -> Config:
 
 def _check_together(parts: dict[str, Any], sections: dict[str, _Reader]) -> None:
     """What the sections say together: where users come from, what sessions need."""
+    _check_sources(parts, sections)
     ldap: LdapConfig | None = parts["ldap"]
     sessions: SessionConfig | None = parts["sessions"]
-    oidc: OidcConfig = parts["oidc"]
     server: ServerConfig = parts["server"]
-    if ldap is None and parts["local_users"] is None and not oidc.providers and not oidc.bearer:
+    access: AccessConfig = parts["access"]
+    local_groups = parts["local_users"] is not None
+    if any(rule.groups for rule in access.rules) and not (local_groups or (ldap and ldap.find_group_perms)):
+        sections["access"].follow_on("rules", "rules name groups but ldap.find_group_perms is false, "
+                                     "so no group would ever match", paths=("ldap.find_group_perms",))
+    if sessions is not None and server.public_url is None:
+        sections["server"].follow_on("public_url", "is required with sessions (where browsers reach /login)")
+    if sessions is not None and server.public_url is not None:
+        _check_site(sections["server"], server.public_url, sessions)
+    if not server.basic_auth and sessions is None and not parts["oidc"].bearer:
+        sections["server"].follow_on("basic_auth", "is off and there are no sessions: nobody could sign in",
+                                     paths=("sessions", "oidc.bearer"))
+    if (sessions and sessions.recheck_every and ldap and ldap.user_dn_template and not ldap.bind_dn):
+        sections["sessions"].follow_on("recheck_every", "re-checking a session needs ldap.bind_dn (without a "
+                                       "password the directory can only be read by a service account)",
+                                       paths=("ldap.bind_dn",))
+
+
+def _check_sources(parts: dict[str, Any], sections: dict[str, _Reader]) -> None:
+    """Users come from somewhere, and no two sources can produce one Remote-User unless told so."""
+    oidc: OidcConfig = parts["oidc"]
+    if parts["ldap"] is None and parts["local_users"] is None and not oidc.providers and not oidc.bearer:
         sections["ldap"].follow_on("", "is required unless local_users or oidc is set (where do users come from?)",
-                                   "local_users", "oidc")
-    if oidc.providers and sessions is None:
+                                   paths=("local_users", "oidc"))
+    if oidc.providers and parts["sessions"] is None:
         sections["oidc"].follow_on("providers", "single sign-on ends in a session: the sessions section is required",
-                                   "sessions")
+                                   paths=("sessions",))
     namespaced: list[tuple[str, str, OidcProvider | BearerIssuer]] = [
         *(("providers", p.name, p) for p in oidc.providers), *(("bearer", b.issuer, b) for b in oidc.bearer)]
-    password_sources = (ldap is not None) + (parts["local_users"] is not None)
+    password_sources = (parts["ldap"] is not None) + (parts["local_users"] is not None)
     if password_sources + len(namespaced) > 1:
         for key, name, source in namespaced:
             if not source.username_prefix and not source.shares_usernames:
@@ -1053,22 +1121,6 @@ def _check_together(parts: dict[str, Any], sections: dict[str, _Reader]) -> None
                     key, f"{name!r} shares one Remote-User namespace with other sources: set "
                     "username_prefix (e.g. 'github:'), or shares_usernames: true if its names are "
                     "the directory's own (a provider federated with the same directory)")
-    access: AccessConfig = parts["access"]
-    local_groups = parts["local_users"] is not None
-    if any(rule.groups for rule in access.rules) and not (local_groups or (ldap and ldap.find_group_perms)):
-        sections["access"].follow_on("rules", "rules name groups but ldap.find_group_perms is false, "
-                                     "so no group would ever match", "ldap.find_group_perms")
-    if sessions is not None and server.public_url is None:
-        sections["server"].follow_on("public_url", "is required with sessions (where browsers reach /login)")
-    if sessions is not None and server.public_url is not None:
-        _check_site(sections["server"], server.public_url, sessions)
-    if not server.basic_auth and sessions is None and not oidc.bearer:
-        sections["server"].follow_on("basic_auth", "is off and there are no sessions: nobody could sign in",
-                                     "sessions", "oidc.bearer")
-    if (sessions and sessions.recheck_every and ldap and ldap.user_dn_template and not ldap.bind_dn):
-        sections["sessions"].follow_on("recheck_every", "re-checking a session needs ldap.bind_dn (without a "
-                                       "password the directory can only be read by a service account)",
-                                       "ldap.bind_dn")
 
 
 def _check_site(r: _Reader, public_url: str, sessions: SessionConfig) -> None:
