@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple, TypeVar, get_args
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import yaml
 
@@ -522,6 +522,7 @@ def _read_server(r: _Reader) -> ServerConfig:
     public_url = r.optional_text("public_url", default.public_url)
     if public_url is not None and not _absolute_http(public_url):
         r.problem("public_url", f"expected an absolute http(s) URL, got {public_url!r}")
+        public_url = None
     realm = r.text("realm", default.realm)
     if not realm or any(c in realm for c in '"\\\r\n'):
         r.problem("realm", "must be non-empty, without quotes, backslashes or line breaks")
@@ -618,8 +619,8 @@ def _ldap_servers(r: _Reader, default: LdapConfig) -> tuple[tuple[str, ...], boo
     if not uris and not r.has("server_uri"):
         r.follow_on("server_uri", "is required (a URI or a list of URIs tried in order)")
     for uri in uris:
-        parts = urlsplit(uri)
-        if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
+        parts = _split(uri)
+        if parts is None or parts.scheme not in ("ldap", "ldaps") or not _hostname(parts):
             r.problem("server_uri", f"expected ldap://HOST[:PORT] or ldaps://..., got {uri!r}")
         elif parts.path not in ("", "/"):
             r.problem("server_uri", f"a server URI has no path: {uri!r}")
@@ -848,8 +849,22 @@ REDIRECT_KEYS = {"default": "default_redirect", "hosts": "redirect_hosts", "doma
 
 
 def _absolute_http(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
+    parts = _split(url)
+    return parts is not None and parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def _split(url: str) -> SplitResult | None:
+    try:
+        return urlsplit(url)
+    except ValueError:  # "https://[nope]": urlsplit checks a bracketed host
+        return None
+
+
+def _hostname(parts: SplitResult) -> str | None:
+    try:
+        return parts.hostname
+    except ValueError:
+        return None
 
 
 def _local_path(url: str) -> bool:

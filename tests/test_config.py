@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from sidecar.config import load_config, parse_config
 from sidecar.errors import ConfigError
@@ -280,3 +282,229 @@ def test_rule_names_meet_only_their_own_spelling() -> None:
                            "access": {"rules": rules, "default": "deny"}})
     rule = config.access.rules[0]
     assert rule.users == {"straße", "bob"} and rule.groups == {"staff"}
+
+
+# -- one validator: check-config refuses exactly what serve would refuse ------------------------
+
+PUBLIC = {"public_url": "https://app.test/_sidecar"}
+WITH_SESSIONS: dict[str, Any] = {**with_ldap(), "server": PUBLIC, "sessions": SESSIONS}
+
+
+def fast_argon2(password: str) -> str:
+    from argon2 import PasswordHasher, profiles
+
+    fast = dataclasses.replace(profiles.RFC_9106_LOW_MEMORY, time_cost=1, memory_cost=8, parallelism=1)
+    return PasswordHasher.from_parameters(fast).hash(password)
+
+
+def builds(data: dict[str, Any]) -> None:
+    from sidecar.app import make_app
+
+    make_app(parse_config(data))
+
+
+@pytest.mark.parametrize(("section", "values", "message"), [
+    # Each passed check-config and then stopped serve with a traceback: the runtime had other rules.
+    ("login_page", {"logo_url": "https://cdn.example.com/logo.png"},
+     "login_page.logo_url: expected a data:image/... URI or a path starting with /"),
+    ("login_page", {"title": "  "}, "login_page.title: must not be empty"),
+    ("sessions", {"redirect_hosts": ["bad host"]}, "sessions.redirect_hosts: must be NAME, NAME:PORT"),
+    ("sessions", {"default_redirect": "https://app.test/done%0d"}, "sessions.default_redirect: must be an absolute"),
+    ("sessions", {"default_redirect": "/done%0d"}, "sessions.default_redirect: must be an absolute"),
+    ("sessions", {"logout_redirect": "/bye%250a"}, "sessions.logout_redirect: must be an absolute"),
+    ("sessions", {"cookie_domain": "app test"}, "sessions.cookie_domain: not a domain name"),
+    ("sessions", {"keys": []}, "sessions.keys: is required"),
+    ("server", {"public_url": "https://user@app.test/_sidecar"}, "server.public_url: must be NAME, NAME:PORT"),
+    ("server", {"public_url": "https://app.test:99999/_sidecar"}, "server.public_url: must be NAME, NAME:PORT"),
+    ("server", {"public_url": "https://app.test//_sidecar"}, "server.public_url: expected a path starting with /"),
+])
+def test_what_serve_would_refuse_check_config_refuses(section: str, values: dict[str, Any], message: str) -> None:
+    data = {**WITH_SESSIONS, section: {**WITH_SESSIONS.get(section, {}), **values}}
+    found = problems(data)
+    assert any(p.startswith(message) for p in found), found
+
+
+def test_a_users_file_serve_would_refuse_is_refused(tmp_path: Path) -> None:
+    users = tmp_path / "users.yaml"
+    users.write_text('users:\n  alice:\n    password: "x"\n')
+    found = problems({"local_users": {"file": str(users)}})
+    assert found == [f"local_users.file: {users}: users.alice.password: not a password hash; "
+                     "only argon2id or bcrypt hashes are accepted"]
+    users.write_text(f'users:\n  alice:\n    password: "{fast_argon2("alice-pw")}"\n')
+    builds({"local_users": {"file": str(users)}})
+
+
+@pytest.mark.parametrize("accent", ["navy", "NAVY", "#ABC", "#2563eb"])
+def test_what_the_pages_accept_check_config_accepts(accent: str) -> None:
+    # The loader refused named colours, which the pages have a table of.
+    builds({**WITH_SESSIONS, "login_page": {"accent": accent, "logo_url": "/logo.png", "help_url": "/help"}})
+
+
+def test_an_accent_outside_the_table_is_refused_naming_the_choices() -> None:
+    found = problems({**WITH_SESSIONS, "login_page": {"accent": "pink"}})
+    assert len(found) == 1 and found[0].startswith("login_page.accent: expected #rgb, #rrggbb or one of black, navy")
+
+
+TRICKY = st.sampled_from([
+    "", " ", "/", "/x", "/x%0d", "/x%250A", "//evil.test", "/a b", "\\\\evil", "https://app.test/", "https://app.test:8443/x",
+    "https://u@app.test/", "http://[::1]:8080/", "javascript:alert(1)", "data:image/png;base64,AA", "data:text/html,x",
+    "app.test", "app.test:8443", "app.test.", "bad host", "[::1]", "[nope]", "b\u00fccher.test", "\uff41pp.test",
+    ".example.com", "example.com", "navy", "pink", "#fff", "#12345", "#2563EB", "http", "https", "HTTPS", "ftp",
+    "x" * 70, "sidecar_session", "a;b", "__Host-x",
+])
+VALUE = TRICKY | st.text(max_size=12)
+
+
+def value(good: Any) -> st.SearchStrategy[Any]:
+    """Mostly a value that works (so that the other keys decide), else a tricky or random one."""
+    return st.one_of(st.just(good), st.just(good), st.just(good), VALUE)
+
+
+def values(good: str) -> st.SearchStrategy[list[Any]]:
+    return st.lists(value(good), min_size=1, max_size=2)
+
+
+PAGE = st.fixed_dictionaries({}, optional={
+    "title": value("Sign in to the wiki"), "logo_url": value("/logo.png"), "accent": value("navy"),
+    "help_text": value("Call the desk."), "help_url": value("https://help.example.com/"),
+})
+SESSION_SETTINGS = st.fixed_dictionaries({"keys": st.just(SESSIONS["keys"]), "recheck_every": st.just(0)}, optional={
+    "cookie_name": value("wiki_session"), "cookie_domain": value("app.test"), "secure": st.booleans(),
+    "default_redirect": value("https://app.test/"), "logout_redirect": value("/signed-out"),
+    "redirect_hosts": values("app.test"), "redirect_domains": values("example.com"),
+    "redirect_schemes": values("https"),
+})
+PUBLIC_URL = value("https://app.test/_sidecar") | VALUE.map(lambda v: "https://" + v) | VALUE.map(
+    lambda v: "https://app.test/" + v)
+
+
+@settings(max_examples=300, deadline=None)
+@given(PAGE, SESSION_SETTINGS, PUBLIC_URL)
+@example({"logo_url": "https://cdn.example.com/logo.png"}, {"keys": SESSIONS["keys"]}, "https://app.test")
+@example({}, {"keys": SESSIONS["keys"], "redirect_hosts": ["bad host"]}, "https://app.test")
+@example({}, {"keys": SESSIONS["keys"], "default_redirect": "/x%0d"}, "https://app.test")
+@example({}, {"keys": SESSIONS["keys"], "cookie_domain": "a b"}, "https://app.test")
+@example({"accent": "navy"}, {"keys": SESSIONS["keys"]}, "https://u@app.test")
+def test_every_config_check_config_accepts_builds_an_app(page: dict[str, Any], sessions: dict[str, Any],
+                                                         public_url: str) -> None:
+    data = {**with_ldap(), "server": {"public_url": public_url}, "sessions": sessions, "login_page": page}
+    try:
+        config = parse_config(data)
+    except ConfigError as exc:
+        assert exc.problems and all(": " in p for p in exc.problems)
+        return
+    from sidecar.app import make_app
+
+    make_app(config)
+
+
+# -- messages: where the problem is, what was meant, nothing that only follows from it ------------
+
+def test_problems_carry_their_line_when_read_from_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("ldap:\n"
+                    "  server_uri: ldap://x\n"
+                    "  user_dn_template: 'uid=%(user)s,dc=x'\n"
+                    "  timeout: 0\n"
+                    "sessions:\n"
+                    "  keys:\n"
+                    "    - id: 'k!'\n"
+                    "      secret: short\n"
+                    "  recheck_every: 0\n"
+                    "server:\n"
+                    "  public_url: https://app.test\n"
+                    "login_page:\n"
+                    "  accent: pink\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    found = refused.value.problems
+    assert "ldap.timeout: must be at least 1, got 0 (line 4)" in found
+    assert "sessions.keys[0].id: expected 1-32 letters, digits, - or _, got 'k!' (line 7)" in found
+    assert any(p.startswith("sessions.keys[0].secret: must be at least 32") and p.endswith("(line 8)") for p in found)
+    assert any(p.startswith("login_page.accent: expected #rgb") and p.endswith("(line 13)") for p in found)
+    # A problem about something left out points at its section.
+    path.write_text("ldap:\n  server_uri: ldap://x\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    assert refused.value.problems == ["ldap.user_search: set user_search or user_dn_template to find users (line 1)"]
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    ({"ldpa": MINIMAL["ldap"]}, ["ldpa: unknown key (did you mean ldap?)"]),
+    (with_ldap(bind_dn="cn=sa", bind_pasword="x"), ["ldap.bind_pasword: unknown key (did you mean bind_password?)"]),
+    ({"ldap": {"server_uri": "ldap://x", "user_dn_templat": "uid=%(user)s,dc=x"}},
+     ["ldap.user_dn_templat: unknown key (did you mean user_dn_template?)"]),
+    ({"ldap": {"server_uri": "ldap://x", "user_search": {"base_dn": "dc=x", "filtr": "(uid=%(user)s)"}}},
+     ["ldap.user_search.filtr: unknown key (did you mean filter?)"]),
+    ({**WITH_SESSIONS, "sessions": {"kyes": SESSIONS["keys"], "recheck_every": 0}},
+     ["sessions.kyes: unknown key (did you mean keys?)"]),
+    ({**with_ldap(), "oidc": {"providers": [{**GITHUB, "username_prefix": "github:"}]}, "sesions": SESSIONS,
+      "server": PUBLIC}, ["sesions: unknown key (did you mean sessions?)"]),
+    ({**with_ldap(), "servr": PUBLIC, "sessions": SESSIONS}, ["servr: unknown key (did you mean server?)"]),
+])
+def test_a_typo_is_one_problem_with_a_suggestion(data: dict[str, Any], expected: list[str]) -> None:
+    assert problems(data) == expected
+
+
+@pytest.mark.parametrize(("ldap", "expected"), [
+    # A value that cannot be used is reported; what its absence would imply is not.
+    ({"group_type": "weird", "group_search": {"base_dn": "dc=x"}},
+     ["ldap.group_type: must be one of group_of_names, nested_group_of_names, group_of_unique_names, "
+      "posix_group, member_of, active_directory, got 'weird'"]),
+    ({"bind_dn": "cn=sa", "bind_password": {"env": "SIDECAR_SURELY_UNSET"}},
+     ["ldap.bind_password: environment variable SIDECAR_SURELY_UNSET is not set"]),
+    ({"group_type": 5, "require_group": "cn=a"}, ["ldap.group_type: expected a string, got an integer 5"]),
+])
+def test_an_unusable_value_brings_no_follow_on_problems(ldap: dict[str, Any], expected: list[str]) -> None:
+    assert problems(with_ldap(**ldap)) == expected
+
+
+# -- the shape: defaults in the dataclasses, enumerations as Literals ----------------------------
+
+def test_sections_left_out_are_their_dataclass_defaults() -> None:
+    from sidecar import config as c
+
+    config = parse_config(MINIMAL)
+    assert (config.server, config.headers, config.cache, config.access, config.log, config.login_page,
+            config.regulation, config.oidc) == (c.ServerConfig(), c.HeaderConfig(), c.CacheConfig(),
+                                                c.AccessConfig(), c.LogConfig(), c.LoginPageConfig(),
+                                                c.RegulationConfig(), c.OidcConfig())
+    assert config.ldap == c.LdapConfig(server_uri=("ldap://127.0.0.1",), user_dn_template="uid=%(user)s,dc=x")
+    sessions = parse_config(WITH_SESSIONS).sessions
+    assert sessions is not None and sessions == c.SessionConfig(keys=sessions.keys, recheck_every=0)
+    github = parse_config({"oidc": {"providers": [GITHUB]}, "server": PUBLIC, "sessions": SESSIONS}).oidc.providers[0]
+    assert github.claims == c.ClaimMap(username="login") and github.allow == c.Allow() and github.scopes == ()
+
+
+def test_enumerations_are_literals_of_the_same_strings() -> None:
+    import typing
+
+    from sidecar import config as c
+
+    def choices(cls: type, name: str) -> tuple[str, ...]:
+        hint = typing.get_type_hints(cls)[name]  # Literal[...], or Literal[...] | None
+        literal = next(a for a in (hint, *typing.get_args(hint)) if typing.get_origin(a) is typing.Literal)
+        return typing.get_args(literal)
+
+    assert choices(c.LdapConfig, "group_type") == ("group_of_names", "nested_group_of_names", "group_of_unique_names",
+                                                   "posix_group", "member_of", "active_directory")
+    assert choices(c.ServerConfig, "mode") == ("auth_request", "forward_auth")
+    assert choices(c.LocalUsersConfig, "order") == ("ldap_first", "local_first")
+    assert choices(c.Search, "scope") == ("base", "one", "subtree")
+    assert choices(c.AccessConfig, "default") == ("allow", "deny")
+    assert choices(c.OidcProvider, "type") == ("oidc", "oauth2")
+    assert c.GROUP_TYPES == choices(c.LdapConfig, "group_type")
+
+
+def test_yaml_merge_keys_still_work(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("x-ldap: &ldap {server_uri: 'ldap://x', user_dn_template: 'uid=%(user)s,dc=x', timeout: 9}\n"
+                    "ldap:\n  <<: *ldap\n  timeout: 7\n")
+    found = problems_of_file(path)
+    assert found == ["x-ldap: unknown key (line 1)"]
+
+
+def problems_of_file(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    return refused.value.problems
