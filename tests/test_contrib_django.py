@@ -79,7 +79,7 @@ ANONYMOUS = {"authenticated": False}
 WRITES = ("INSERT", "UPDATE", "DELETE")
 
 
-def wire(headers: Mapping[str, str]) -> dict[str, str]:
+def wire(headers: Mapping[str, str]) -> dict[str, Any]:  # Any, or mypy matches values to get()'s own parameters
     """Environ entries as gunicorn makes them: HTTP_NAME, and UTF-8 bytes decoded as latin-1."""
     return {environ_key(name): value.encode("utf-8").decode("latin-1") for name, value in headers.items()}
 
