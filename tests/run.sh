@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # Installs everything (tests/install.sh), then runs every test, the linters and the type checker,
 # and the core suites again with the lowest dependency versions pyproject.toml admits.
-# Extra arguments go to the main pytest run, e.g. `bash tests/run.sh -k ldap -x`.
+# The main run measures coverage of the sidecar package, in the tests' process and in every Python
+# child (pyproject.toml [tool.coverage]); the whole suite must reach the floor there (fail_under).
+# Extra arguments go to the main pytest run, e.g. `bash tests/run.sh -k ldap -x` (no floor then).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/install.sh
 .venv/bin/ruff check .
 .venv/bin/mypy
-.venv/bin/python -m pytest "$@"
+rm -rf build/coverage
+.venv/bin/python -m coverage run -m pytest "$@"
+.venv/bin/python -m coverage combine -q
+if [ "$#" -eq 0 ]; then
+  .venv/bin/python -m coverage report
+else
+  .venv/bin/python -m coverage report --fail-under=0
+fi
 
 echo "run.sh: the core suites with the lowest admitted dependency versions"
 if [ ! -x .venv-lowest/bin/python ]; then "${PYTHON:-python3}" -m venv .venv-lowest; fi
