@@ -119,7 +119,7 @@ def sidecar_config(proxy: str, slapd: Slapd, *, sidecar_port: int, listen_port: 
 
 def proxy_server(proxy: str, workdir: Path, *, listen_port: int, sidecar_port: int,
                  app_port: int) -> AbstractContextManager[Apache | Caddy | HAProxy]:
-    ports = {"listen_port": listen_port, "sidecar_port": sidecar_port, "app_port": app_port}
+    ports: dict[str, Any] = {"listen_port": listen_port, "sidecar_port": sidecar_port, "app_port": app_port}
     if proxy == "apache":
         return Apache(**ports)
     if proxy == "caddy":

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from ldap3 import BASE, NONE, Connection, Server, Tls
@@ -18,6 +18,8 @@ from ldap3.core.exceptions import LDAPBindError, LDAPSocketOpenError, LDAPSocket
 from tests.conftest import need
 from tests.testbed.hang import HangingServer
 from tests.testbed.slapd import DEMO_USERS, Slapd
+
+Response = list[dict[str, Any]]  # ldap3's conn.response after a search
 
 
 def need_slapd() -> None:
@@ -54,7 +56,7 @@ def stored_dn(slapd: Slapd, dn: str) -> str:
     """The entry's DN as slapd spells it: it returns uid=a\\2Bb for the uid=a\\+b we wrote."""
     with connect(slapd.uri) as conn:
         conn.search(dn, "(objectClass=*)", BASE)
-        return str(conn.response[0]["dn"])
+        return str(cast(Response, conn.response)[0]["dn"])
 
 
 def test_start_is_fast_and_stop_leaves_no_process(tmp_path: Path) -> None:
@@ -198,7 +200,7 @@ def test_search_below_the_referral_gets_a_referral_result(slapd: Slapd) -> None:
 
     with connect(slapd.uri, *service, auto_referrals=True) as conn:
         conn.search(partners, "(uid=remote)", attributes=["mail"])
-        assert [r["dn"] for r in conn.response] == ["uid=remote,ou=people,dc=other,dc=com"]
+        assert [r["dn"] for r in cast(Response, conn.response)] == ["uid=remote,ou=people,dc=other,dc=com"]
 
 
 def can_bind(slapd: Slapd, dn: str, password: str) -> bool:
@@ -258,7 +260,7 @@ def test_size_limit_cuts_every_search_but_the_pagers_paged_ones(tmp_path: Path) 
             cookie, found = None, 0
             while True:
                 conn.search(groups, query, attributes=["cn"], paged_size=5, paged_cookie=cookie)
-                found += sum(1 for e in conn.response if e["type"] == "searchResEntry")
+                found += sum(1 for e in cast(Response, conn.response) if e["type"] == "searchResEntry")
                 cookie = conn.result.get("controls", {}).get("1.2.840.113556.1.4.319", {}).get("value", {}).get(
                     "cookie")
                 if conn.result["result"] != 0 or not cookie:
@@ -266,7 +268,7 @@ def test_size_limit_cuts_every_search_but_the_pagers_paged_ones(tmp_path: Path) 
 
         with connect(server.uri, server.service_dn, server.service_password) as conn:
             conn.search(groups, query, attributes=["cn"])
-            assert (conn.result["description"], len(conn.response)) == ("sizeLimitExceeded", 5)
+            assert (conn.result["description"], len(cast(Response, conn.response))) == ("sizeLimitExceeded", 5)
             assert paged(conn) == (4, 5)  # paging does not lift the limit for the service account
         with connect(server.uri, server.pager_dn, server.pager_password) as conn:
             conn.search(groups, query, attributes=["cn"])

@@ -152,6 +152,3 @@ def _pump(source: socket.socket, target: socket.socket) -> None:
 def relays(inner_ports: Sequence[int]) -> dict[int, Relay]:
     """One relay per inner port, each on a free port of its own."""
     return {port: Relay(port) for port in inner_ports}
-
-
-
