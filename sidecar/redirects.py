@@ -130,10 +130,10 @@ def _ascii_host(host: str) -> str | None:
     if not host.isascii():
         try:
             encoded = host.encode("idna")
-        except UnicodeError:
-            return None
-        # A round trip refuses what IDNA would fold: fullwidth letters, soft hyphens, look-alike dots.
-        if encoded.decode("idna") != host:
+            # A round trip refuses what IDNA would fold: fullwidth letters, soft hyphens, look-alike dots.
+            if encoded.decode("idna") != host:
+                return None
+        except UnicodeError:  # either way: "xn--pp-8ka.test\u3002" encodes, then does not decode
             return None
         host = encoded.decode("ascii")
     host = host.lower()

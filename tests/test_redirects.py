@@ -151,6 +151,12 @@ def test_unicode_entries_are_compared_in_idna_form() -> None:
     assert policy.safe("https://a.\u00e9cole.test/") == "https://a.xn--cole-9oa.test/"
 
 
+def test_a_host_idna_encodes_but_cannot_decode_is_refused() -> None:
+    # A label already in xn-- form beside a non-ASCII dot: encoding passes it through, decoding raised.
+    assert POLICY.safe("https://xn--pp-8ka.test\u3002") == POLICY.default
+    assert RedirectPolicy.problems(hosts=["xn--pp-8ka.test\u3002"]) != []
+
+
 @pytest.mark.parametrize("default", ["/", "/login?next=%2F", "https://good.test/", "http://127.0.0.1:8080/"])
 def test_valid_defaults_are_kept(default: str) -> None:
     policy = RedirectPolicy(default=default)
