@@ -1,9 +1,17 @@
-"""make_app(config): the aiohttp application, its parts built once and closed on clean-up."""
+"""make_app(config): the aiohttp application, assembled from one builder per feature.
+
+Passwords (the directory, the users file, Basic), browser sign-in (sessions, the login page, single
+sign-on), Bearer tokens and the signed identity each build their parts from the configuration and
+return them — ways in, routes, start-up and clean-up work — and make_app puts them together. Nothing
+is changed after it is made, so two applications can be built side by side from two configurations.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,10 +34,10 @@ from sidecar.passwords import PasswordVerifier
 from sidecar.policy import GroupPolicy
 from sidecar.redirects import RedirectPolicy
 from sidecar.regulation import Regulator
-from sidecar.routes import SIDECAR, Sidecar, add_routes
+from sidecar.routes import SIDECAR, Sidecar, assertion_routes, core_routes, sign_in_routes
 from sidecar.session_auth import SessionAuthenticator, SessionJar
 from sidecar.sessions import CookieSettings, SessionCodec
-from sidecar.signin import SignIn
+from sidecar.signin import Landing, SignIn
 from sidecar.sources import LdapSource, LocalSource, PasswordSource, Registry, Sources
 from sidecar.verdict import Authenticator, Verdict
 
@@ -65,103 +73,137 @@ def _csp(hosts: list[str], domains: tuple[str, ...], schemes: set[str], provider
     return Pages.CSP.replace("form-action 'self'", " ".join(["form-action 'self'", *sources]))
 
 
-def _single_sign_on(config: Config, http: HttpClient, signin: SignIn, redirects: RedirectPolicy, public_path: str,
-                    secret: str, secure: bool) -> SingleSignOn:
-    assert config.server.public_url is not None
-    redirect_uri = config.server.public_url + config.oidc.callback_path
-    providers = [Provider(p, http, redirect_uri=redirect_uri, leeway=config.oidc.leeway) for p in config.oidc.providers]
-    return SingleSignOn(
-        providers, state=StateCookie(secret, secure=secure), redirects=redirects, path=public_path,
-        finish=lambda grant, rd: signin.finish(grant.identity, rd, grant.refresh_token),
-        page=lambda status, title, text: signin.message_page(status, title, text),
-    )
+@dataclass
+class Feature:
+    """What one feature adds to the application: ways in, routes, and work at start and end."""
+
+    authenticators: list[Authenticator] = field(default_factory=list)
+    routes: list[web.RouteDef] = field(default_factory=list)
+    on_startup: list[Hook] = field(default_factory=list)
+    on_cleanup: list[Hook] = field(default_factory=list)
 
 
-def make_app(config: Config) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY,
-                          # No request body is ever decompressed: the sign-in form is small, and a body
-                          # that claims an encoding it lacks would otherwise be a traceback in the log.
-                          handler_args={"max_field_size": MAX_HEADER, "max_line_size": MAX_HEADER,
-                                        "auto_decompress": False})
-    writer = HeaderWriter(config.headers)
-    client_address = ClientAddress(config.server.trusted_proxies)
+@dataclass
+class Passwords:
+    """The password sources in their order, and the verifier Basic and the login form share."""
 
+    sources: list[PasswordSource]
+    verifier: PasswordVerifier | None
+    directory: Directory | None
+    feature: Feature
+
+
+def passwords(config: Config, writer: HeaderWriter, client_address: ClientAddress) -> Passwords:
+    feature = Feature()
     directory = Directory(config.ldap) if config.ldap is not None else None
     ldap_source = LdapSource(directory, GroupPolicy(config.ldap)) if directory and config.ldap else None
     local_source = None
     if config.local_users is not None:
         users = LocalUsers(Path(config.local_users.file), reload_every=config.local_users.reload_every)
         local_source = LocalSource(users)
+        feature.on_cleanup.append(_quietly(local_source.close))
     ordered: list[PasswordSource | None] = [ldap_source, local_source]
     if config.local_users is not None and config.local_users.order == "local_first":
         ordered.reverse()
     present = [source for source in ordered if source is not None]
-    sources = Sources(present) if present else None  # none: single sign-on or Bearer tokens only
-
+    if directory is not None:
+        feature.on_startup.append(_check_group_type(directory))
+        feature.on_cleanup.append(_quietly(directory.close))
+    if not present:  # single sign-on or Bearer tokens only
+        return Passwords(present, None, directory, feature)
     cache_ttl = config.ldap.cache_timeout if config.ldap is not None else LOCAL_ONLY_CACHE_TIMEOUT
-    cache: VerdictCache[Verdict] = VerdictCache(
-        ttl=cache_ttl,
-        failure_ttl=config.cache.failure_timeout,
-        max_entries=config.cache.max_entries,
-    )
+    cache: VerdictCache[Verdict] = VerdictCache(ttl=cache_ttl, failure_ttl=config.cache.failure_timeout,
+                                                max_entries=config.cache.max_entries)
     regulation = config.regulation
     # An address a user signed in from stays known as long as a cached login from it can be honoured.
     regulator = (Regulator(max_failures=regulation.max_failures, window=regulation.window, ban=regulation.ban,
                            remember=max(cache_ttl, regulation.window))
                  if regulation.enabled else None)
-    verifier = PasswordVerifier(sources, cache, writer, regulator) if sources is not None else None
+    verifier = PasswordVerifier(Sources(present), cache, writer, regulator)
+    if config.server.basic_auth:
+        feature.authenticators.append(BasicAuthenticator(verifier, client_address))
+    return Passwords(present, verifier, directory, feature)
 
-    authenticators: list[Authenticator] = []
-    signin = None
-    http = HttpClient()
+
+def browser_sign_in(config: Config, writer: HeaderWriter, client_address: ClientAddress, found: Passwords,
+                    http: HttpClient) -> tuple[SignIn | None, Feature]:
+    """The login page, sessions, and single sign-on through each provider."""
     sessions = config.sessions
-    if sessions is not None:
-        assert config.server.public_url is not None  # the loader insists
-        codec = SessionCodec([(key.id, session_key(key.secret.reveal())) for key in sessions.keys],
-                             lifetime=sessions.lifetime, idle_timeout=sessions.idle_timeout)
-        cookie = CookieSettings(name=sessions.cookie_name, domain=sessions.cookie_domain, secure=sessions.secure)
-        max_age = int(sessions.lifetime)
-        registry = Registry(present)  # the providers join it below
-        jar = SessionJar(codec, registry, keep_for=sessions.lifetime)
-        authenticators.append(SessionAuthenticator(jar, cookie, registry.renew, writer,
-                                                   recheck_every=sessions.recheck_every, max_age=max_age))
-        page = config.login_page
-        public_path = urlsplit(config.server.public_url).path.rstrip("/")
-        pages = Pages(Theme(title=page.title, logo_url=page.logo_url, accent=page.accent,
-                            help_text=page.help_text or "", help_url=page.help_url),
-                      static_prefix=public_path + "/static")
-        hosts, schemes = _redirect_targets(sessions, config.server.public_url)
-        redirects = RedirectPolicy(hosts=hosts, domains=sessions.redirect_domains, schemes=schemes,
-                                   default=sessions.default_redirect)
-        signin = SignIn(pages=pages, verifier=verifier, jar=jar, cookie=cookie, redirects=redirects,
-                        client_address=client_address, public_url=config.server.public_url,
-                        max_age=max_age, logout_redirect=sessions.logout_redirect,
-                        csp=_csp(hosts, sessions.redirect_domains, schemes,
-                                 [p.issuer for p in config.oidc.providers if p.logout and p.issuer]))
-        if config.oidc.providers:
-            signin.sso = _single_sign_on(config, http, signin, redirects, public_path,
-                                         sessions.keys[0].secret.reveal(), sessions.secure)
-            registry.add(signin.sso.providers.values())
-    if config.oidc.bearer:
-        authenticators.append(BearerAuthenticator(config.oidc.bearer, http, writer, leeway=config.oidc.leeway))
-    if config.server.basic_auth and verifier is not None:
-        authenticators.append(BasicAuthenticator(verifier, client_address))
-    if config.oidc.providers or config.oidc.bearer:
-        app.cleanup_ctx.append(http.lifetime)
+    if sessions is None:
+        return None, Feature()
+    public_url = config.server.public_url
+    assert public_url is not None  # the loader insists
+    codec = SessionCodec([(key.id, session_key(key.secret.reveal())) for key in sessions.keys],
+                         lifetime=sessions.lifetime, idle_timeout=sessions.idle_timeout)
+    cookie = CookieSettings(name=sessions.cookie_name, domain=sessions.cookie_domain, secure=sessions.secure)
+    public_path = urlsplit(public_url).path.rstrip("/")
+    page = config.login_page
+    pages = Pages(Theme(title=page.title, logo_url=page.logo_url, accent=page.accent,
+                        help_text=page.help_text or "", help_url=page.help_url),
+                  static_prefix=public_path + "/static")
+    hosts, schemes = _redirect_targets(sessions, public_url)
+    redirects = RedirectPolicy(hosts=hosts, domains=sessions.redirect_domains, schemes=schemes,
+                               default=sessions.default_redirect)
+    csp = _csp(hosts, sessions.redirect_domains, schemes,
+               [p.issuer for p in config.oidc.providers if p.logout and p.issuer])
+    redirect_uri = public_url + config.oidc.callback_path
+    providers = [Provider(p, http, redirect_uri=redirect_uri, leeway=config.oidc.leeway)
+                 for p in config.oidc.providers]
+    registry = Registry([*found.sources, *providers])
+    jar = SessionJar(codec, registry, keep_for=sessions.lifetime)
+    landing = Landing(pages=pages, jar=jar, cookie=cookie, max_age=int(sessions.lifetime), path=public_path, csp=csp)
+    sso = None
+    if providers:
+        sso = SingleSignOn(providers, state=StateCookie(sessions.keys[0].secret.reveal(), secure=sessions.secure),
+                           redirects=redirects, path=public_path, landing=landing)
+    signin = SignIn(landing=landing, verifier=found.verifier, sso=sso, redirects=redirects,
+                    client_address=client_address, public_url=public_url, logout_redirect=sessions.logout_redirect)
+    authenticator = SessionAuthenticator(jar, cookie, registry.renew, writer,
+                                         recheck_every=sessions.recheck_every, max_age=int(sessions.lifetime))
+    return signin, Feature(authenticators=[authenticator], routes=sign_in_routes(signin, config.oidc.callback_path))
 
-    signer = None
-    if config.assertion is not None:
-        signer = AssertionSigner(
-            [(key.id, key.private_key.reveal()) for key in config.assertion.keys],
-            issuer=config.assertion.issuer or config.server.public_url or "auth-sidecar",
-            audience=config.assertion.audience, lifetime=config.assertion.lifetime,
-            group_separator=config.headers.group_separator,
-        )
+
+def bearer_tokens(config: Config, writer: HeaderWriter, http: HttpClient) -> Feature:
+    if not config.oidc.bearer:
+        return Feature()
+    return Feature(authenticators=[BearerAuthenticator(config.oidc.bearer, http, writer, leeway=config.oidc.leeway)])
+
+
+def signed_identity(config: Config) -> tuple[AssertionSigner | None, Feature]:
+    if config.assertion is None:
+        return None, Feature()
+    signer = AssertionSigner(
+        [(key.id, key.private_key.reveal()) for key in config.assertion.keys],
+        issuer=config.assertion.issuer or config.server.public_url or "auth-sidecar",
+        audience=config.assertion.audience, lifetime=config.assertion.lifetime,
+        group_separator=config.headers.group_separator,
+    )
+    return signer, Feature(routes=assertion_routes())
+
+
+def make_app(config: Config) -> web.Application:
+    """The application for one configuration: nothing in it is shared with another one built
+    in the same process (a reload builds a second one beside the first)."""
+    writer = HeaderWriter(config.headers)
+    client_address = ClientAddress(config.server.trusted_proxies)
+    http = HttpClient()
+    found = passwords(config, writer, client_address)
+    signin, browser = browser_sign_in(config, writer, client_address, found, http)
+    signer, assertion = signed_identity(config)
+    bearer = bearer_tokens(config, writer, http)
+    # The order ways in are tried: a session, a Bearer token, Basic credentials.
+    features = [browser, bearer, found.feature, assertion]
+
+    app = web.Application(client_max_size=MAX_BODY,
+                          # No request body is ever decompressed: the sign-in form is small, and a body
+                          # that claims an encoding it lacks would otherwise be a traceback in the log.
+                          handler_args={"max_field_size": MAX_HEADER, "max_line_size": MAX_HEADER,
+                                        "auto_decompress": False})
     app[SIDECAR] = Sidecar(
-        authenticators=authenticators,
+        authenticators=[a for feature in features for a in feature.authenticators],
         rules=AccessRules(config.access),
         client_address=client_address,
-        directory=directory,
+        directory=found.directory,
         realm=config.server.realm,
         basic_auth=config.server.basic_auth,
         signin=signin,
@@ -171,10 +213,27 @@ def make_app(config: Config) -> web.Application:
         identity_headers=identity_names(config.headers),
         identity_prefix=config.headers.user.lower() + "-",
     )
-    add_routes(app, signin, signer, config.oidc.callback_path)
+    app.add_routes([*core_routes(), *(route for feature in features for route in feature.routes)])
+    if config.oidc.providers or config.oidc.bearer:
+        app.cleanup_ctx.append(http.lifetime)
+    for feature in features:
+        app.on_startup.extend(feature.on_startup)
+        app.on_cleanup.extend(feature.on_cleanup)
+    return app
 
-    async def check_directory(app: web.Application) -> None:
-        assert directory is not None
+
+Hook = Callable[[web.Application], Awaitable[None]]
+
+
+def _quietly(close: Callable[[], None]) -> Hook:
+    async def hook(app: web.Application) -> None:
+        close()
+
+    return hook
+
+
+def _check_group_type(directory: Directory) -> Hook:
+    async def check(app: web.Application) -> None:
         try:
             await directory.check_group_type()  # ConfigError when the server cannot answer it: no start
         except ConfigError:
@@ -184,14 +243,4 @@ def make_app(config: Config) -> web.Application:
             log.warning("directory unreachable at start-up; ldap.group_type is checked on first use: %s",
                         exc.reason)
 
-    if directory is not None:
-        app.on_startup.append(check_directory)
-
-    async def close(app: web.Application) -> None:
-        if directory is not None:
-            directory.close()
-        if local_source is not None:
-            local_source.close()
-
-    app.on_cleanup.append(close)
-    return app
+    return check

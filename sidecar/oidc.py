@@ -20,7 +20,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import aiohttp
@@ -298,19 +298,26 @@ class Provider:
         return document
 
 
+class Landing(Protocol):
+    """Where a sign-in ends (sidecar.signin.Landing): the session and the way back, or a page."""
+
+    def finish(self, identity: Identity, rd: str, refresh_token: str | None = None) -> web.Response: ...
+
+    def message(self, status: int, title: str, text: str) -> web.Response: ...
+
+
 class SingleSignOn:
     """The /oidc/<name>/start and callback handlers, and what sessions need from providers."""
 
     def __init__(self, providers: list[Provider], *, state: StateCookie, redirects: RedirectPolicy, path: str,
-                 finish: Callable[[Grant, str], web.Response], page: Callable[[int, str, str], web.Response],
-                 clock: Callable[[], float] = time.time) -> None:
+                 landing: Landing, clock: Callable[[], float] = time.time) -> None:
         self.providers = {p.name: p for p in providers}
         self._by_id = {p.id: p for p in providers}
         self.state = state
         self.redirects = redirects
         self.path = path
-        self._finish = finish  # makes the session cookie and the redirect: shared with the login form
-        self._page = page
+        self._landing = landing  # makes the session cookie and the redirect: shared with the login form
+        self._page = landing.message
         self._clock = clock
 
     def buttons(self, rd: str) -> list[tuple[str, str]]:
@@ -357,7 +364,7 @@ class SingleSignOn:
                     else "The sign-in could not be completed. Please start again.")
             return self._refused(exc.status, text)
         log.info("signed in %s with %s", grant.identity.username, provider.name)
-        response = self._finish(grant, pending.rd)
+        response = self._landing.finish(grant.identity, pending.rd, grant.refresh_token)
         response.headers.add("Set-Cookie", self.state.cleared())
         return response
 

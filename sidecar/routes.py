@@ -165,19 +165,23 @@ async def readyz(request: web.Request) -> web.Response:
     return web.Response(status=503, text="directory unreachable\n")
 
 
-def add_routes(app: web.Application, signin: SignIn | None = None, signer: AssertionSigner | None = None,
-               callback_path: str = "/oidc/callback") -> None:
-    app.router.add_get("/auth", auth)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    if signer is not None:
-        app.router.add_get("/.well-known/jwks.json", jwks)
-    if signin is not None:
-        app.router.add_get("/login", signin.show_login)
-        app.router.add_post("/login", signin.submit_login)
-        app.router.add_get("/logout", signin.show_logout)
-        app.router.add_post("/logout", signin.submit_logout)
-        app.router.add_get("/static/{name}", signin.static)
-        if signin.sso is not None:
-            app.router.add_get("/oidc/{name}/start", signin.sso.start)
-            app.router.add_get(callback_path, signin.sso.callback)
+def core_routes() -> list[web.RouteDef]:
+    """What every sidecar answers; each feature of sidecar.app adds its own."""
+    return [web.get("/auth", auth), web.get("/healthz", healthz), web.get("/readyz", readyz)]
+
+
+def assertion_routes() -> list[web.RouteDef]:
+    return [web.get("/.well-known/jwks.json", jwks)]
+
+
+def sign_in_routes(signin: SignIn, callback_path: str) -> list[web.RouteDef]:
+    routes = [
+        web.get("/login", signin.show_login),
+        web.post("/login", signin.submit_login),
+        web.get("/logout", signin.show_logout),
+        web.post("/logout", signin.submit_logout),
+        web.get("/static/{name}", signin.static),
+    ]
+    if signin.sso is not None:
+        routes += [web.get("/oidc/{name}/start", signin.sso.start), web.get(callback_path, signin.sso.callback)]
+    return routes

@@ -60,24 +60,65 @@ def is_browser(request: web.Request) -> bool:
     return "text/html" in headers.get("Accept", "") and "X-Requested-With" not in headers
 
 
+class Landing:
+    """Where every sign-in ends — the login form and each provider alike: the session cookie and
+    the way back, or a page saying why not — and how the sign-in pages are served."""
+
+    def __init__(self, *, pages: Pages, jar: SessionJar, cookie: CookieSettings, max_age: int, path: str,
+                 csp: str) -> None:
+        self.pages = pages
+        self.jar = jar
+        self.cookie = cookie
+        self.max_age = max_age
+        self.path = path
+        self.csp = csp
+
+    def finish(self, identity: Identity, rd: str, refresh_token: str | None = None) -> web.Response:
+        """The end of any sign-in: the session cookie, and back to where the person was going."""
+        session = dataclasses.replace(self.jar.codec.start(identity), refresh_token=refresh_token)
+        try:
+            value = self.jar.encode(session)
+        except SessionTooLarge:
+            log.error("session of %s is too large for a cookie", identity.username)
+            return self.message(503, "Sign-in failed", UNAVAILABLE_ERROR)
+        response = web.Response(status=303, headers={"Location": rd, "Cache-Control": "no-store"})
+        response.headers.add("Set-Cookie", self.cookie.set_cookie_header(value, self.max_age))
+        return response
+
+    def message(self, status: int, title: str, text: str) -> web.Response:
+        link = ("Back to sign-in", self.path + "/login")
+        return self.page(status, self.pages.message(title=title, text=text, link=link))
+
+    def page(self, status: int, html: str, *, set_cookie: str | None = None) -> web.Response:
+        headers = CIMultiDict({
+            "Content-Security-Policy": self.csp,
+            "X-Frame-Options": "DENY",
+            "Referrer-Policy": "same-origin",
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        })
+        if set_cookie is not None:
+            headers.add("Set-Cookie", set_cookie)
+        return web.Response(status=status, text=html, content_type="text/html", headers=headers)
+
+
 class SignIn:
     """The login and logout pages."""
 
-    def __init__(self, *, pages: Pages, verifier: PasswordVerifier | None, jar: SessionJar,
-                 cookie: CookieSettings, redirects: RedirectPolicy, client_address: ClientAddress,
-                 public_url: str, max_age: int, logout_redirect: str | None, csp: str,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.pages = pages
-        self.csp = csp
+    def __init__(self, *, landing: Landing, verifier: PasswordVerifier | None, sso: SingleSignOn | None,
+                 redirects: RedirectPolicy, client_address: ClientAddress, public_url: str,
+                 logout_redirect: str | None, clock: Callable[[], float] = time.time) -> None:
+        self.landing = landing
+        self.pages = landing.pages
         self.verifier = verifier
-        self.jar = jar
-        self.cookie = cookie
+        self.sso = sso
+        self.jar = landing.jar
+        self.cookie = cookie = landing.cookie
         self.redirects = redirects
         self.client_address = client_address
         self.public_url = public_url
         self.origin = "{0.scheme}://{0.netloc}".format(urlsplit(public_url))
-        self.path = urlsplit(public_url).path.rstrip("/")  # where the proxy serves our pages
-        self.max_age = max_age
+        self.path = landing.path  # where the proxy serves our pages
         self.logout_redirect = logout_redirect
         self._clock = clock
         secure = cookie.secure
@@ -85,7 +126,6 @@ class SignIn:
         self._csrf_prefix = self.csrf_name + "="
         self._csrf_attributes = "; Path=/; HttpOnly; SameSite=Strict; Max-Age=3600" + ("; Secure" if secure else "")
         self._csrf_cleared = f"{self.csrf_name}=; Path=/; Max-Age=0" + ("; Secure" if secure else "")
-        self.sso: SingleSignOn | None = None  # set by make_app when providers are configured
 
     def login_url(self, original_url: str | None) -> str:
         """Where a browser without a session is sent: the login page, with the page it wanted."""
@@ -123,25 +163,12 @@ class SignIn:
             return self._form(request, rd=rd, username=typed, error=error, status=429 if throttled else 401)
         assert verdict.identity is not None  # verify answers an identity or raises
         log.info("signed in %s (%s) client=%s", verdict.identity.username, verdict.identity.source, client)
-        response = self.finish(verdict.identity, rd)
+        response = self.landing.finish(verdict.identity, rd)
         response.headers.add("Set-Cookie", self._csrf_cleared)
         return response
 
-    def finish(self, identity: Identity, rd: str, refresh_token: str | None = None) -> web.Response:
-        """The end of any sign-in: the session cookie, and back to where the person was going."""
-        session = dataclasses.replace(self.jar.codec.start(identity), refresh_token=refresh_token)
-        try:
-            value = self.jar.encode(session)
-        except SessionTooLarge:
-            log.error("session of %s is too large for a cookie", identity.username)
-            return self.message_page(503, "Sign-in failed", UNAVAILABLE_ERROR)
-        response = web.Response(status=303, headers={"Location": rd, "Cache-Control": "no-store"})
-        response.headers.add("Set-Cookie", self.cookie.set_cookie_header(value, self.max_age))
-        return response
-
     def message_page(self, status: int, title: str, text: str) -> web.Response:
-        link = ("Back to sign-in", self.path + "/login")
-        return self._page(status, self.pages.message(title=title, text=text, link=link))
+        return self.landing.message(status, title, text)
 
     async def show_logout(self, request: web.Request) -> web.Response:
         token = self._csrf_token(request)
@@ -189,16 +216,8 @@ class SignIn:
         return self._page(status, page, csrf=token)
 
     def _page(self, status: int, html: str, *, csrf: str | None = None) -> web.Response:
-        headers = CIMultiDict({
-            "Content-Security-Policy": self.csp,
-            "X-Frame-Options": "DENY",
-            "Referrer-Policy": "same-origin",
-            "Cache-Control": "no-store",
-            "X-Content-Type-Options": "nosniff",
-        })
-        if csrf is not None:
-            headers.add("Set-Cookie", f"{self.csrf_name}={csrf}{self._csrf_attributes}")
-        return web.Response(status=status, text=html, content_type="text/html", headers=headers)
+        cookie = f"{self.csrf_name}={csrf}{self._csrf_attributes}" if csrf is not None else None
+        return self.landing.page(status, html, set_cookie=cookie)
 
     def _csrf_token(self, request: web.Request) -> str:
         existing = cookie_value(request.headers.get("Cookie"), self._csrf_prefix)

@@ -94,3 +94,19 @@ async def test_malformed_http_is_one_warning_line_not_a_traceback(sidecar: Any, 
     records = [r for r in caplog.records if r.name == "aiohttp.server"]
     assert [(r.levelname, r.exc_info) for r in records] == [("WARNING", None)]
     assert records[0].getMessage().startswith("400 malformed HTTP request from 127.0.0.1")
+
+
+async def test_two_applications_from_two_configurations_live_side_by_side(slapd: Slapd) -> None:
+    # What a reload needs: a second application built while the first still answers.
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from sidecar.app import make_app
+    from tests.conftest import basic, config_for
+
+    first = make_app(config_for(slapd, top={"headers": {"user": "X-First-User"}}))
+    second = make_app(config_for(slapd, top={"access": {"default": "deny"}}))
+    async with TestClient(TestServer(first)) as one, TestClient(TestServer(second)) as two:
+        answer = await one.get("/auth", headers=basic("alice", "alice-pass"))
+        assert answer.status == 200 and answer.headers["X-First-User"] == "alice"
+        assert (await two.get("/auth", headers=basic("alice", "alice-pass"))).status == 403
+        assert (await one.get("/auth", headers=basic("alice", "alice-pass"))).status == 200
