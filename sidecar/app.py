@@ -8,7 +8,6 @@ is changed after it is made, so two applications can be built side by side from 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from sidecar.policy import GroupPolicy
 from sidecar.redirects import RedirectPolicy
 from sidecar.regulation import Regulator
 from sidecar.routes import SIDECAR, Sidecar, assertion_routes, core_routes, sign_in_routes
+from sidecar.sealing import derive_key
 from sidecar.session_auth import SessionAuthenticator, SessionJar
 from sidecar.sessions import CookieSettings, SessionCodec
 from sidecar.signin import Landing, SignIn
@@ -47,11 +47,6 @@ LOCAL_ONLY_CACHE_TIMEOUT = 300  # seconds, when there is no ldap.cache_timeout t
 MAX_BODY = 64 * 1024  # the login form is the only body the sidecar reads
 # Above nginx's own 8 KiB header line limit, so whatever a proxy forwards reaches our checks.
 MAX_HEADER = 16 * 1024
-
-
-def session_key(secret: str) -> bytes:
-    """A 256-bit key from a configured secret (at least 32 random characters, checked at load)."""
-    return hashlib.sha256(b"auth-sidecar session key v1\0" + secret.encode()).digest()
 
 
 def _redirect_targets(sessions: SessionConfig, public_url: str) -> tuple[list[str], set[str]]:
@@ -133,7 +128,7 @@ def browser_sign_in(config: Config, writer: HeaderWriter, client_address: Client
         return None, Feature()
     public_url = config.server.public_url
     assert public_url is not None  # the loader insists
-    codec = SessionCodec([(key.id, session_key(key.secret.reveal())) for key in sessions.keys],
+    codec = SessionCodec([(key.id, derive_key(key.secret.reveal(), "session key")) for key in sessions.keys],
                          lifetime=sessions.lifetime, idle_timeout=sessions.idle_timeout)
     cookie = CookieSettings(name=sessions.cookie_name, domain=sessions.cookie_domain, secure=sessions.secure)
     public_path = urlsplit(public_url).path.rstrip("/")

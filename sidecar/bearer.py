@@ -8,7 +8,6 @@ A verified token's verdict is remembered, keyed by an HMAC of the token, until t
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -22,12 +21,13 @@ from typing import Any
 from aiohttp import web
 from cachetools import TTLCache
 
+from sidecar import base64url
 from sidecar.config import BearerIssuer
 from sidecar.errors import BadRequest, InvalidCredentials
 from sidecar.headers import HeaderWriter
 from sidecar.jwks import Discovery, JwksCache, ProviderUnavailable
 from sidecar.oidc import HttpClient, identity_from_claims
-from sidecar.tokens import MAX_TOKEN_BYTES, Expectations, KeySet, UnknownKey, allowed_algorithms, verify
+from sidecar.tokens import MAX_TOKEN_BYTES, Expectations, allowed_algorithms
 from sidecar.verdict import Verdict
 
 log = logging.getLogger("sidecar.bearer")
@@ -48,11 +48,7 @@ class _Issuer:
 
     async def claims(self, token: str, now: float) -> dict[str, Any]:
         jwks, expected = await self._setup()
-        try:
-            return verify(token, await jwks.keys(), expected, now)
-        except UnknownKey as exc:
-            keys: KeySet = await jwks.refresh_for_unknown_kid(exc.kid)
-            return verify(token, keys, expected, now)
+        return await jwks.verify(token, expected, now)
 
     async def _setup(self) -> tuple[JwksCache, Expectations]:
         if self._jwks is None or self._expected is None:
@@ -115,7 +111,7 @@ def _unverified_issuer(token: str) -> str:
     """The ``iss`` a token claims: trusted for nothing but choosing which issuer checks it."""
     try:
         segment = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+        claims = json.loads(base64url.decode(segment))
     except (IndexError, ValueError, RecursionError):
         raise InvalidCredentials("a Bearer token that is not a JWT") from None
     issuer = claims.get("iss") if isinstance(claims, dict) else None

@@ -25,16 +25,17 @@ from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
-from jose import jwe
-from jose.exceptions import JOSEError
 
 from sidecar.config import Allow, ClaimMap, OidcProvider
+from sidecar.cookies import Cookie
 from sidecar.errors import AccessDenied, AuthError, InvalidCredentials, UnknownUser
+from sidecar.fetch import FetchFailed, fetch_json
 from sidecar.identity import Identity, fold
 from sidecar.jwks import Discovery, JwksCache, ProviderUnavailable
 from sidecar.redirects import RedirectPolicy
-from sidecar.sessions import Session, cookie_value
-from sidecar.tokens import Expectations, UnknownKey, allowed_algorithms, claim, claim_strings, verify
+from sidecar.sealing import Sealer, Unsealable, derive_key
+from sidecar.sessions import Session
+from sidecar.tokens import Expectations, allowed_algorithms, claim, claim_strings
 
 log = logging.getLogger("sidecar.oidc")
 
@@ -119,31 +120,31 @@ class Pending:
 
 
 class StateCookie:
-    """The short-lived encrypted cookie that binds a sign-in in progress to this browser."""
+    """The short-lived sealed cookie that binds a sign-in in progress to this browser."""
 
     def __init__(self, secret: str, *, secure: bool, clock: Callable[[], float] = time.time) -> None:
         # A key of its own: a state cookie can never be taken for a session, nor the reverse.
-        self._key = hashlib.sha256(b"auth-sidecar oidc state v1\0" + secret.encode()).digest()
-        self.name = ("__Host-" if secure else "") + "sidecar_oidc"
-        self._attributes = f"; Path=/; HttpOnly; SameSite=Lax; Max-Age={STATE_TTL}" + ("; Secure" if secure else "")
-        self._cleared = f"{self.name}=; Path=/; Max-Age=0" + ("; Secure" if secure else "")
+        self._sealer = Sealer([(None, derive_key(secret, "oidc state"))])
+        self._cookie = Cookie("sidecar_oidc", secure=secure, same_site="Lax")
+        self.name = self._cookie.cookie_name()
         self._clock = clock
 
     def seal(self, pending: Pending) -> str:
         payload = json.dumps(dataclasses.asdict(pending), separators=(",", ":")).encode()
-        token = jwe.encrypt(payload, self._key, algorithm="dir", encryption="A256GCM")
-        return f"{self.name}={token.decode('ascii')}{self._attributes}"
+        return self._cookie.set_cookie_header(self._sealer.seal(payload), STATE_TTL)
 
     def cleared(self) -> str:
-        return self._cleared
+        return self._cookie.clear_cookie_header()
+
+    def read(self, header: str | None) -> Pending | None:
+        return self.open(self._cookie.read(header))
 
     def open(self, value: str | None) -> Pending | None:
         if not value or len(value) > 4096:
             return None
         try:
-            data = json.loads(jwe.decrypt(value, self._key) or b"")
-            pending = Pending(**data)
-        except (JOSEError, ValueError, TypeError):
+            pending = Pending(**json.loads(self._sealer.open(value)))
+        except (Unsealable, ValueError, TypeError, RecursionError):
             return None
         if not all(isinstance(v, str) for v in dataclasses.astuple(pending)[:5]):
             return None
@@ -258,12 +259,7 @@ class Provider:
         expected = Expectations(issuer=str(metadata["issuer"]), audiences=frozenset({self.config.client_id}),
                                 algorithms=algorithms, leeway=self._leeway,
                                 require_nonce=nonce, authorized_party=self.config.client_id)
-        try:
-            return verify(id_token, await self._jwks.keys(), expected, self._clock())
-        except UnknownKey as exc:
-            # Providers publish a new key before signing with it: fetch the set again, once.
-            keys = await self._jwks.refresh_for_unknown_kid(exc.kid)
-            return verify(id_token, keys, expected, self._clock())
+        return await self._jwks.verify(id_token, expected, self._clock())
 
     async def _userinfo(self, access_token: object) -> dict[str, Any]:
         if not isinstance(access_token, str):
@@ -275,19 +271,15 @@ class Provider:
     async def _token(self, form: dict[str, str]) -> dict[str, Any]:
         url = str((await self.metadata())["token_endpoint"])
         auth = aiohttp.BasicAuth(self.config.client_id, self.config.client_secret.reveal())
-        return await self._json("POST", url, data=form, auth=auth, headers={"Accept": "application/json"})
+        return await self._json("POST", url, data=form, auth=auth)
 
     async def _json(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
         try:
-            async with self._http.session.request(method, url, allow_redirects=False, **kwargs) as response:
-                body = await response.content.read(MAX_RESPONSE + 1)
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ProviderUnavailable(f"{self.name}: {method} {url} failed: {type(exc).__name__} {exc}") from None
-        try:
-            document = json.loads(body) if len(body) <= MAX_RESPONSE else None
-        except (ValueError, RecursionError):
-            document = None
+            answer = await fetch_json(self._http.session, url, method=method, timeout=HTTP_TIMEOUT,
+                                      max_bytes=MAX_RESPONSE, allow_redirects=False, **kwargs)
+        except FetchFailed as exc:
+            raise ProviderUnavailable(f"{self.name}: {method} {url} failed: {exc}") from None
+        status, document = answer.status, answer.document
         if status >= 500:
             raise ProviderUnavailable(f"{self.name}: {method} {url} answered {status}")
         if not isinstance(document, dict):
@@ -342,7 +334,7 @@ class SingleSignOn:
 
     async def callback(self, request: web.Request) -> web.Response:
         query = request.query
-        pending = self.state.open(cookie_value(request.headers.get("Cookie"), self.state.name + "="))
+        pending = self.state.read(request.headers.get("Cookie"))
         if pending is None or not hmac.compare_digest(query.get("state", "").encode(), pending.state.encode()):
             log.warning("sign-in callback refused: the state is missing, expired or not this browser's")
             return self._refused(400, "This sign-in expired or was started elsewhere. Please start again.")

@@ -7,12 +7,12 @@ credentials share one round trip.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 
 from sidecar.cache import VerdictCache
 from sidecar.errors import AccessDenied, BindUnanswered, InvalidCredentials, Throttled
+from sidecar.flight import SingleFlight
 from sidecar.headers import HeaderWriter
 from sidecar.regulation import Regulator, Ticket
 from sidecar.sources import Sources
@@ -30,35 +30,19 @@ class PasswordVerifier:
         self.cache = cache
         self.writer = writer
         self.regulator = regulator
-        self._pending: dict[bytes, asyncio.Future[Verdict]] = {}
+        self._flights: SingleFlight[bytes, Verdict] = SingleFlight()
 
     async def verify(self, username: str, password: str, client: str | None = None) -> Verdict:
         """The allowing verdict for these credentials; their refusal raised (AuthError)."""
         key = self.cache.key(username, password)
         known = self.cache.get(key)
-        if known is None and (pending := self._pending.get(key)) is not None:
-            known = await asyncio.shield(pending)  # asked already: no second look at the sources
+        if known is None:
+            known = await self._flights.join(key)  # asked already: no second look at the sources
         if known is not None:
             return self._answered(known, username, client).settle()
-        regulator = self.regulator
-        if regulator is None:
-            return (await self._coalesced(key, username, password, None)).settle()
-        ticket = await regulator.admit(username, client)  # Throttled when a budget is spent
-        outcome, resolved = "unknown", None
-        try:
-            try:
-                verdict = await self._coalesced(key, username, password, ticket)
-            except BindUnanswered:
-                outcome = "failed"  # the password may have reached the directory: it counts
-                raise
-            if isinstance(verdict.refusal, InvalidCredentials):
-                outcome = "failed"
-            elif verdict.identity is not None:
-                outcome, resolved = "succeeded", verdict.identity.username
-            return verdict.settle()
-        finally:
-            for ban in regulator.settle(ticket, outcome, resolved, client):
-                log.warning("regulation: %s", ban)
+        ticket = await self.regulator.admit(username, client) if self.regulator is not None else None
+        attempt = await self._flights.run(key, lambda: self._attempt(key, username, password, ticket, client))
+        return attempt.settle()
 
     def _answered(self, verdict: Verdict, username: str, client: str | None) -> Verdict:
         """A verdict that asked no source now: a ban still refuses it, except a success from an
@@ -79,21 +63,28 @@ class PasswordVerifier:
                 log.warning("regulation: %s", ban)
         return verdict
 
-    async def _coalesced(self, key: bytes, username: str, password: str, ticket: Ticket | None) -> Verdict:
-        future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
-        self._pending[key] = future
+    async def _attempt(self, key: bytes, username: str, password: str, ticket: Ticket | None,
+                       client: str | None) -> Verdict:
+        """One look at the sources, run to its end even when the caller leaves: its verdict is
+        cached and its outcome settled in the regulation's budgets."""
+        outcome, resolved = "unknown", None
         try:
-            verdict = await self._ask_sources(username, password, ticket)
+            try:
+                verdict = await self._ask_sources(username, password, ticket)
+            except BindUnanswered:
+                outcome = "failed"  # the password may have reached the directory: it counts
+                raise
             if not isinstance(verdict.refusal, Throttled):  # a budget spent now says nothing later
                 self.cache.put(key, verdict, success=not isinstance(verdict.refusal, InvalidCredentials))
-            future.set_result(verdict)
+            if isinstance(verdict.refusal, InvalidCredentials):
+                outcome = "failed"
+            elif verdict.identity is not None:
+                outcome, resolved = "succeeded", verdict.identity.username
             return verdict
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters get it, nobody else must
-            raise
         finally:
-            del self._pending[key]
+            if self.regulator is not None and ticket is not None:
+                for ban in self.regulator.settle(ticket, outcome, resolved, client):
+                    log.warning("regulation: %s", ban)
 
     async def _ask_sources(self, username: str, password: str, ticket: Ticket | None) -> Verdict:
         regulator = self.regulator

@@ -9,7 +9,6 @@ it while in use. The login and logout pages that make and end sessions are in si
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import time
@@ -19,6 +18,7 @@ from aiohttp import web
 from cachetools import TTLCache
 
 from sidecar.errors import AccessDenied, AuthError, DirectoryUnavailable, InvalidCredentials
+from sidecar.flight import SingleFlight
 from sidecar.headers import HeaderWriter
 from sidecar.sessions import CookieSettings, Revocations, Session, SessionCodec, SessionTooLarge, cookie_value
 from sidecar.sources import Registry
@@ -105,7 +105,7 @@ class SessionAuthenticator:
         self._clock = clock
         self._prefix = cookie.cookie_name() + "="
         self._retry_at: dict[str, float] = {}
-        self._rechecks: dict[str, asyncio.Future[Session]] = {}
+        self._rechecks: SingleFlight[tuple[str, str], Session] = SingleFlight()
         # Rendered verdicts by session: the codec's memo hands back the same Session for the same
         # cookie, so a cookie in use costs no header rendering. Holding the session keeps its id valid.
         self._verdicts: dict[int, tuple[Session, Verdict]] = {}
@@ -145,15 +145,8 @@ class SessionAuthenticator:
 
     async def _recheck(self, session: Session) -> Session:
         # One query to the source per user however many of their requests arrive at once.
-        key = f"{session.identity.source}\0{session.identity.username}"
-        if (pending := self._rechecks.get(key)) is not None:
-            return await asyncio.shield(pending)
-        future = asyncio.ensure_future(self.renew(session))
-        self._rechecks[key] = future
-        try:
-            return await asyncio.shield(future)
-        finally:
-            self._rechecks.pop(key, None)
+        who = session.identity
+        return await self._rechecks.run((who.source, who.username), lambda: self.renew(session))
 
     def _verdict(self, session: Session, *, renew: bool) -> Verdict:
         if not renew and (hit := self._verdicts.get(id(session))) is not None and hit[0] is session:

@@ -26,6 +26,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 
 from sidecar.basic import check_password_shape, normalize_username
+from sidecar.cookies import Cookie
 from sidecar.errors import (
     AuthError,
     DirectoryUnavailable,
@@ -38,9 +39,11 @@ from sidecar.pages import Pages
 from sidecar.passwords import PasswordVerifier
 from sidecar.redirects import RedirectPolicy
 from sidecar.session_auth import SessionJar
-from sidecar.sessions import CookieSettings, SessionTooLarge, cookie_value
+from sidecar.sessions import CookieSettings, SessionTooLarge
 
 log = logging.getLogger("sidecar.signin")
+
+CSRF_MAX_AGE = 3600  # seconds a sign-in form stays usable
 
 GENERIC_ERROR = "Wrong username or password."
 THROTTLED_ERROR = "Too many failed attempts. Wait a few minutes, then try again."
@@ -121,11 +124,7 @@ class SignIn:
         self.path = landing.path  # where the proxy serves our pages
         self.logout_redirect = logout_redirect
         self._clock = clock
-        secure = cookie.secure
-        self.csrf_name = ("__Host-" if secure else "") + "sidecar_csrf"
-        self._csrf_prefix = self.csrf_name + "="
-        self._csrf_attributes = "; Path=/; HttpOnly; SameSite=Strict; Max-Age=3600" + ("; Secure" if secure else "")
-        self._csrf_cleared = f"{self.csrf_name}=; Path=/; Max-Age=0" + ("; Secure" if secure else "")
+        self.csrf = Cookie("sidecar_csrf", secure=cookie.secure, same_site="Strict")
 
     def login_url(self, original_url: str | None) -> str:
         """Where a browser without a session is sent: the login page, with the page it wanted."""
@@ -164,7 +163,7 @@ class SignIn:
         assert verdict.identity is not None  # verify answers an identity or raises
         log.info("signed in %s (%s) client=%s", verdict.identity.username, verdict.identity.source, client)
         response = self.landing.finish(verdict.identity, rd)
-        response.headers.add("Set-Cookie", self._csrf_cleared)
+        response.headers.add("Set-Cookie", self.csrf.clear_cookie_header())
         return response
 
     def message_page(self, status: int, title: str, text: str) -> web.Response:
@@ -183,7 +182,7 @@ class SignIn:
                                                       text="Your sign-out form expired. Please try again.",
                                                       link=("Back", self.path + "/logout")))
         everywhere = fields.get("scope") == EVERYWHERE
-        session = self.jar.sign_out(cookie_value(request.headers.get("Cookie"), self.cookie.cookie_name() + "=") or "",
+        session = self.jar.sign_out(self.cookie.read(request.headers.get("Cookie")) or "",
                                     everywhere=everywhere)
         if session is not None:
             log.info("signed out %s (%s)%s client=%s", session.identity.username, session.identity.source,
@@ -216,11 +215,11 @@ class SignIn:
         return self._page(status, page, csrf=token)
 
     def _page(self, status: int, html: str, *, csrf: str | None = None) -> web.Response:
-        cookie = f"{self.csrf_name}={csrf}{self._csrf_attributes}" if csrf is not None else None
+        cookie = self.csrf.set_cookie_header(csrf, CSRF_MAX_AGE) if csrf is not None else None
         return self.landing.page(status, html, set_cookie=cookie)
 
     def _csrf_token(self, request: web.Request) -> str:
-        existing = cookie_value(request.headers.get("Cookie"), self._csrf_prefix)
+        existing = self.csrf.read(request.headers.get("Cookie"))
         if existing and 32 <= len(existing) <= 64 and existing.replace("-", "").replace("_", "").isalnum():
             return existing
         return secrets.token_urlsafe(32)
@@ -236,7 +235,7 @@ class SignIn:
         if isinstance(fields, str):
             log.warning("form refused: %s client=%s", fields, client)
             return None
-        cookie = cookie_value(request.headers.get("Cookie"), self._csrf_prefix) or ""
+        cookie = self.csrf.read(request.headers.get("Cookie")) or ""
         if not cookie or not hmac.compare_digest(cookie.encode(), fields.get("csrf", "").encode()):
             log.warning("form refused: CSRF token missing or wrong client=%s", client)
             return None
