@@ -623,14 +623,14 @@ def _simple_bind(conn: ldap3.Connection, dn: str, password: bytes) -> bool:
 def _unbind_quietly(conn: ldap3.Connection) -> None:
     try:
         conn.unbind()
-    except Exception:  # noqa: BLE001 - it is being thrown away
+    except Exception:
         pass
     finally:
         # An unbind that could not be sent (a server gone quiet) leaves ldap3's socket open.
         try:
             if not conn.closed:
                 conn.strategy.close()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
 
