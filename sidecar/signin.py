@@ -245,17 +245,8 @@ class SignIn:
         """The fields of a URL-encoded UTF-8 body of at most MAX_FORM bytes, each given once, as
         browsers post our forms; else why not (any other type, charset or encoding, a body too
         large or not percent-encoded UTF-8, a field twice)."""
-        content_type, _, parameters = request.headers.get("Content-Type", "").partition(";")
-        if content_type.strip().lower() != FORM_TYPE:
-            return f"content type {content_type[:60]!r} is not {FORM_TYPE}"
-        for parameter in parameters.split(";"):
-            name, _, value = parameter.strip().partition("=")
-            if name.lower() == "charset" and value.strip('"').lower() not in ("utf-8", "utf8"):
-                return f"charset {value[:40]!r} is not UTF-8"
-        if request.headers.get("Content-Encoding", "identity").lower() != "identity":
-            return "the body is content-encoded"
-        if (request.content_length or 0) > MAX_FORM:
-            return f"{request.content_length} bytes"
+        if (why := _not_a_form(request)) is not None:
+            return why
         body = bytearray()
         try:
             while len(body) <= MAX_FORM and (chunk := await request.content.readany()):
@@ -275,3 +266,19 @@ class SignIn:
         if len(fields) != len(pairs):
             return "a field is given twice"
         return fields
+
+
+def _not_a_form(request: web.Request) -> str | None:
+    """Why the request's headers do not announce a form as browsers post ours, or None."""
+    content_type, _, parameters = request.headers.get("Content-Type", "").partition(";")
+    if content_type.strip().lower() != FORM_TYPE:
+        return f"content type {content_type[:60]!r} is not {FORM_TYPE}"
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.strip().partition("=")
+        if name.lower() == "charset" and value.strip('"').lower() not in ("utf-8", "utf8"):
+            return f"charset {value[:40]!r} is not UTF-8"
+    if request.headers.get("Content-Encoding", "identity").lower() != "identity":
+        return "the body is content-encoded"
+    if (request.content_length or 0) > MAX_FORM:
+        return f"{request.content_length} bytes"
+    return None

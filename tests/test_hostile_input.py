@@ -103,7 +103,7 @@ async def test_variants_of_a_name_are_one_identity_but_their_own_cache_entry(sid
     again = await client.get("/auth", headers=basic(variant, "alice-pass"))
     assert again.status == 200
     assert identity_headers(again) == identity_headers(first)
-    verifier: PasswordVerifier = client.app[SIDECAR].authenticators[0].verifier  # type: ignore[attr-defined]
+    verifier: PasswordVerifier = client.app[SIDECAR].authenticators[0].verifier
     # Only the directory says which entry a spelling means: each spelling but SP/HTAB padding and
     # NFKC is a question of its own, so two entries can never share one cached verdict.
     assert len(verifier.cache) == (1 if variant.strip() in ("alice", "ａｌｉｃｅ") else 2)
@@ -171,7 +171,7 @@ async def test_unexpected_errors_are_503_not_500(slapd: Slapd, aiohttp_client) -
         async def authenticate(self, request: object) -> None:
             raise RuntimeError("boom")
 
-    app[SIDECAR].authenticators.insert(0, Exploding())  # type: ignore[arg-type]
+    app[SIDECAR].authenticators.insert(0, Exploding())
     client = await aiohttp_client(app)
     response = await client.get("/auth", headers=basic("alice", "alice-pass"))
     assert response.status == 503
@@ -211,7 +211,7 @@ async def test_ambiguous_requests_are_400_before_any_directory(sidecar: StartSid
 async def test_two_authorization_headers_are_400(sidecar: StartSidecar, broken: ClosingServer) -> None:
     client = await sidecar(server_uri=broken.uri)
     two = [("Authorization", "Bearer x.y.z"), ("Authorization", basic("alice", "alice-pass")["Authorization"])]
-    response = await client.get("/auth", headers=two)  # type: ignore[arg-type]
+    response = await client.get("/auth", headers=two)
     assert response.status == 400 and broken.accepted == 0
 
 
@@ -246,7 +246,7 @@ async def test_cached_refusals_keep_no_traceback(sidecar: StartSidecar) -> None:
     client = await sidecar()
     assert (await client.get("/auth", headers=basic("alice", "wrong-Secret-1"))).status == 401
     assert (await client.get("/auth", headers=basic("nobody", "wrong-Secret-2"))).status == 401
-    verifier: PasswordVerifier = client.app[SIDECAR].authenticators[0].verifier  # type: ignore[attr-defined]
+    verifier: PasswordVerifier = client.app[SIDECAR].authenticators[0].verifier
     stores = [store for store in (verifier.cache._ok, verifier.cache._failed) if store is not None]
     refusals = [v.refusal for store in stores for v in store.values() if v.refusal is not None]
     assert len(refusals) == 2
