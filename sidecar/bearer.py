@@ -23,9 +23,9 @@ from cachetools import TTLCache
 
 from sidecar import base64url
 from sidecar.config import BearerIssuer
-from sidecar.errors import BadRequest, InvalidCredentials
+from sidecar.errors import BadRequest, InvalidCredentials, ProviderUnavailable
 from sidecar.headers import HeaderWriter
-from sidecar.jwks import Discovery, JwksCache, ProviderUnavailable
+from sidecar.jwks import Discovery, JwksCache
 from sidecar.oidc import HttpClient, identity_from_claims
 from sidecar.tokens import MAX_TOKEN_BYTES, Expectations, allowed_algorithms
 from sidecar.verdict import Verdict

@@ -29,12 +29,12 @@ import yaml
 
 from sidecar import cookies, keylist
 from sidecar.canonical import parse_host, segments
-from sidecar.errors import ConfigError, MalformedRequest
+from sidecar.errors import ConfigError, MalformedRequest, SecretSourceError
 from sidecar.identity import fold
 from sidecar.local import LocalUsers
 from sidecar.pages import Pages, Theme
 from sidecar.redirects import RedirectPolicy
-from sidecar.secrets import Secret, SecretSourceError, load_secret
+from sidecar.secrets import Secret, load_secret
 from sidecar.yamlfile import line_of, load_yaml
 
 T = TypeVar("T")

@@ -14,11 +14,9 @@ from typing import Any
 
 import aiohttp
 
+from sidecar.errors import FetchFailed
+
 CHUNK = 64 * 1024
-
-
-class FetchFailed(Exception):
-    """No answer: the reason (a timeout, the client's error) for the operator's log line."""
 
 
 @dataclass(frozen=True, slots=True)

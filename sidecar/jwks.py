@@ -26,10 +26,10 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import aiohttp
 
-from sidecar.errors import DirectoryUnavailable
-from sidecar.fetch import FetchFailed, fetch_json
+from sidecar.errors import FetchFailed, KeysUnavailable, ProviderUnavailable, UnknownKey
+from sidecar.fetch import fetch_json
 from sidecar.flight import SingleFlight
-from sidecar.tokens import JWK, PUBLIC_MEMBERS, Expectations, KeySet, UnknownKey, verify
+from sidecar.tokens import JWK, PUBLIC_MEMBERS, Expectations, KeySet, verify
 
 log = logging.getLogger("sidecar.jwks")
 T = TypeVar("T")
@@ -42,14 +42,6 @@ CURVES = frozenset({"P-256", "P-384", "P-521"})
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth"})
 # The discovery members the sign-in flow needs (OpenID Connect Discovery 1.0, section 3).
 REQUIRED_ENDPOINTS = ("authorization_endpoint", "token_endpoint", "jwks_uri")
-
-
-class ProviderUnavailable(DirectoryUnavailable):
-    """The OpenID provider's discovery document cannot be fetched, or is not valid."""
-
-
-class KeysUnavailable(ProviderUnavailable):
-    """No key set has been fetched yet, and fetching one failed."""
 
 
 class _Invalid(Exception):

@@ -28,12 +28,20 @@ from aiohttp import web
 
 from sidecar.config import Allow, ClaimMap, OidcProvider
 from sidecar.cookies import Cookie
-from sidecar.errors import AccessDenied, AuthError, InvalidCredentials, UnknownUser
-from sidecar.fetch import FetchFailed, fetch_json
+from sidecar.errors import (
+    AccessDenied,
+    AuthError,
+    FetchFailed,
+    InvalidCredentials,
+    ProviderUnavailable,
+    UnknownUser,
+    Unsealable,
+)
+from sidecar.fetch import fetch_json
 from sidecar.identity import Identity, fold
-from sidecar.jwks import Discovery, JwksCache, ProviderUnavailable
+from sidecar.jwks import Discovery, JwksCache
 from sidecar.redirects import RedirectPolicy
-from sidecar.sealing import Sealer, Unsealable, derive_key
+from sidecar.sealing import Sealer, derive_key
 from sidecar.sessions import Session
 from sidecar.tokens import Expectations, allowed_algorithms, claim, claim_strings
 

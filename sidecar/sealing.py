@@ -23,6 +23,7 @@ from typing import Literal
 from jose import jwe
 
 from sidecar import base64url
+from sidecar.errors import Unsealable
 
 ALG = "dir"
 ENC = "A256GCM"
@@ -36,10 +37,6 @@ Purpose = Literal["session key", "oidc state"]
 def derive_key(secret: str, purpose: Purpose) -> bytes:
     """The 256-bit key for a purpose from a configured secret (at least 32 random characters, checked at load)."""
     return hashlib.sha256(b"auth-sidecar " + purpose.encode() + b" v1\0" + secret.encode()).digest()
-
-
-class Unsealable(Exception):
-    """Why a value cannot be opened: for a debug log line, never for the client."""
 
 
 class Sealer:

@@ -9,6 +9,8 @@ import hmac
 import os
 from pathlib import Path
 
+from sidecar.errors import SecretSourceError
+
 
 class Secret:
     """A string that hides itself; call :meth:`reveal` at the one place that needs the value."""
@@ -40,10 +42,6 @@ class Secret:
 
     def __reduce__(self) -> tuple[object, ...]:
         raise TypeError("a Secret cannot be pickled")
-
-
-class SecretSourceError(ValueError):
-    """A secret's source cannot be read; the message names the source, never the value."""
 
 
 def load_secret(spec: object) -> Secret:

@@ -17,10 +17,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from cachetools import TTLCache
 
-from sidecar.errors import AccessDenied, AuthError, DirectoryUnavailable, InvalidCredentials
+from sidecar.errors import AccessDenied, AuthError, InvalidCredentials, SessionTooLarge, Unavailable
 from sidecar.flight import SingleFlight
 from sidecar.headers import HeaderWriter
-from sidecar.sessions import CookieSettings, Revocations, Session, SessionCodec, SessionTooLarge, cookie_value
+from sidecar.sessions import CookieSettings, Revocations, Session, SessionCodec, cookie_value
 from sidecar.sources import Registry
 from sidecar.verdict import Verdict
 
@@ -131,7 +131,7 @@ class SessionAuthenticator:
             return self._verdict(session, renew=False)
         try:
             renewed = await self._recheck(session)
-        except DirectoryUnavailable as exc:
+        except Unavailable as exc:
             # Signed-in people keep working while the directory is away; new sign-ins cannot.
             log.warning("session of %s not re-checked, kept for now: %s", username, exc.reason)
             self._retry_at[username] = now + RETRY_UNREACHABLE

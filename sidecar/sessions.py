@@ -40,9 +40,9 @@ from cachetools import TTLCache
 from sidecar import keylist
 from sidecar.cookies import Cookie
 from sidecar.cookies import cookie_value as cookie_value
-from sidecar.errors import SidecarError
+from sidecar.errors import SessionTooLarge, Unsealable
 from sidecar.identity import Identity, fold
-from sidecar.sealing import KEY_BYTES, Sealer, Unsealable
+from sidecar.sealing import KEY_BYTES, Sealer
 
 log = logging.getLogger("sidecar.sessions")
 T = TypeVar("T")
@@ -77,15 +77,6 @@ class Session:
 def new_session_id() -> str:
     """128 random bits, base64url: a session id nobody can guess or choose."""
     return secrets.token_urlsafe(16)
-
-
-class SessionTooLarge(SidecarError):
-    """The encoded session exceeds ``max_bytes``: store fewer groups in it, or keep it server-side."""
-
-    def __init__(self, size: int, limit: int) -> None:
-        self.size = size
-        self.limit = limit
-        super().__init__(f"the session cookie would be {size} bytes, more than {limit}")
 
 
 class _Refused(Exception):

@@ -27,11 +27,7 @@ from multidict import CIMultiDict
 
 from sidecar.basic import check_password_shape, normalize_username
 from sidecar.cookies import Cookie
-from sidecar.errors import (
-    AuthError,
-    DirectoryUnavailable,
-    Throttled,
-)
+from sidecar.errors import AuthError, SessionTooLarge, Throttled, Unavailable
 from sidecar.forwarded import ClientAddress
 from sidecar.identity import Identity
 from sidecar.oidc import SingleSignOn
@@ -39,7 +35,7 @@ from sidecar.pages import Pages
 from sidecar.passwords import PasswordVerifier
 from sidecar.redirects import RedirectPolicy
 from sidecar.session_auth import SessionJar
-from sidecar.sessions import CookieSettings, SessionTooLarge
+from sidecar.sessions import CookieSettings
 
 log = logging.getLogger("sidecar.signin")
 
@@ -152,7 +148,7 @@ class SignIn:
         try:
             username = normalize_username(typed)
             verdict = await self.verifier.verify(username, check_password_shape(form.get("password", "")), client)
-        except DirectoryUnavailable as exc:
+        except Unavailable as exc:
             log.error("503 sign-in of %r: %s client=%s", typed[:64], exc.reason, client)
             return self._form(request, rd=rd, username=typed, error=UNAVAILABLE_ERROR, status=503)
         except AuthError as refusal:

@@ -27,7 +27,7 @@ from jose import jwk, jws
 from jose.backends.base import Key
 
 from sidecar import base64url
-from sidecar.errors import InvalidCredentials
+from sidecar.errors import TokenRejected, UnknownKey
 
 JWK = Mapping[str, Any]
 
@@ -46,18 +46,6 @@ MAX_TIME = 2**53
 COMPACT_JWS = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]*)")
 # Error messages show at most this much of a value taken from a token.
 SHOWN = 64
-
-
-class TokenRejected(InvalidCredentials):
-    """The token is not a valid, current token for us. The reason names no part of the token but short fields."""
-
-
-class UnknownKey(TokenRejected):
-    """The token names a key id the key set lacks: refresh the keys (rate-limited) and verify once more."""
-
-    def __init__(self, kid: str) -> None:
-        self.kid = kid
-        super().__init__(f"no key with kid {_shown(kid)} in the key set")
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,12 +29,11 @@ from sidecar.contrib.assertion import (
     REFETCH_INTERVAL,
     REQUIRED,
     RETRY_AFTER_FAILURE,
-    AssertionRejected,
     AssertionVerifier,
     fetch_jwks,
     parse_jwks,
 )
-from sidecar.errors import AccessDenied
+from sidecar.errors import AccessDenied, AssertionRejected
 from sidecar.headers import HeaderWriter
 from sidecar.identity import Identity
 

@@ -45,7 +45,6 @@ from django.test import Client, RequestFactory, override_settings  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.utils.module_loading import import_string  # noqa: E402
 
-from sidecar.contrib.assertion import AssertionRejected  # noqa: E402
 from sidecar.contrib.django import (  # noqa: E402
     SidecarBackend,
     SidecarMiddleware,
@@ -53,6 +52,7 @@ from sidecar.contrib.django import (  # noqa: E402
     load_options,
 )
 from sidecar.contrib.headers import HeaderNames, environ_key  # noqa: E402
+from sidecar.errors import AssertionRejected  # noqa: E402
 from sidecar.identity import Identity  # noqa: E402
 
 ALICE = {

@@ -16,9 +16,9 @@ from wsgiref.util import setup_testing_defaults
 
 import pytest
 
-from sidecar.contrib.assertion import AssertionRejected
 from sidecar.contrib.headers import decode, environ_key
 from sidecar.contrib.wsgi import IDENTITY, SidecarWSGIMiddleware
+from sidecar.errors import AssertionRejected
 from sidecar.identity import Identity
 from tests.django_project import need_module
 from tests.testbed import ROOT

@@ -10,7 +10,8 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from sidecar.fetch import FetchFailed, JsonAnswer, fetch_json
+from sidecar.errors import FetchFailed
+from sidecar.fetch import JsonAnswer, fetch_json
 
 
 async def chunked(request: web.Request) -> web.StreamResponse:

@@ -14,9 +14,9 @@ from aiohttp import web
 from jose import jwk, jwt
 from pytest_aiohttp import AiohttpServer
 
-from sidecar.errors import DirectoryUnavailable
-from sidecar.jwks import Discovery, JwksCache, KeysUnavailable, ProviderUnavailable
-from sidecar.tokens import Expectations, KeySet, UnknownKey, allowed_algorithms, verify
+from sidecar.errors import DirectoryUnavailable, KeysUnavailable, ProviderUnavailable, Unavailable, UnknownKey
+from sidecar.jwks import Discovery, JwksCache
+from sidecar.tokens import Expectations, KeySet, allowed_algorithms, verify
 from tests.test_tokens import EC_JWK, EC_PEMS, OTHER_RSA_PEM, RSA_JWK, RSA_PEM, claims, expect, public_jwk
 
 ISSUER_PATH = "/realms/main"
@@ -259,7 +259,8 @@ async def test_no_keys_at_all_is_unavailable(cache: JwksCache, provider: Provide
         await cache.keys()
     assert info.value.reason == f"cannot fetch {provider.url()}: HTTP status 503"
     assert info.value.status == 503
-    assert isinstance(info.value, DirectoryUnavailable)
+    # A provider's outage is no directory's: siblings under Unavailable, both a 503.
+    assert isinstance(info.value, Unavailable) and not isinstance(info.value, DirectoryUnavailable)
     # The error is the log line; the next try waits for the interval.
     assert caplog.records == []
     for kid in ("any", "other"):  # one kid-driven retry, then the interval

@@ -11,9 +11,9 @@ from aiohttp import web
 from jose import jwt
 
 from sidecar.config import OidcProvider as ProviderConfig
+from sidecar.errors import TokenRejected
 from sidecar.oidc import HttpClient, Provider
 from sidecar.secrets import Secret
-from sidecar.tokens import TokenRejected
 from tests.conftest import need
 from tests.testbed.oidc import OidcProvider, oidc_client
 

@@ -10,7 +10,8 @@ import pytest
 from jose import jwe
 
 from sidecar import base64url
-from sidecar.sealing import Sealer, Unsealable, derive_key
+from sidecar.errors import Unsealable
+from sidecar.sealing import Sealer, derive_key
 
 SECRET = "fixed-test-secret-0123456789abcdefghij"
 # Made by the code before sealing was one module (SessionCodec, oidc.StateCookie), with SECRET:

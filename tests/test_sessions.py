@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from jose import jwe
 
+from sidecar.errors import SessionTooLarge
 from sidecar.identity import Identity
-from sidecar.sessions import SESSION_ID, CookieSettings, Revocations, Session, SessionCodec, SessionTooLarge
+from sidecar.sessions import SESSION_ID, CookieSettings, Revocations, Session, SessionCodec
 
 KEY_A = bytes(range(32))
 KEY_B = bytes(range(100, 132))
@@ -474,7 +475,7 @@ def test_idle_timeout_counts_from_last_seen(codec: SessionCodec, clock: Clock) -
 
 @pytest.mark.parametrize("field", ["issued_at", "last_seen", "checked_at"])
 def test_times_in_the_future_beyond_a_minute_are_refused(codec: SessionCodec, field: str) -> None:
-    times = {"issued_at": NOW, "last_seen": NOW, "checked_at": NOW}
+    times: dict[str, Any] = {"issued_at": NOW, "last_seen": NOW, "checked_at": NOW}
     assert codec.decode(codec.encode(Session(ALICE, **{**times, field: NOW + 60}))) is not None
     assert codec.decode(codec.encode(Session(ALICE, **{**times, field: NOW + 61}))) is None
 
@@ -691,7 +692,8 @@ def test_sign_out_everywhere_ends_every_earlier_session_of_that_user_only(codec:
     assert revoked.is_revoked(laptop) and revoked.is_revoked(phone)
     assert not revoked.is_revoked(bob) and not revoked.is_revoked(elsewhere)  # another source's alice
     clock.now += 1
-    assert not revoked.is_revoked(codec.decode(codec.encode(codec.start(ALICE))))  # signing in again works
+    again = codec.decode(codec.encode(codec.start(ALICE)))
+    assert again is not None and not revoked.is_revoked(again)  # signing in again works
 
 
 def test_a_mark_covers_sessions_whose_cookie_rounds_their_time_down(codec: SessionCodec, clock: Clock) -> None:

@@ -10,8 +10,8 @@ import pytest
 
 from sidecar.assertion import generate_key
 from sidecar.config import parse_config
-from sidecar.contrib.assertion import AssertionRejected, AssertionVerifier
-from sidecar.errors import ConfigError
+from sidecar.contrib.assertion import AssertionVerifier
+from sidecar.errors import AssertionRejected, ConfigError
 from tests.conftest import StartSidecar, basic
 from tests.testbed import ROOT
 

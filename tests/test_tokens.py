@@ -15,18 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jose import jwe, jwk, jws, jwt
 from jose.backends.base import Key
 
-from sidecar.errors import InvalidCredentials
-from sidecar.tokens import (
-    ASYMMETRIC,
-    Expectations,
-    KeySet,
-    TokenRejected,
-    UnknownKey,
-    allowed_algorithms,
-    claim,
-    claim_strings,
-    verify,
-)
+from sidecar.errors import InvalidCredentials, TokenRejected, UnknownKey
+from sidecar.tokens import ASYMMETRIC, Expectations, KeySet, allowed_algorithms, claim, claim_strings, verify
 
 NOW = 1_700_000_000.0
 ISSUER = "https://idp.example.com/realms/main"

@@ -27,7 +27,7 @@ from jose import jwk
 from jose.backends.base import Key
 
 from sidecar import base64url
-from sidecar.errors import SidecarError
+from sidecar.errors import AssertionRejected
 
 log = logging.getLogger("sidecar.contrib.assertion")
 T = TypeVar("T")
@@ -51,14 +51,6 @@ REQUIRED = ("iss", "aud", "sub", "iat", "nbf", "exp", "jti", "given_name", "fami
 # Claim -> key of the ``headers`` mapping it must equal.
 TEXT_CLAIMS = {"sub": "user", "given_name": "first_name", "family_name": "last_name", "email": "email"}
 FLAG_CLAIMS = {"is_staff": "is_staff", "is_superuser": "is_superuser"}
-
-
-class AssertionRejected(SidecarError):
-    """An assertion is missing, invalid or does not match the headers; ``reason`` is for the log only."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
 
 
 class AssertionVerifier:

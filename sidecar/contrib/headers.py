@@ -16,7 +16,8 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
-from sidecar.contrib.assertion import AssertionRejected, AssertionVerifier
+from sidecar.contrib.assertion import AssertionVerifier
+from sidecar.errors import AssertionRejected
 from sidecar.identity import Identity
 
 log = logging.getLogger("sidecar.contrib")
