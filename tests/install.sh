@@ -15,6 +15,7 @@ packages=(
   systemd                                                      # systemd-analyze checks the unit file
   chromium fonts-dejavu-core                                   # a real browser for sign-in tests
   wrk libldap2-dev libsasl2-dev                                # bench/: load, and the peer's LDAP build
+  iproute2                                                     # ip: the Samba DC brings up its own loopback
   python3-venv
 )
 missing=()
