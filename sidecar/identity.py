@@ -36,4 +36,5 @@ class Identity:
     is_staff: bool = False
     is_superuser: bool = False
     extra: Mapping[str, str] = field(default_factory=lambda: EMPTY)
-    source: str = "ldap"
+    # The id of the source that vouches for it (sidecar.sources): ldap, local, oidc:<provider>...
+    source: str = field(kw_only=True)

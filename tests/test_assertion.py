@@ -51,7 +51,7 @@ ALICE = Identity(
     groups=("NetBox-Admins", "Staff"),
     rule_groups=frozenset({"netbox-admins", "staff"}),
     is_staff=True,
-    extra={"department": "Ops"},
+    extra={"department": "Ops"}, source="ldap"
 )
 HEADER_KEYS = ("user", "first_name", "last_name", "email", "groups", "is_staff", "is_superuser")
 
@@ -193,9 +193,11 @@ def test_python_jose_reads_our_assertions_and_we_read_its_tokens(clock: Clock) -
 
 
 @pytest.mark.parametrize("identity", [
-    Identity(username="jose", first_name="José", last_name="Ñúñez", groups=("Équipe",)),
-    Identity(username="yamada", first_name="太郎", last_name="山田", email="山田@例え.jp", groups=("開発", "運用")),
-    Identity(username="party", first_name="🎉", last_name="Ünïcode 👩🏽‍💻", groups=("🚀",), is_superuser=True),
+    Identity(username="jose", first_name="José", last_name="Ñúñez", groups=("Équipe",), source="ldap"),
+    Identity(username="yamada", first_name="太郎", last_name="山田", email="山田@例え.jp", groups=("開発", "運用"),
+             source="ldap"),
+    Identity(username="party", first_name="🎉", last_name="Ünïcode 👩🏽‍💻", groups=("🚀",), is_superuser=True,
+             source="ldap"),
 ])
 def test_non_ascii_names_round_trip(clock: Clock, identity: Identity) -> None:
     token = make_signer(clock).sign(identity)
@@ -208,7 +210,7 @@ def test_non_ascii_names_round_trip(clock: Clock, identity: Identity) -> None:
 
 def test_claims_are_the_header_values_exactly(clock: Clock) -> None:
     padded = Identity(username="bob", first_name=" Bob", last_name="  Smith ", email="bob@example.com",
-                      groups=("ops", "a|b", " ", "dev\n", " staff"))
+                      groups=("ops", "a|b", " ", "dev\n", " staff"), source="ldap")
     headers = plain(padded)
     assert headers["groups"] == "ops"  # a group is published as named, or not at all
     claims = make_verifier(clock).verify(make_signer(clock).sign(padded), headers)
@@ -216,15 +218,18 @@ def test_claims_are_the_header_values_exactly(clock: Clock) -> None:
     assert claims["groups"] == ["ops"]
 
 
-@pytest.mark.parametrize("identity", [Identity(username=" bob\r\n"), Identity(username="bob", first_name="Bob\x00"),
-                                      Identity(username="bob", email="bob@example.com\x7f")])
+@pytest.mark.parametrize("identity", [
+    Identity(username=" bob\r\n", source="ldap"),
+    Identity(username="bob", first_name="Bob\x00", source="ldap"),
+    Identity(username="bob", email="bob@example.com\x7f", source="ldap"),
+])
 def test_an_identity_that_would_have_to_be_altered_is_refused(identity: Identity) -> None:
     with pytest.raises(AccessDenied):
         plain(identity)
 
 
 def test_another_group_separator_on_both_sides(clock: Clock) -> None:
-    identity = Identity(username="carol", groups=("a|b", "c", "d,e"))
+    identity = Identity(username="carol", groups=("a|b", "c", "d,e"), source="ldap")
     token = make_signer(clock, group_separator=",").sign(identity)
     verifier = make_verifier(clock, group_separator=",")
     headers = {**plain(identity), "groups": "a|b,c"}
@@ -232,7 +237,7 @@ def test_another_group_separator_on_both_sides(clock: Clock) -> None:
 
 
 def test_a_missing_header_counts_as_empty(clock: Clock) -> None:
-    identity = Identity(username="dave")
+    identity = Identity(username="dave", source="ldap")
     headers = {key: value for key, value in plain(identity).items() if value}
     assert set(headers) == {"user", "is_staff", "is_superuser"}
     make_verifier(clock).verify(make_signer(clock).sign(identity), headers)
@@ -279,7 +284,7 @@ def test_the_memo_tells_identities_apart(clock: Clock) -> None:
 
 def test_the_memo_is_bounded_and_forgets_the_oldest(clock: Clock) -> None:
     signer = make_signer(clock, memo_entries=2)
-    users = [Identity(username=name) for name in ("u1", "u2", "u3")]
+    users = [Identity(username=name, source="ldap") for name in ("u1", "u2", "u3")]
     tokens = [signer.sign(user) for user in users]
     assert signer.sign(users[2]) == tokens[2] and signer.sign(users[1]) == tokens[1]
     assert signer.sign(users[0]) != tokens[0]
@@ -451,7 +456,7 @@ def test_headers_beyond_alg_kid_typ_are_refused(clock: Clock, header: dict[str, 
 
 def test_a_tampered_payload_is_refused(clock: Clock) -> None:
     header, _, signature = make_signer(clock).sign(ALICE).split(".")
-    mallory = Identity(username="mallory", groups=("NetBox-Admins",), is_superuser=True)
+    mallory = Identity(username="mallory", groups=("NetBox-Admins",), is_superuser=True, source="ldap")
     token = f"{header}.{b64(json.dumps(claims_for(mallory)).encode())}.{signature}"
     assert refused(make_verifier(clock), token, plain(mallory)) == "the signature is not valid"
 
@@ -550,7 +555,7 @@ def test_claims_that_do_not_match_the_headers_are_refused(clock: Clock, key: str
 
 
 def test_an_assertion_for_another_user_is_refused(clock: Clock) -> None:
-    bob = Identity(username="bob", groups=("Staff",))
+    bob = Identity(username="bob", groups=("Staff",), source="ldap")
     assert refused(make_verifier(clock), make_signer(clock).sign(bob), plain(ALICE)) == (
         "the sub claim does not match the user header")
 

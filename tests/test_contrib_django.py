@@ -404,7 +404,7 @@ def test_the_real_assertion_verifier_with_the_sidecar_s_signer(client: Client) -
     signer = signing.AssertionSigner([("k1", signing.generate_key())], issuer="https://sso.test", audience="app")
     other = signing.AssertionSigner([("k1", signing.generate_key())], issuer="https://sso.test", audience="app")
     jose = Identity("jose", first_name="José", last_name="山田", email="jose@example.com",
-                    groups=("active", "netbox-users"))
+                    groups=("active", "netbox-users"), source="ldap")
     headers = {"Remote-User": "jose", "Remote-User-First-Name": "José", "Remote-User-Last-Name": "山田",
                "Remote-User-Email": "jose@example.com", "Remote-User-Group": "active|netbox-users",
                "Remote-User-Staff": "false", "Remote-User-Superuser": "false"}

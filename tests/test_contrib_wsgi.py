@@ -180,7 +180,7 @@ def test_with_an_assertion_anything_else_is_scrubbed_and_logged_once(
 def test_the_real_assertion_verifier_with_the_sidecar_s_signer() -> None:
     import sidecar.assertion as signing
     signer = signing.AssertionSigner([("k1", signing.generate_key())], issuer="https://sso.test", audience="app")
-    jose = Identity("jose", first_name="José", last_name="山田", groups=("active",), is_superuser=True)
+    jose = Identity("jose", first_name="José", last_name="山田", groups=("active",), is_superuser=True, source="ldap")
     headers = {"Remote-User": "jose", "Remote-User-First-Name": "José", "Remote-User-Last-Name": "山田",
                "Remote-User-Group": "active", "Remote-User-Staff": "false", "Remote-User-Superuser": "true"}
     options = {"assertion": {"issuer": "https://sso.test", "audience": "app", "jwks": signer.jwks()}}

@@ -114,7 +114,7 @@ def test_rules_meet_names_only_in_their_own_spelling() -> None:
                                                        groups=frozenset({fold("Staff")})),
                                             AccessRule(path="/admin", allow=False))))
     admin = original(request("127.0.0.1", X_Forwarded_Host="app.test", X_Forwarded_Uri="/admin"))  # type: ignore[arg-type]
-    assert rules.allows(Identity("STAFF-member", rule_groups=frozenset({fold("STAFF")})), admin)
-    assert rules.allows(Identity("straße"), admin)
+    assert rules.allows(Identity("STAFF-member", rule_groups=frozenset({fold("STAFF")}), source="ldap"), admin)
+    assert rules.allows(Identity("straße", source="ldap"), admin)
     for name, groups in [("strasse", set()), ("STRASSE", set()), ("x", {fold("ſtaff")}), ("y", {fold("staﬀ")})]:
-        assert not rules.allows(Identity(name, rule_groups=frozenset(groups)), admin), name
+        assert not rules.allows(Identity(name, rule_groups=frozenset(groups), source="ldap"), admin), name

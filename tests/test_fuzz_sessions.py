@@ -34,7 +34,7 @@ FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCh
 NOW = 1_700_000_000.0
 LIFETIME = 8 * 3600.0
 ALICE = Identity(username="alice", first_name="Alice", email="alice@example.com", groups=("staff", "users"),
-                 rule_groups=frozenset({"staff", "users"}), is_staff=True, is_superuser=True)
+                 rule_groups=frozenset({"staff", "users"}), is_staff=True, is_superuser=True, source="ldap")
 B64URL = string.ascii_letters + string.digits + "-_"
 
 

@@ -31,7 +31,7 @@ ALICE = Identity(
     groups=("NetBox-Admins", "Staff"),
     rule_groups=frozenset({"netbox-admins", "staff", "vpn-users"}),
     is_staff=True,
-    extra={"department": "Ops", "employeeNumber": "42"},
+    extra={"department": "Ops", "employeeNumber": "42"}, source="ldap"
 )
 
 
