@@ -10,16 +10,61 @@ directory may decide which one a spelling means, so each spelling has its own ve
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from cachetools import TTLCache
-
+K = TypeVar("K")
 V = TypeVar("V")
+
+
+class ExpiringMap(Generic[K, V]):
+    """A bounded map whose entries lapse ``ttl`` seconds after they were put: a dict lookup and
+    one clock reading on the hot path (cachetools' TTLCache costs several times that). Entries are
+    kept in the order they lapse, so a put drops lapsed ones from the front, and when full the one
+    put longest ago."""
+
+    def __init__(self, max_entries: int, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._max = max_entries
+        self._ttl = ttl
+        self._clock = clock
+        self._entries: dict[K, tuple[V, float]] = {}
+
+    def get(self, key: K) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[1] > self._clock():
+            return entry[0]
+        self._entries.pop(key, None)
+        return None
+
+    def __setitem__(self, key: K, value: V) -> None:
+        entries = self._entries
+        entries.pop(key, None)  # a new put goes to the end of the line: the order is that of expiry
+        now = self._clock()
+        while entries:
+            oldest = next(iter(entries))
+            if len(entries) < self._max and entries[oldest][1] > now:
+                break
+            del entries[oldest]  # lapsed, or the longest held when full
+        entries[key] = (value, now + self._ttl)
+
+    def pop(self, key: K, default: V | None = None) -> V | None:
+        entry = self._entries.pop(key, None)
+        return default if entry is None else entry[0]
+
+    def values(self) -> list[V]:
+        now = self._clock()
+        return [value for value, until in self._entries.values() if until > now]
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 class VerdictCache(Generic[V]):
@@ -32,17 +77,14 @@ class VerdictCache(Generic[V]):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._key = secrets.token_bytes(32)
-        self._ok: TTLCache[bytes, V] | None = (
-            TTLCache(max_entries, ttl, timer=clock) if ttl > 0 else None
-        )
-        self._failed: TTLCache[bytes, V] | None = (
-            TTLCache(max_entries, failure_ttl, timer=clock) if failure_ttl > 0 else None
+        self._ok: ExpiringMap[bytes, V] | None = ExpiringMap(max_entries, ttl, clock) if ttl > 0 else None
+        self._failed: ExpiringMap[bytes, V] | None = (
+            ExpiringMap(max_entries, failure_ttl, clock) if failure_ttl > 0 else None
         )
 
     def key(self, username: str, password: str) -> bytes:
         # The NUL separator cannot occur in either part: both are checked for control characters.
-        message = f"{username}\0{password}".encode()
-        return hmac.new(self._key, message, hashlib.sha256).digest()
+        return hmac.digest(self._key, f"{username}\0{password}".encode(), "sha256")
 
     def get(self, key: bytes) -> V | None:
         if self._ok is not None and (found := self._ok.get(key)) is not None:

@@ -59,7 +59,7 @@ class SessionJar:
     def sign_out(self, value: str, *, everywhere: bool = False) -> Session | None:
         """Revoke the session in a cookie value (with ``everywhere``, every session of its user
         issued until now); the session, or None when the value held no current one."""
-        session = self._open(value)
+        session = self.open(value)
         if session is not None:
             who = session.identity
             if everywhere:
@@ -68,14 +68,20 @@ class SessionJar:
                 self.revocations.revoke(session)
         return session
 
-    def _open(self, value: str) -> Session | None:
+    def open(self, value: str) -> Session | None:
+        """The current, not signed-out session in a cookie value, as the cookie holds it; else None."""
         session = self.codec.decode(value)
         return None if session is None or self.revocations.is_revoked(session) else session
 
     async def decode(self, value: str) -> Session | None:
-        session = self._open(value)
+        """The current session in a cookie value, its groups restored; None for any other value."""
+        session = self.open(value)
         if session is None or not session.groups_elsewhere:
             return session
+        return await self.restore(session)
+
+    async def restore(self, session: Session) -> Session | None:
+        """A session whose groups are kept here, with them (read again from its source if need be)."""
         who = session.identity
         kept = self._groups.get((who.source, who.username))
         if kept is None:
@@ -114,7 +120,9 @@ class SessionAuthenticator:
         value = cookie_value(request.headers.get("Cookie"), self._prefix)
         if value is None:
             return None
-        session = await self.jar.decode(value)
+        session = self.jar.open(value)  # no await on the common path: a coroutine costs as much as the rest
+        if session is not None and session.groups_elsewhere:
+            session = await self.jar.restore(session)
         if session is None:
             log.info("session cookie refused (invalid, expired, idle, signed out or from a retired key)")
             return None

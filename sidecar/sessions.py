@@ -35,9 +35,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from cachetools import TTLCache
-
 from sidecar import keylist
+from sidecar.cache import ExpiringMap
 from sidecar.cookies import Cookie
 from sidecar.cookies import cookie_value as cookie_value
 from sidecar.errors import SessionTooLarge, Unsealable
@@ -110,7 +109,7 @@ class SessionCodec:
         self._max_bytes = max_bytes
         # Memo keys are HMACs under a key of this process: the memo holds no cookie value.
         self._memo_key = secrets.token_bytes(32)
-        self._memo: TTLCache[bytes, Session] = TTLCache(memo_entries, idle_timeout, timer=clock)
+        self._memo: ExpiringMap[bytes, Session] = ExpiringMap(memo_entries, idle_timeout, clock)
 
     @property
     def lifetime(self) -> float:

@@ -316,3 +316,19 @@ def test_known_addresses_last_as_long_as_cached_logins(slapd: Slapd) -> None:
     app = make_app(config_for(slapd, cache_timeout=28_800))
     verifier = app[SIDECAR].authenticators[-1].verifier  # type: ignore[attr-defined]
     assert verifier.regulator.remember == 28_800
+
+
+def test_an_expiring_map_is_bounded_and_lapses_in_order() -> None:
+    from sidecar.cache import ExpiringMap
+
+    clock = Clock()
+    entries: ExpiringMap[int, str] = ExpiringMap(3, 10.0, clock)
+    for i in range(5):
+        entries[i] = str(i)
+        clock.now += 1
+    assert len(entries) == 3 and entries.get(0) is None and entries.get(4) == "4"
+    entries[2] = "two"  # put again: lapses last now
+    clock.now += 9.5  # 3 and 4 have lapsed (put at 1003 and 1004), 2 was put again at 1005
+    assert entries.get(3) is None and entries.get(2) == "two" and entries.values() == ["two"]
+    clock.now += 1
+    assert entries.get(2) is None
