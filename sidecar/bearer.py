@@ -2,13 +2,12 @@
 
 The token's own ``iss`` only chooses which configured issuer to check it against; everything is
 then verified strictly (:mod:`sidecar.tokens`) with that issuer's keys, audiences and algorithms.
-A verified token's verdict is remembered, keyed by an HMAC of the token, until the token expires
+A verified token's verdict is remembered, keyed by an HMAC of the Authorization value, until the token expires
 (bounded), so a client sending the same token on every request costs a dictionary lookup.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
@@ -19,9 +18,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
-from cachetools import TTLCache
 
 from sidecar import base64url
+from sidecar.cache import ExpiringMap
 from sidecar.config import BearerIssuer
 from sidecar.errors import BadRequest, InvalidCredentials, ProviderUnavailable
 from sidecar.headers import HeaderWriter
@@ -83,19 +82,22 @@ class BearerAuthenticator:
         self._writer = writer
         self._clock = clock
         self._key = secrets.token_bytes(32)
-        self._memo: TTLCache[bytes, tuple[Verdict, float]] = TTLCache(memo_entries, MEMO_TTL)
+        self._memo: ExpiringMap[bytes, tuple[Verdict, float]] = ExpiringMap(memo_entries, MEMO_TTL)
 
     async def authenticate(self, request: web.Request) -> Verdict | None:
         header = request.headers.get("Authorization")
         if not header or not _SCHEME.match(header):
             return None
-        if len(header) > MAX_TOKEN_BYTES + 16 or (match := _BEARER.fullmatch(header)) is None:
-            raise BadRequest("malformed or oversized Bearer token (not 'Bearer' SP token68)")
-        token = match.group(1)
-        key = hmac.new(self._key, token.encode(), hashlib.sha256).digest()
+        if len(header) > MAX_TOKEN_BYTES + 16:
+            raise BadRequest("oversized Bearer token")
+        # Keyed by the whole value: one that was read strictly once is known without reading it again.
+        key = hmac.digest(self._key, header.encode(), "sha256")
         now = self._clock()
         if (hit := self._memo.get(key)) is not None and now < hit[1]:
             return hit[0]
+        if (match := _BEARER.fullmatch(header)) is None:
+            raise BadRequest("malformed Bearer token (not 'Bearer' SP token68)")
+        token = match.group(1)
         issuer = self._issuers.get(_unverified_issuer(token))
         if issuer is None:
             raise InvalidCredentials("a Bearer token from an issuer that is not configured")
