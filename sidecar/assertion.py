@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec
 from jose import jwk, jws
 from jose.backends.base import Key
 
@@ -62,7 +62,7 @@ class AssertionSigner:
         group_separator: str = "|",
         memo_entries: int = 10_000,
     ) -> None:
-        problems = keylist.problems(keys, _pem_problem, kind="PEM private key")
+        problems = keylist.problems(keys, keylist.pem_problem, kind="PEM private key")
         if not issuer:
             problems.append("issuer: must not be empty")
         if not audience:
@@ -147,19 +147,3 @@ def _public_jwk(kid: str, key: Key) -> dict[str, str]:
             "kid": kid, "alg": ALG, "use": "sig"}
 
 
-def _pem_problem(pem: str) -> str | None:
-    if not isinstance(pem, str):
-        return "must be PEM text"
-    try:
-        key = serialization.load_pem_private_key(pem.encode(), password=None)
-    except TypeError:
-        return "is encrypted: give it without a passphrase"
-    except Exception:  # cryptography raises ValueError or UnsupportedAlgorithm; the text may hold the key
-        return "is not a PEM private key"
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return "is Ed25519: python-jose has no EdDSA, use EC P-256 (auth-sidecar generate-signing-key)"
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        return "is not an EC key: ES256 needs EC P-256 (auth-sidecar generate-signing-key)"
-    if not isinstance(key.curve, ec.SECP256R1):
-        return f"is on curve {key.curve.name}: ES256 needs P-256 (secp256r1)"
-    return None

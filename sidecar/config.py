@@ -1029,8 +1029,8 @@ def _read_assertion(r: _Reader) -> AssertionConfig:
         pem = item.secret("private_key")
         if pem is None:
             item.follow_on("private_key", "expected a PEM private key (auth-sidecar generate-signing-key)")
-        elif "PRIVATE KEY-----" not in pem.reveal():
-            item.problem("private_key", "expected a PEM private key (auth-sidecar generate-signing-key)")
+        elif (problem := keylist.pem_problem(pem.reveal())) is not None:  # the signer's own rule
+            item.problem("private_key", f"{problem} (auth-sidecar generate-signing-key)")
         elif key_id is not None:
             keys.append(SigningKey(key_id, pem))
         item.done()

@@ -508,3 +508,13 @@ def problems_of_file(path: Path) -> list[str]:
     with pytest.raises(ConfigError) as refused:
         load_config(path)
     return refused.value.problems
+
+
+@pytest.mark.parametrize("pem", [
+    "-----BEGIN PRIVATE KEY-----\nnot a key at all\n-----END PRIVATE KEY-----\n",
+    "no pem here",
+])
+def test_a_signing_key_serve_would_refuse_is_refused_by_the_loader(pem: str) -> None:
+    # It passed check-config on a substring test and then crashed serve (the signer's own rule).
+    found = problems({**with_ldap(), "assertion": {"keys": [{"id": "k1", "private_key": pem}], "audience": "app"}})
+    assert any(p.startswith("assertion.keys[0].private_key: ") for p in found), found
