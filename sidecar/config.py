@@ -624,6 +624,8 @@ def _ldap_servers(r: _Reader, default: LdapConfig) -> tuple[tuple[str, ...], boo
             r.problem("server_uri", f"expected ldap://HOST[:PORT] or ldaps://..., got {uri!r}")
         elif parts.path not in ("", "/"):
             r.problem("server_uri", f"a server URI has no path: {uri!r}")
+        elif not _port_ok(parts):
+            r.problem("server_uri", f"the port must be 1 to 65535, got {uri!r}")
     start_tls = r.flag("start_tls", default.start_tls)
     if start_tls and any(u.startswith("ldaps:") for u in uris):
         r.problem("start_tls", "StartTLS goes with ldap:// URIs; ldaps:// is already encrypted")
@@ -865,6 +867,13 @@ def _hostname(parts: SplitResult) -> str | None:
         return parts.hostname
     except ValueError:
         return None
+
+
+def _port_ok(parts: SplitResult) -> bool:
+    try:
+        return parts.port is None or parts.port > 0
+    except ValueError:  # not a number, or over 65535
+        return False
 
 
 def _local_path(url: str) -> bool:

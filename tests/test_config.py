@@ -518,3 +518,9 @@ def test_a_signing_key_serve_would_refuse_is_refused_by_the_loader(pem: str) -> 
     # It passed check-config on a substring test and then crashed serve (the signer's own rule).
     found = problems({**with_ldap(), "assertion": {"keys": [{"id": "k1", "private_key": pem}], "audience": "app"}})
     assert any(p.startswith("assertion.keys[0].private_key: ") for p in found), found
+
+
+@pytest.mark.parametrize("uri", ["ldap://x:99999", "ldap://x:0", "ldaps://x:port"])
+def test_a_directory_port_out_of_range_is_refused(uri: str) -> None:
+    found = problems(with_ldap(server_uri=uri))
+    assert any(p.startswith("ldap.server_uri: the port must be 1 to 65535") for p in found), found
