@@ -40,7 +40,17 @@ class PasswordVerifier:
             known = await self._flights.join(key)  # asked already: no second look at the sources
         if known is not None:
             return self._answered(known, username, client).settle()
-        ticket = await self.regulator.admit(username, client) if self.regulator is not None else None
+        regulator = self.regulator
+        ticket = await regulator.admit(username, client) if regulator is not None else None
+        # admit may have waited: the same credentials may be under way, or answered, by now. Then
+        # this attempt asks no source, and its place goes back (no await until run: nothing can
+        # start in between).
+        if self._flights.running(key) or (known := self.cache.get(key)) is not None:
+            if regulator is not None and ticket is not None:
+                regulator.settle(ticket, "unknown")
+            known = self.cache.get(key) or await self._flights.join(key)
+            assert known is not None
+            return self._answered(known, username, client).settle()
         attempt = await self._flights.run(key, lambda: self._attempt(key, username, password, ticket, client))
         return attempt.settle()
 

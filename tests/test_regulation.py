@@ -332,3 +332,22 @@ def test_an_expiring_map_is_bounded_and_lapses_in_order() -> None:
     assert entries.get(3) is None and entries.get(2) == "two" and entries.values() == ["two"]
     clock.now += 1
     assert entries.get(2) is None
+
+
+async def test_attempts_that_waited_and_then_shared_one_look_give_their_places_back(slapd: Slapd) -> None:
+    # Two colleagues' checks fill the address's budget; two requests of a third arrive with the same
+    # password, wait, and are answered by one look at the directory: every place must come back.
+    with DelayedDirectory(slapd.port, 0.2, only_binds_under=PEOPLE) as far:
+        config = config_for(slapd, server_uri=far.uri, top={"regulation": {"max_failures": 2}})
+        app = make_app(config)
+        async with TestClient(TestServer(app)) as client:
+            office = from_address(7)
+            answers = await asyncio.gather(
+                client.get("/auth", headers={**basic("alice", "alice-pass"), **office}),
+                client.get("/auth", headers={**basic("bob", "bob-pass"), **office}),
+                client.get("/auth", headers={**basic("carol", "carol-pass"), **office}),
+                client.get("/auth", headers={**basic("carol", "carol-pass"), **office}),
+            )
+            assert [a.status for a in answers] == [200] * 4
+            regulator = app[SIDECAR].authenticators[-1].verifier.regulator  # type: ignore[attr-defined]
+            assert [record.in_flight for record in regulator._records.values()] == [0] * len(regulator._records)
