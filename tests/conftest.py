@@ -129,13 +129,16 @@ def ad(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest)
         yield dc
 
 
+StartApp = Callable[[Config], Awaitable[TestClient[Any, Any]]]
+
+
 @pytest.fixture
-async def sidecar(slapd: Slapd) -> AsyncIterator[StartSidecar]:
-    """``await sidecar(top={...}, **ldap_overrides)``: a test client for a new sidecar app."""
+async def app_client() -> AsyncIterator[StartApp]:
+    """``await app_client(config)``: a test client for a new sidecar app, closed after the test."""
     clients: list[TestClient[Any, Any]] = []
 
-    async def start(*, top: dict[str, Any] | None = None, **ldap: Any) -> TestClient[Any, Any]:
-        client: TestClient[Any, Any] = TestClient(TestServer(make_app(config_for(slapd, top=top, **ldap))))
+    async def start(config: Config) -> TestClient[Any, Any]:
+        client: TestClient[Any, Any] = TestClient(TestServer(make_app(config)))
         clients.append(client)  # closed at the end even when it fails to start
         await client.start_server()
         return client
@@ -143,6 +146,20 @@ async def sidecar(slapd: Slapd) -> AsyncIterator[StartSidecar]:
     yield start
     for client in clients:
         await client.close()
+
+
+def sidecar_for(server: Slapd, app_client: StartApp) -> StartSidecar:
+    """``await start(top={...}, **ldap_overrides)`` against one directory."""
+    async def start(*, top: dict[str, Any] | None = None, **ldap: Any) -> TestClient[Any, Any]:
+        return await app_client(config_for(server, top=top, **ldap))
+
+    return start
+
+
+@pytest.fixture
+def sidecar(slapd: Slapd, app_client: StartApp) -> StartSidecar:
+    """``await sidecar(top={...}, **ldap_overrides)``: a test client for a new sidecar app."""
+    return sidecar_for(slapd, app_client)
 
 
 @pytest.fixture(scope="module")

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from sidecar.app import make_app
 from sidecar.config import parse_config
 from sidecar.ldap import Directory
-from tests.conftest import basic, identity_headers
+from tests.conftest import StartApp, basic, identity_headers
 from tests.testbed.samba import SambaDC
 
 USERS = "CN=Users,DC=example,DC=test"
@@ -37,19 +35,11 @@ def ad_settings(ad: SambaDC, **overrides: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def start(ad: SambaDC) -> AsyncIterator[Any]:
-    clients: list[TestClient[Any, Any]] = []
-
+def start(ad: SambaDC, app_client: StartApp) -> Any:
     async def start(**overrides: Any) -> TestClient[Any, Any]:
-        config = parse_config({"ldap": ad_settings(ad, **overrides)})
-        client: TestClient[Any, Any] = TestClient(TestServer(make_app(config)))
-        await client.start_server()
-        clients.append(client)
-        return client
+        return await app_client(parse_config({"ldap": ad_settings(ad, **overrides)}))
 
-    yield start
-    for client in clients:
-        await client.close()
+    return start
 
 
 def groups(response: Any) -> set[str]:

@@ -6,16 +6,25 @@ import asyncio
 import logging
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from sidecar.app import make_app
 from sidecar.errors import AuthError, ConfigError, DirectoryUnavailable, InvalidCredentials, Throttled
 from sidecar.ldap import Directory
-from tests.conftest import GROUPS, PEOPLE, StartSidecar, basic, config_for, group, identity_headers, need
+from tests.conftest import (
+    GROUPS,
+    PEOPLE,
+    StartApp,
+    StartSidecar,
+    basic,
+    config_for,
+    group,
+    identity_headers,
+    need,
+    sidecar_for,
+)
 from tests.testbed.slapd import Slapd
 
 pytestmark = pytest.mark.usefixtures("slapd")
@@ -359,18 +368,8 @@ def crowded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
 
 
 @pytest.fixture
-async def crowd_sidecar(crowded: Slapd) -> AsyncIterator[StartSidecar]:
-    clients: list[TestClient[Any, Any]] = []
-
-    async def start(*, top: dict[str, Any] | None = None, **ldap: Any) -> TestClient[Any, Any]:
-        client: TestClient[Any, Any] = TestClient(TestServer(make_app(config_for(crowded, top=top, **ldap))))
-        await client.start_server()
-        clients.append(client)
-        return client
-
-    yield start
-    for client in clients:
-        await client.close()
+def crowd_sidecar(crowded: Slapd, app_client: StartApp) -> StartSidecar:
+    return sidecar_for(crowded, app_client)
 
 
 def pager(server: Slapd) -> dict[str, str]:

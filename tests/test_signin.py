@@ -22,7 +22,7 @@ from sidecar.config import parse_config
 from sidecar.identity import Identity
 from sidecar.local import hash_password
 from sidecar.routes import SIDECAR
-from tests.conftest import basic, group, identity_headers, ldap_settings
+from tests.conftest import StartApp, basic, group, identity_headers, ldap_settings
 from tests.test_ldap import ClosingServer
 from tests.testbed.slapd import Slapd
 
@@ -46,18 +46,11 @@ def settings(slapd: Slapd | None, *, ldap: dict[str, Any] | None = None, **top: 
 
 
 @pytest.fixture
-async def start() -> AsyncIterator[Any]:
-    clients: list[TestClient[Any, Any]] = []
-
+def start(app_client: StartApp) -> Any:
     async def start(data: dict[str, Any]) -> TestClient[Any, Any]:
-        client: TestClient[Any, Any] = TestClient(TestServer(make_app(parse_config(data))))
-        await client.start_server()
-        clients.append(client)
-        return client
+        return await app_client(parse_config(data))
 
-    yield start
-    for client in clients:
-        await client.close()
+    return start
 
 
 def set_cookies(response: Any) -> dict[str, str]:
