@@ -45,11 +45,12 @@ class PasswordVerifier:
         # admit may have waited: the same credentials may be under way, or answered, by now. Then
         # this attempt asks no source, and its place goes back (no await until run: nothing can
         # start in between).
-        if self._flights.running(key) or (known := self.cache.get(key)) is not None:
+        known = self.cache.get(key)
+        if known is not None or self._flights.running(key):
             if regulator is not None and ticket is not None:
                 regulator.settle(ticket, "unknown")
-            known = self.cache.get(key) or await self._flights.join(key)
-            assert known is not None
+            known = known or await self._flights.join(key)
+            assert known is not None  # answered, or under way until it is
             return self._answered(known, username, client).settle()
         attempt = await self._flights.run(key, lambda: self._attempt(key, username, password, ticket, client))
         return attempt.settle()

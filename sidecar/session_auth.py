@@ -17,10 +17,11 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from cachetools import TTLCache
 
+from sidecar.cookies import cookie_value
 from sidecar.errors import AccessDenied, AuthError, InvalidCredentials, SessionTooLarge, Unavailable
 from sidecar.flight import SingleFlight
 from sidecar.headers import HeaderWriter
-from sidecar.sessions import CookieSettings, Revocations, Session, SessionCodec, cookie_value
+from sidecar.sessions import CookieSettings, Revocations, Session, SessionCodec
 from sidecar.sources import Registry
 from sidecar.verdict import Verdict
 

@@ -38,7 +38,6 @@ from typing import Any, TypeVar
 from sidecar import keylist
 from sidecar.cache import ExpiringMap
 from sidecar.cookies import Cookie
-from sidecar.cookies import cookie_value as cookie_value
 from sidecar.errors import SessionTooLarge, Unsealable
 from sidecar.identity import Identity, fold
 from sidecar.sealing import KEY_BYTES, Sealer
