@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -32,13 +33,13 @@ from sidecar.pages import Pages, Theme
 from sidecar.passwords import PasswordVerifier
 from sidecar.policy import GroupPolicy
 from sidecar.redirects import RedirectPolicy
-from sidecar.regulation import Regulator
 from sidecar.routes import SIDECAR, Sidecar, assertion_routes, core_routes, sign_in_routes
 from sidecar.sealing import derive_key
 from sidecar.session_auth import SessionAuthenticator, SessionJar
 from sidecar.sessions import CookieSettings, SessionCodec
 from sidecar.signin import Landing, SignIn
 from sidecar.sources import LdapSource, LocalSource, PasswordSource, Registry, Sources
+from sidecar.state import State
 from sidecar.verdict import Authenticator, Verdict
 
 log = logging.getLogger("sidecar")
@@ -47,6 +48,9 @@ LOCAL_ONLY_CACHE_TIMEOUT = 300  # seconds, when there is no ldap.cache_timeout t
 MAX_BODY = 64 * 1024  # the login form is the only body the sidecar reads
 # Above nginx's own 8 KiB header line limit, so whatever a proxy forwards reaches our checks.
 MAX_HEADER = 16 * 1024
+# How the HTTP server reads requests (sidecar.server runs its own). No request body is ever decompressed:
+# the sign-in form is small, and a body that claims an encoding it lacks would be a traceback in the log.
+HANDLER_ARGS: dict[str, Any] = {"max_field_size": MAX_HEADER, "max_line_size": MAX_HEADER, "auto_decompress": False}
 
 
 def _redirect_targets(sessions: SessionConfig, public_url: str) -> tuple[list[str], set[str]]:
@@ -66,6 +70,11 @@ def _csp(hosts: list[str], domains: tuple[str, ...], schemes: set[str], provider
     sources += [f"{s}://{p}{d}" for s in sorted(schemes) for d in domains for p in ("", "*.")]
     sources += sorted({"{0.scheme}://{0.netloc}".format(urlsplit(issuer)) for issuer in providers})
     return Pages.CSP.replace("form-action 'self'", " ".join(["form-action 'self'", *sources]))
+
+
+# What the admin channel and the server read off an application: its configuration and the state it uses.
+CONFIG = web.AppKey("config", Config)
+STATE = web.AppKey("state", State)
 
 
 @dataclass
@@ -88,7 +97,7 @@ class Passwords:
     feature: Feature
 
 
-def passwords(config: Config, writer: HeaderWriter, client_address: ClientAddress) -> Passwords:
+def passwords(config: Config, writer: HeaderWriter, client_address: ClientAddress, state: State) -> Passwords:
     feature = Feature()
     directory = Directory(config.ldap) if config.ldap is not None else None
     ldap_source = LdapSource(directory, GroupPolicy(config.ldap)) if directory and config.ldap else None
@@ -111,8 +120,8 @@ def passwords(config: Config, writer: HeaderWriter, client_address: ClientAddres
                                                 max_entries=config.cache.max_entries)
     regulation = config.regulation
     # An address a user signed in from stays known as long as a cached login from it can be honoured.
-    regulator = (Regulator(max_failures=regulation.max_failures, window=regulation.window, ban=regulation.ban,
-                           remember=max(cache_ttl, regulation.window))
+    regulator = (state.regulator(max_failures=regulation.max_failures, window=regulation.window,
+                                 ban=regulation.ban, remember=max(cache_ttl, regulation.window))
                  if regulation.enabled else None)
     verifier = PasswordVerifier(Sources(present), cache, writer, regulator)
     if config.server.basic_auth:
@@ -121,7 +130,7 @@ def passwords(config: Config, writer: HeaderWriter, client_address: ClientAddres
 
 
 def browser_sign_in(config: Config, writer: HeaderWriter, client_address: ClientAddress, found: Passwords,
-                    http: HttpClient) -> tuple[SignIn | None, Feature]:
+                    http: HttpClient, state: State) -> tuple[SignIn | None, Feature]:
     """The login page, sessions, and single sign-on through each provider."""
     sessions = config.sessions
     if sessions is None:
@@ -145,7 +154,8 @@ def browser_sign_in(config: Config, writer: HeaderWriter, client_address: Client
     providers = [Provider(p, http, redirect_uri=redirect_uri, leeway=config.oidc.leeway)
                  for p in config.oidc.providers]
     registry = Registry([*found.sources, *providers])
-    jar = SessionJar(codec, registry, keep_for=sessions.lifetime)
+    jar = SessionJar(codec, registry, keep_for=sessions.lifetime,
+                     revocations=state.revocations(lifetime=sessions.lifetime))
     landing = Landing(pages=pages, jar=jar, cookie=cookie, max_age=int(sessions.lifetime), path=public_path, csp=csp)
     sso = None
     if providers:
@@ -176,24 +186,22 @@ def signed_identity(config: Config) -> tuple[AssertionSigner | None, Feature]:
     return signer, Feature(routes=assertion_routes())
 
 
-def make_app(config: Config) -> web.Application:
-    """The application for one configuration: nothing in it is shared with another one built
-    in the same process (a reload builds a second one beside the first)."""
+def make_app(config: Config, state: State | None = None) -> web.Application:
+    """The application for one configuration. What outlives a reload (bans, sign-outs, metrics)
+    comes from ``state``; nothing else is shared with another application built in the process
+    (a reload builds the new one beside the old, which finishes the requests it has)."""
+    state = state or State()
     writer = HeaderWriter(config.headers)
     client_address = ClientAddress(config.server.trusted_proxies)
     http = HttpClient()
-    found = passwords(config, writer, client_address)
-    signin, browser = browser_sign_in(config, writer, client_address, found, http)
+    found = passwords(config, writer, client_address, state)
+    signin, browser = browser_sign_in(config, writer, client_address, found, http, state)
     signer, assertion = signed_identity(config)
     bearer = bearer_tokens(config, writer, http)
     # The order ways in are tried: a session, a Bearer token, Basic credentials.
     features = [browser, bearer, found.feature, assertion]
 
-    app = web.Application(client_max_size=MAX_BODY,
-                          # No request body is ever decompressed: the sign-in form is small, and a body
-                          # that claims an encoding it lacks would otherwise be a traceback in the log.
-                          handler_args={"max_field_size": MAX_HEADER, "max_line_size": MAX_HEADER,
-                                        "auto_decompress": False})
+    app = web.Application(client_max_size=MAX_BODY, handler_args=HANDLER_ARGS)
     app[SIDECAR] = Sidecar(
         authenticators=[a for feature in features for a in feature.authenticators],
         rules=AccessRules(config.access),
@@ -208,6 +216,8 @@ def make_app(config: Config) -> web.Application:
         identity_headers=identity_names(config.headers),
         identity_prefix=config.headers.user.lower() + "-",
     )
+    app[CONFIG] = config
+    app[STATE] = state
     app.add_routes([*core_routes(), *(route for feature in features for route in feature.routes)])
     if config.oidc.providers or config.oidc.bearer:
         app.cleanup_ctx.append(http.lifetime)

@@ -48,6 +48,7 @@ Flag = Literal["is_active", "is_staff", "is_superuser"]
 Mode = Literal["auth_request", "forward_auth"]
 Policy = Literal["allow", "deny"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["text", "json"]
 Order = Literal["ldap_first", "local_first"]
 ProviderType = Literal["oidc", "oauth2"]
 GROUP_TYPES: tuple[GroupTypeName, ...] = get_args(GroupTypeName)
@@ -162,6 +163,22 @@ class AccessConfig:
 @dataclass(frozen=True)
 class LogConfig:
     level: LogLevel = "info"
+    format: LogFormat = "text"  # json: one object per line, for a log collector
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """GET /metrics (Prometheus text format) on a listener of its own: never the proxy's side."""
+
+    host: str = "127.0.0.1"
+    port: int = 9464
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """The local control socket of ``auth-sidecar admin``: a Unix socket only its owner can open."""
+
+    socket: str | None = "/run/auth-sidecar/admin.sock"  # None: no admin channel
 
 
 @dataclass(frozen=True)
@@ -308,6 +325,8 @@ class Config:
     regulation: RegulationConfig = field(default_factory=RegulationConfig)
     oidc: OidcConfig = field(default_factory=OidcConfig)
     assertion: AssertionConfig | None = None
+    metrics: MetricsConfig | None = None  # None: no metrics are kept or served
+    admin: AdminConfig = field(default_factory=AdminConfig)
 
 
 class _Problems:
@@ -504,15 +523,19 @@ def _show(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _read_server(r: _Reader) -> ServerConfig:
-    default = ServerConfig()
-    listen = r.text("listen", f"{default.host}:{default.port}")
-    host, port = default.host, default.port
+def _listen(r: _Reader, host: str, port: int) -> tuple[str, int]:
+    """``listen: HOST:PORT`` ([::1]:PORT for IPv6)."""
+    listen = r.text("listen", f"{host}:{port}")
     match = re.fullmatch(r"\[?([^\]]*?)\]?:(\d{1,5})", listen)
     if match is None or not 0 < int(match.group(2)) < 65536:
         r.problem("listen", f"expected HOST:PORT, got {listen!r}")
-    else:
-        host, port = match.group(1), int(match.group(2))
+        return host, port
+    return match.group(1), int(match.group(2))
+
+
+def _read_server(r: _Reader) -> ServerConfig:
+    default = ServerConfig()
+    host, port = _listen(r, default.host, default.port)
     proxies: list[Network] = []
     for item in r.texts("trusted_proxies") or [str(n) for n in default.trusted_proxies]:
         try:
@@ -1069,17 +1092,37 @@ def _read_regulation(r: _Reader) -> RegulationConfig:
 
 
 def _read_log(r: _Reader) -> LogConfig:
-    log = LogConfig(level=r.choice("level", LogConfig().level, get_args(LogLevel)))
+    default = LogConfig()
+    log = LogConfig(level=r.choice("level", default.level, get_args(LogLevel)),
+                    format=r.choice("format", default.format, get_args(LogFormat)))
     r.done()
     return log
+
+
+def _read_metrics(r: _Reader) -> MetricsConfig:
+    default = MetricsConfig()
+    host, port = _listen(r, default.host, default.port)
+    r.done()
+    return MetricsConfig(host=host, port=port)
+
+
+def _read_admin(r: _Reader) -> AdminConfig:
+    default = AdminConfig()
+    socket = r.optional_text("socket", default.socket) if r.flag("enabled", True) else None
+    if socket is not None and not socket.startswith("/"):
+        r.problem("socket", f"expected an absolute path, got {socket!r}")
+    r.done()
+    return AdminConfig(socket=socket)
 
 
 SECTIONS: dict[str, Callable[[_Reader], Any]] = {
     "server": _read_server, "headers": _read_headers, "cache": _read_cache, "access": _read_access,
     "log": _read_log, "login_page": _read_login_page, "regulation": _read_regulation, "oidc": _read_oidc,
+    "admin": _read_admin,
 }
 OPTIONAL_SECTIONS: dict[str, Callable[[_Reader], Any]] = {
     "ldap": _read_ldap, "sessions": _read_sessions, "local_users": _read_local_users, "assertion": _read_assertion,
+    "metrics": _read_metrics,
 }
 
 
@@ -1151,9 +1194,23 @@ def _check_site(r: _Reader, public_url: str, sessions: SessionConfig) -> None:
     """public_url as the sign-in pages use it: their static files' path, and the host a sign-in may
     return to when no redirect_hosts are configured."""
     parts = urlsplit(public_url)
+    if parts.scheme == "http" and sessions.secure and not _loopback(parts.hostname or ""):
+        r.follow_on("public_url", "is plain http, but sessions.secure is true: browsers never send a Secure "
+                    "cookie over http, so every sign-in would fail (\"Your sign-in form expired\"). Serve the "
+                    "site over https, or set sessions.secure: false for a trial", paths=("sessions.secure",))
     r.report(Pages.problems(static_prefix=parts.path.rstrip("/") + "/static"), {"static_prefix": "public_url"})
     if not sessions.redirect_hosts:
         r.report(RedirectPolicy.problems(hosts=[parts.netloc.lower()]), {"hosts": "public_url"})
+
+
+def _loopback(host: str) -> bool:
+    """Browsers treat these as secure origins: a Secure cookie is sent to them over http too."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_config(path: str | Path) -> Config:

@@ -94,6 +94,14 @@ class Regulator:
         self.remember = remember
         self._known: dict[Key, float] = {}
 
+    def retune(self, *, max_failures: int, window: float, ban: float, remember: float) -> None:
+        """New budgets from a reloaded configuration; the failures, bans and known addresses stay."""
+        with self._lock:
+            self.max_failures, self.window, self.ban, self.remember = max_failures, window, ban, remember
+            records = self._records
+            self._records = TTLCache(self.max_entries + 1, max(window, ban), timer=self._clock)
+            self._records.update(records.items())  # each lives on from now: nothing is forgotten early
+
     @staticmethod
     def _keys(username: str | None, client: str | None) -> list[Key]:
         keys = []

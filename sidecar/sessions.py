@@ -210,7 +210,7 @@ class Revocations:
                  max_sessions: int = 50_000, max_users: int = 10_000) -> None:
         if not (lifetime > 0 and max_sessions >= 4 and max_users >= 1):
             raise ValueError("lifetime must be positive, max_sessions at least 4, max_users at least 1")
-        self._lifetime = lifetime
+        self.lifetime = lifetime
         self._clock = clock
         self._max_sessions = max_sessions
         self._max_users = max_users
@@ -242,7 +242,7 @@ class Revocations:
     def _mark(self, user: User, not_before: float) -> None:
         if user not in self._users and len(self._users) >= self._max_users:
             now = self._clock()
-            self._users = {u: t for u, t in self._users.items() if t + self._lifetime >= now}
+            self._users = {u: t for u, t in self._users.items() if t + self.lifetime >= now}
             if len(self._users) >= self._max_users:
                 self._sign_out_everyone(max(not_before, now))
                 return
@@ -250,7 +250,7 @@ class Revocations:
 
     def _make_room(self, now: float) -> None:
         target = self._max_sessions * 3 // 4
-        self._sessions = {i: e for i, e in self._sessions.items() if e[0] + self._lifetime >= now}
+        self._sessions = {i: e for i, e in self._sessions.items() if e[0] + self.lifetime >= now}
         if len(self._sessions) <= target:
             return
         newest: dict[User, float] = {}

@@ -75,7 +75,7 @@ def test_serve_refuses_a_group_type_the_directory_cannot_answer(tmp_path: Path, 
 ])
 async def test_malformed_http_is_one_warning_line_not_a_traceback(sidecar: Any, request_bytes: bytes,
                                                                   caplog: pytest.LogCaptureFixture) -> None:
-    from sidecar.cli import ProtocolErrors
+    from sidecar.logs import ProtocolErrors
 
     client = await sidecar()
     server_log = logging.getLogger("aiohttp.server")

@@ -1,0 +1,287 @@
+"""``auth-sidecar serve``: one listening socket, and the application behind it swapped on reload.
+
+The socket is bound once and never closed until the process stops, so a reload refuses no
+connection. Each request is answered by the application that was current when it arrived; a
+reload validates the file, builds the new application beside the old one and runs its start-up
+work (a configuration that fails any of it is logged, problem by problem, and the old one goes on),
+then makes it current. The old one finishes the requests it has, then is cleaned up. What must
+outlive a reload — bans, sign-outs, metrics — lives in :class:`sidecar.state.State`.
+
+SIGHUP reloads; SIGTERM and SIGINT stop taking connections, let the requests in flight finish
+(up to ``DRAIN_TIMEOUT``) and exit 0. Anything that stops the start — a port in use, a file that
+cannot be read, a secret that is missing — is one line on standard error and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_log import AccessLogger
+from aiohttp.web_protocol import RequestHandler
+
+from sidecar import __version__, logs
+from sidecar.app import HANDLER_ARGS, MAX_BODY, make_app
+from sidecar.cli import add_config_argument, fail
+from sidecar.config import Config, load_config
+from sidecar.errors import ConfigError
+from sidecar.metrics import Metrics
+from sidecar.state import State
+
+log = logging.getLogger("sidecar")
+
+DRAIN_TIMEOUT = 30.0  # seconds the requests in flight get to finish, at a stop or after a reload
+
+
+def configure(parser: argparse.ArgumentParser, name: str) -> None:
+    add_config_argument(parser)
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        help="overrides log.level from the configuration")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        return fail(f"{args.config}: {exc}")
+    logs.setup(config.log, level=args.log_level)
+    loop = _event_loop()
+    try:
+        return loop.run_until_complete(run(args.config, config, level=args.log_level))
+    finally:
+        loop.close()
+
+
+async def run(path: str, config: Config, *, level: str | None = None) -> int:
+    """Serve until SIGTERM or SIGINT; the exit status."""
+    server = Server(path, config, level=level)
+    try:
+        await server.start()
+    except Refused as exc:
+        await server.stop()
+        return fail(str(exc))
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, server.reload_soon)
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(stop, stopping.set)
+    try:
+        await stopping.wait()
+        log.info("stopping: draining the requests in flight", extra={"event": "stop"})
+    finally:
+        for handled in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(handled)
+        await server.stop()
+    log.info("stopped", extra={"event": "stop"})
+    return 0
+
+
+class Refused(Exception):
+    """The sidecar cannot start: the message says why in one line."""
+
+
+@dataclass
+class Generation:
+    """One application, built from one version of the configuration, and its requests in flight."""
+
+    app: web.Application
+    config: Config
+    digest: str
+    in_flight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Server:
+    """The listening socket and the current application; what the admin channel acts on."""
+
+    def __init__(self, path: str, config: Config, *, level: str | None = None) -> None:
+        self.path = path
+        self.level = level
+        self.state = State(Metrics(enabled=config.metrics is not None))
+        self.started = time.time()
+        self._first = config
+        self._current: Generation | None = None
+        self._runners: list[web.BaseRunner] = []
+        self._reloading = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    @property
+    def current(self) -> Generation:
+        assert self._current is not None, "started"
+        return self._current
+
+    @property
+    def config(self) -> Config:
+        return self.current.config
+
+    async def start(self) -> None:
+        self._current = await self._build(self._first, _digest_of(self.path))
+        config = self._first
+        low = web.Server(self._dispatch, request_factory=self._request, access_log_class=AccessLogger,
+                         access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
+                         **HANDLER_ARGS)
+        runner = web.ServerRunner(low, shutdown_timeout=DRAIN_TIMEOUT)
+        await self._listen(runner, lambda: web.TCPSite(runner, config.server.host, config.server.port),
+                           f"{config.server.host}:{config.server.port}")
+        if (scrape := config.metrics) is not None:
+            metrics = web.AppRunner(self.state.metrics.listener_app(), access_log=None)
+            await self._listen(metrics, lambda: web.TCPSite(metrics, scrape.host, scrape.port),
+                               f"{scrape.host}:{scrape.port} (metrics)")
+        if config.admin.socket is not None:
+            from sidecar import admin
+
+            control = await admin.start(self, config.admin.socket)
+            if control is not None:
+                self._runners.append(control)
+        log.info("auth-sidecar %s listening on %s:%d", __version__, config.server.host, config.server.port,
+                 extra={"event": "start"})
+
+    async def _listen(self, runner: web.BaseRunner, site: Callable[[], web.BaseSite], where: str) -> None:
+        await runner.setup()
+        self._runners.append(runner)
+        try:
+            await site().start()
+        except OSError as exc:
+            raise Refused(f"cannot listen on {where}: {exc.strerror or exc}") from None
+
+    async def stop(self) -> None:
+        """Stop taking connections, let the requests in flight finish, clean every application up."""
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
+        if self._current is not None:
+            await _cleanup(self._current.app)
+            self._current = None
+
+    def reload_soon(self) -> None:
+        """SIGHUP: reload in the background (a signal handler cannot wait)."""
+        task = asyncio.ensure_future(self._reload_quietly())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _reload_quietly(self) -> None:
+        await self.reload()
+
+    async def reload(self) -> list[str]:
+        """Load the file again and, if it is good, serve from a new application; the problems found
+        (none when reloaded). A bad file changes nothing: the running configuration goes on."""
+        async with self._reloading:
+            problems = await self._reload()
+        self.state.metrics.reloaded(ok=not problems)
+        if problems:
+            log.error("reload refused, still serving the previous configuration: %s", "; ".join(problems),
+                      extra={"event": "reload", "status": "refused", "reason": "; ".join(problems)})
+        else:
+            log.info("reloaded %s (%s)", self.path, self.current.digest[:12],
+                     extra={"event": "reload", "status": "ok"})
+        return problems
+
+    async def _reload(self) -> list[str]:
+        digest = _digest_of(self.path)
+        try:
+            config = await asyncio.to_thread(load_config, self.path)
+        except ConfigError as exc:
+            return exc.problems
+        problems = _fixed_at_start(self.current.config, config)
+        if problems:
+            return problems
+        try:
+            fresh = await self._build(config, digest)
+        except Refused as exc:
+            return [str(exc)]
+        old, self._current = self.current, fresh
+        logs.setup(config.log, level=self.level)
+        task = asyncio.ensure_future(self._retire(old))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+        return []
+
+    async def _build(self, config: Config, digest: str) -> Generation:
+        """A started application for ``config``; Refused, with everything it made cleaned up, if not."""
+        try:
+            app = make_app(config, self.state)
+        except (ConfigError, OSError, ValueError) as exc:
+            raise Refused(_one_line(exc)) from None
+        app.freeze()
+        try:
+            await app.startup()
+        except (ConfigError, OSError, ValueError) as exc:
+            await _cleanup(app)
+            raise Refused(_one_line(exc)) from None
+        return Generation(app, config, digest)
+
+    async def _retire(self, old: Generation) -> None:
+        """Clean an application up once the requests it was answering are done."""
+        if old.in_flight:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(old.idle.wait(), DRAIN_TIMEOUT)
+        await _cleanup(old.app)
+
+    async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+        generation = self.current
+        generation.in_flight += 1
+        try:
+            return await generation.app._handle(request)  # type: ignore[arg-type]
+        finally:
+            generation.in_flight -= 1
+            if not generation.in_flight:
+                generation.idle.set()
+
+    def _request(self, message: Any, payload: Any, protocol: RequestHandler, writer: Any,
+                 task: asyncio.Task[None]) -> web.Request:
+        return web.Request(message, payload, protocol, writer, task, asyncio.get_running_loop(),
+                           client_max_size=MAX_BODY)
+
+
+def _fixed_at_start(running: Config, loaded: Config) -> list[str]:
+    """What a reload cannot change: the sockets are bound (or made) once, at start."""
+    changed = []
+    if (running.server.host, running.server.port) != (loaded.server.host, loaded.server.port):
+        changed.append("server.listen")
+    if running.metrics != loaded.metrics:
+        changed.append("metrics")
+    if running.admin != loaded.admin:
+        changed.append("admin.socket")
+    return [f"{name} changed: it takes effect at a restart, not a reload" for name in changed]
+
+
+async def _cleanup(app: web.Application) -> None:
+    try:
+        await app.shutdown()
+        await app.cleanup()
+    except Exception:
+        log.exception("cleaning up an application failed")
+
+
+def _digest_of(path: str) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return "-"
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename or ''}: {exc.strerror}".lstrip(": ")
+    return " ".join(str(exc).split())
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
