@@ -48,6 +48,7 @@ class AuthError(SidecarError):
 
     status = 401
     set_cookie: str | None = None  # a cookie to set with the refusal (an ended session cleared)
+    user: str | None = None  # who was refused, when the refusal knows (for the audit log)
 
     def __init__(self, reason: str) -> None:
         self.reason = reason

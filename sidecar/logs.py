@@ -3,20 +3,34 @@
 ``log.format: json`` writes each record as ``{"time", "level", "logger", "event", "message", ...}``
 with the fields a record carries in ``extra`` (user, source, client, method, host, path, status,
 reason, request_id): an audit event is a record with ``extra={"event": ...}``. Nothing secret is ever
-put in a record; values are already clean text (control characters are escaped by ``json.dumps``).
+put in a record; values are already clean text (json.dumps escapes control characters, and everything beyond ASCII).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
+from collections.abc import Mapping
 
 from sidecar.config import LogConfig
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 FIELDS = ("event", "user", "source", "client", "method", "host", "path", "status", "reason", "request_id")
+# What a proxy's request id looks like (nginx's $request_id is 32 hex digits; UUIDs; Apache's UNIQUE_ID).
+REQUEST_ID = re.compile(r"[A-Za-z0-9@._:+/=-]{1,128}")
+
+
+def audit(event: str, headers: Mapping[str, str] | None = None, **fields: object) -> dict[str, object]:
+    """``extra`` for an audit record: the event, the proxy's ``X-Request-ID`` if ``headers`` has a
+    well-formed one, and the fields given (None values left out)."""
+    extra: dict[str, object] = {"event": event}
+    extra.update((name, value) for name, value in fields.items() if value is not None)
+    if headers is not None and (request_id := headers.get("X-Request-ID")):
+        extra["request_id"] = request_id if REQUEST_ID.fullmatch(request_id) else "(malformed)"
+    return extra
 
 
 class JsonFormatter(logging.Formatter):
@@ -34,7 +48,7 @@ class JsonFormatter(logging.Formatter):
                 entry[name] = value
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        return json.dumps(entry, default=str)  # ASCII: no raw line separators or direction marks
 
 
 class ProtocolErrors(logging.Filter):

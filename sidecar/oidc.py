@@ -40,6 +40,7 @@ from sidecar.errors import (
 from sidecar.fetch import fetch_json
 from sidecar.identity import Identity, fold
 from sidecar.jwks import Discovery, JwksCache
+from sidecar.logs import audit
 from sidecar.redirects import RedirectPolicy
 from sidecar.sealing import Sealer, derive_key
 from sidecar.sessions import Session
@@ -359,11 +360,14 @@ class SingleSignOn:
             log.error("sign-in with %s failed: %s", provider.name, exc.reason)
             return self._refused(503, "The sign-in service cannot be reached. Try again soon.")
         except AuthError as exc:
-            log.warning("%d sign-in with %s refused: %s", exc.status, provider.name, exc.reason)
+            log.warning("%d sign-in with %s refused: %s", exc.status, provider.name, exc.reason,
+                        extra=audit("sign_in_refused", request.headers, source=provider.name, status=exc.status,
+                                    reason=exc.reason))
             text = ("Your account is not allowed here." if exc.status == 403
                     else "The sign-in could not be completed. Please start again.")
             return self._refused(exc.status, text)
-        log.info("signed in %s with %s", grant.identity.username, provider.name)
+        log.info("signed in %s with %s", grant.identity.username, provider.name,
+                 extra=audit("sign_in", request.headers, user=grant.identity.username, source=grant.identity.source))
         response = self._landing.finish(grant.identity, pending.rd, grant.refresh_token)
         response.headers.add("Set-Cookie", self.state.cleared())
         return response

@@ -14,6 +14,7 @@ from sidecar.cache import VerdictCache
 from sidecar.errors import AccessDenied, BindUnanswered, InvalidCredentials, Throttled
 from sidecar.flight import SingleFlight
 from sidecar.headers import HeaderWriter
+from sidecar.logs import audit
 from sidecar.regulation import Regulator, Ticket
 from sidecar.sources import Sources
 from sidecar.verdict import Verdict
@@ -71,7 +72,7 @@ class PasswordVerifier:
             return verdict
         if isinstance(verdict.refusal, InvalidCredentials):
             for ban in regulator.failed(username, client):
-                log.warning("regulation: %s", ban)
+                log.warning("regulation: %s", ban, extra=audit("ban", user=username, client=client, reason=ban))
         return verdict
 
     async def _attempt(self, key: bytes, username: str, password: str, ticket: Ticket | None,
@@ -91,11 +92,15 @@ class PasswordVerifier:
                 outcome = "failed"
             elif verdict.identity is not None:
                 outcome, resolved = "succeeded", verdict.identity.username
+                # The audit record of a Basic client's sign-in: once per cache_timeout, not per request.
+                log.info("password of %s checked by %s client=%s", resolved, verdict.identity.source, client,
+                         extra=audit("password_verified", user=resolved, source=verdict.identity.source,
+                                     client=client))
             return verdict
         finally:
             if self.regulator is not None and ticket is not None:
                 for ban in self.regulator.settle(ticket, outcome, resolved, client):
-                    log.warning("regulation: %s", ban)
+                    log.warning("regulation: %s", ban, extra=audit("ban", user=username, client=client, reason=ban))
 
     async def _ask_sources(self, username: str, password: str, ticket: Ticket | None) -> Verdict:
         regulator = self.regulator

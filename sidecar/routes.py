@@ -13,6 +13,7 @@ from sidecar.assertion import AssertionSigner
 from sidecar.errors import AccessDenied, AuthError, MalformedRequest
 from sidecar.forwarded import ClientAddress, Original, original
 from sidecar.ldap import Directory
+from sidecar.logs import audit
 from sidecar.signin import SignIn, is_browser
 from sidecar.verdict import Authenticator, Verdict
 
@@ -112,7 +113,9 @@ async def auth(request: web.Request) -> web.StreamResponse:
         assert verdict.identity is not None  # an authenticator answers an identity, or raises its refusal
         rules = sidecar.rules
         if rules and not rules.allows(verdict.identity, target):
-            return _refuse(request, target, AccessDenied(f"access rules refuse {verdict.identity.username}"))
+            denied = AccessDenied(f"access rules refuse {verdict.identity.username}")
+            denied.user = verdict.identity.username
+            return _refuse(request, target, denied)
         if verdict.set_cookie is None and sidecar.signer is None:
             return web.Response(headers=verdict.headers)
         headers = CIMultiDict(verdict.headers)
@@ -135,7 +138,11 @@ def _refuse(request: web.Request, target: Original | None, error: AuthError,
     level = logging.ERROR if error.status >= 500 else logging.WARNING
     # The raw target's path: printable ASCII, so no decoded character can break the line.
     where = f"{target.method} {target.host}{target.target.split('?', 1)[0]}" if target is not None else "-"
-    log.log(level, "%d %s client=%s %s", error.status, error.reason, sidecar.client_address(request), where)
+    client = sidecar.client_address(request)
+    fields = {"method": target.method, "host": target.host, "path": target.target.split("?", 1)[0]} if target else {}
+    log.log(level, "%d %s client=%s %s", error.status, error.reason, client, where,
+            extra=audit("refusal", request.headers, client=client, status=error.status, reason=error.reason,
+                        user=error.user, **fields))
     response = sidecar.unauthenticated(request, target) if error.status == 401 else _answer(error.status)
     if set_cookie is not None:
         response.headers.add("Set-Cookie", set_cookie)

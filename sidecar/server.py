@@ -19,10 +19,11 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,7 @@ class Generation:
     config: Config
     digest: str
     in_flight: int = 0
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    idle: asyncio.Event | None = None  # made when it is replaced: set once its last request is done
 
 
 class Server:
@@ -152,7 +153,7 @@ class Server:
         try:
             await site().start()
         except OSError as exc:
-            raise Refused(f"cannot listen on {where}: {exc.strerror or exc}") from None
+            raise Refused(f"cannot listen on {where}: {os.strerror(exc.errno) if exc.errno else exc}") from None
 
     async def stop(self) -> None:
         """Stop taking connections, let the requests in flight finish, clean every application up."""
@@ -224,6 +225,7 @@ class Server:
 
     async def _retire(self, old: Generation) -> None:
         """Clean an application up once the requests it was answering are done."""
+        old.idle = asyncio.Event()
         if old.in_flight:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(old.idle.wait(), DRAIN_TIMEOUT)
@@ -236,7 +238,7 @@ class Server:
             return await generation.app._handle(request)  # type: ignore[arg-type]
         finally:
             generation.in_flight -= 1
-            if not generation.in_flight:
+            if not generation.in_flight and generation.idle is not None:
                 generation.idle.set()
 
     def _request(self, message: Any, payload: Any, protocol: RequestHandler, writer: Any,

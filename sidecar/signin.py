@@ -30,6 +30,7 @@ from sidecar.cookies import Cookie
 from sidecar.errors import AuthError, SessionTooLarge, Throttled, Unavailable
 from sidecar.forwarded import ClientAddress
 from sidecar.identity import Identity
+from sidecar.logs import audit
 from sidecar.oidc import SingleSignOn
 from sidecar.pages import Pages
 from sidecar.passwords import PasswordVerifier
@@ -149,15 +150,21 @@ class SignIn:
             username = normalize_username(typed)
             verdict = await self.verifier.verify(username, check_password_shape(form.get("password", "")), client)
         except Unavailable as exc:
-            log.error("503 sign-in of %r: %s client=%s", typed[:64], exc.reason, client)
+            log.error("503 sign-in of %r: %s client=%s", typed[:64], exc.reason, client,
+                      extra=audit("sign_in_failed", request.headers, user=typed[:64], client=client, status=503,
+                                  reason=exc.reason))
             return self._form(request, rd=rd, username=typed, error=UNAVAILABLE_ERROR, status=503)
         except AuthError as refusal:
-            log.warning("%d sign-in refused for %r: %s client=%s", refusal.status, typed[:64], refusal.reason, client)
+            log.warning("%d sign-in refused for %r: %s client=%s", refusal.status, typed[:64], refusal.reason, client,
+                        extra=audit("sign_in_refused", request.headers, user=typed[:64], client=client,
+                                    status=refusal.status, reason=refusal.reason))
             throttled = isinstance(refusal, Throttled)
             error = THROTTLED_ERROR if throttled else GENERIC_ERROR
             return self._form(request, rd=rd, username=typed, error=error, status=429 if throttled else 401)
         assert verdict.identity is not None  # verify answers an identity or raises
-        log.info("signed in %s (%s) client=%s", verdict.identity.username, verdict.identity.source, client)
+        who = verdict.identity
+        log.info("signed in %s (%s) client=%s", who.username, who.source, client,
+                 extra=audit("sign_in", request.headers, user=who.username, source=who.source, client=client))
         response = self.landing.finish(verdict.identity, rd)
         response.headers.add("Set-Cookie", self.csrf.clear_cookie_header())
         return response
@@ -181,8 +188,10 @@ class SignIn:
         session = self.jar.sign_out(self.cookie.read(request.headers.get("Cookie")) or "",
                                     everywhere=everywhere)
         if session is not None:
-            log.info("signed out %s (%s)%s client=%s", session.identity.username, session.identity.source,
-                     " everywhere" if everywhere else "", self.client_address(request))
+            who, client = session.identity, self.client_address(request)
+            log.info("signed out %s (%s)%s client=%s", who.username, who.source, " everywhere" if everywhere else "",
+                     client, extra=audit("sign_out_everywhere" if everywhere else "sign_out", request.headers,
+                                         user=who.username, source=who.source, client=client))
         target = self.logout_redirect or self.path + "/login"
         if self.sso is not None:
             # Signed in through a provider that ends its own session too: go there, then come back.
