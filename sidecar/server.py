@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,18 +67,20 @@ def main(args: argparse.Namespace) -> int:
 async def run(path: str, config: Config, *, level: str | None = None) -> int:
     """Serve until SIGTERM or SIGINT; the exit status."""
     server = Server(path, config, level=level)
-    try:
-        await server.start()
-    except Refused as exc:
-        await server.stop()
-        return fail(str(exc))
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Handled from the start: a SIGHUP that comes while the application starts is a reload once it has.
     loop.add_signal_handler(signal.SIGHUP, server.reload_soon)
     for stop in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(stop, stopping.set)
     try:
+        try:
+            await server.start()
+        except Refused as exc:
+            return fail(str(exc))
+        notify("READY=1")
         await stopping.wait()
+        notify("STOPPING=1")
         log.info("stopping: draining the requests in flight", extra={"event": "stop"})
     finally:
         for handled in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
@@ -85,6 +88,17 @@ async def run(path: str, config: Config, *, level: str | None = None) -> int:
         await server.stop()
     log.info("stopped", extra={"event": "stop"})
     return 0
+
+
+def notify(state: str) -> None:
+    """Tell systemd (Type=notify) where the start or the stop is: the unit is started once we listen."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # an abstract socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, contextlib.suppress(OSError):
+        sock.sendto(state.encode(), address)
 
 
 class Refused(Exception):
@@ -115,6 +129,7 @@ class Server:
         self._runners: list[web.BaseRunner] = []
         self._reloading = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
+        self._reload_pending = False
 
     @property
     def current(self) -> Generation:
@@ -146,6 +161,8 @@ class Server:
                 self._runners.append(control)
         log.info("auth-sidecar %s listening on %s:%d", __version__, config.server.host, config.server.port,
                  extra={"event": "start"})
+        if self._reload_pending:
+            self.reload_soon()
 
     async def _listen(self, runner: web.BaseRunner, site: Callable[[], web.BaseSite], where: str) -> None:
         await runner.setup()
@@ -167,7 +184,11 @@ class Server:
             self._current = None
 
     def reload_soon(self) -> None:
-        """SIGHUP: reload in the background (a signal handler cannot wait)."""
+        """SIGHUP: reload in the background (a signal handler cannot wait); after the start if it is
+        still under way."""
+        if self._current is None:
+            self._reload_pending = True
+            return
         task = asyncio.ensure_future(self._reload_quietly())
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)

@@ -232,3 +232,27 @@ def test_a_missing_secret_is_named_and_exit_2(tmp_path: Path, slapd: Slapd) -> N
     result = serve(path)
     assert result.returncode == 2 and "ldap.bind_password" in result.stderr and "absent-secret" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+class NotifyingSidecar(SidecarProcess):
+    def __init__(self, workdir: Path, config: dict[str, Any], notify_socket: Path) -> None:
+        super().__init__(workdir, config)
+        self.notify_socket = notify_socket
+
+    def environment(self) -> dict[str, str]:
+        return {**super().environment(), "NOTIFY_SOCKET": str(self.notify_socket)}
+
+
+def test_systemd_is_told_when_it_is_ready_and_when_it_stops(tmp_path: Path, slapd: Slapd) -> None:
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(str(path))
+        systemd.settimeout(WAIT)
+        port = free_port()
+        with NotifyingSidecar(tmp_path, settings(slapd, port), path) as process:
+            assert systemd.recv(100) == b"READY=1"
+            assert status(port, ALICE) == 200  # ready means answering
+            assert process.process is not None
+            process.process.send_signal(signal.SIGTERM)
+            assert systemd.recv(100) == b"STOPPING=1"
+            assert process.process.wait(timeout=WAIT) == 0
