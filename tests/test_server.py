@@ -21,11 +21,13 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.conftest import PEOPLE, ldap_settings
+from tests.conftest import PEOPLE, ldap_settings, need
 from tests.testbed import ROOT, free_port
 from tests.testbed.delay import DelayedDirectory
+from tests.testbed.nginx import Nginx, render_site
 from tests.testbed.sidecar import SidecarProcess
 from tests.testbed.slapd import Slapd
+from tests.testbed.upstream import EchoApp
 
 pytestmark = pytest.mark.server
 
@@ -76,20 +78,30 @@ def realm(port: int) -> str:
     raise AssertionError("a request without credentials was let in")
 
 
-async def load(port: int, stop: asyncio.Event, results: Counter[str]) -> None:
-    """Requests as nginx sends them, over kept-alive connections and new ones, until ``stop``."""
+async def load(port: int, stop: asyncio.Event, results: Counter[str], path: str = "/auth") -> None:
+    """Requests as nginx sends them (or to nginx, with ``path``), over kept-alive connections and
+    new ones, until ``stop``; counted by status, and whether alice's identity came with a 200."""
     async def worker(keep_alive: bool) -> None:
         connector = aiohttp.TCPConnector(force_close=not keep_alive, limit=1)
         async with aiohttp.ClientSession(connector=connector) as session:
             while not stop.is_set():
                 try:
-                    async with session.get(f"http://127.0.0.1:{port}/auth", headers=ALICE) as response:
-                        results[str(response.status) if response.headers.get("Remote-User") == "alice"
-                                else f"{response.status} without Remote-User"] += 1
+                    async with session.get(f"http://127.0.0.1:{port}{path}", headers=ALICE) as response:
+                        alice = (response.headers.get("Remote-User") == "alice" if path == "/auth"
+                                 else '"Remote-User", "alice"' in await response.text())
+                        results[str(response.status) if alice else f"{response.status} without alice"] += 1
                 except aiohttp.ClientError as exc:
                     results[type(exc).__name__] += 1
 
     await asyncio.gather(*(worker(keep_alive=i % 2 == 0) for i in range(8)))
+
+
+async def more(results: Counter[str], count: int) -> None:
+    """Until ``count`` more requests are answered: the load goes on across each reload."""
+    target, deadline = sum(results.values()) + count, time.monotonic() + WAIT
+    while sum(results.values()) < target:
+        assert time.monotonic() < deadline, f"the load stalled: {results}"
+        await asyncio.sleep(0.01)
 
 
 def test_sighup_reloads_under_load_and_no_request_fails(started: SidecarProcess, slapd: Slapd) -> None:
@@ -105,13 +117,39 @@ def test_sighup_reloads_under_load_and_no_request_fails(started: SidecarProcess,
             hup(started)
             wanted = f"generation-{generation}"
             await asyncio.to_thread(until, lambda: realm(started.port) == wanted, f"{wanted} served")  # noqa: B023
+            await more(results, 100)
         stop.set()
         await task
 
     asyncio.run(scenario())
     assert set(results) == {"200"}, results
-    assert results["200"] > 100, results  # the load really ran across the five reloads
+    assert sum(results.values()) >= 500, results  # the load ran on across each of the five reloads
     assert started.process is not None and started.process.poll() is None
+
+
+def test_through_nginx_a_reload_costs_no_request(tmp_path: Path, slapd: Slapd) -> None:
+    """The operator's first day: systemctl reload killed the daemon and nginx answered 500."""
+    need("nginx")
+    sidecar_port, listen_port = free_port(), free_port()
+    config = settings(slapd, sidecar_port)
+    results: Counter[str] = Counter()
+    with EchoApp() as app, SidecarProcess(tmp_path, config) as process:
+        site = render_site(listen_port=listen_port, sidecar_port=sidecar_port, app_port=app.port)
+        with Nginx(tmp_path / "nginx", site):
+            async def through_nginx() -> None:
+                stop = asyncio.Event()
+                task = asyncio.ensure_future(load(listen_port, stop, results, path="/devices/"))
+                for generation in range(1, 4):
+                    config["server"]["realm"] = wanted = f"generation-{generation}"
+                    rewrite(process, config)
+                    hup(process)
+                    await asyncio.to_thread(until, lambda: realm(sidecar_port) == wanted, f"{wanted} served")  # noqa: B023
+                    await more(results, 50)
+                stop.set()
+                await task
+
+            asyncio.run(through_nginx())
+    assert set(results) == {"200"} and results["200"] >= 150, results
 
 
 def test_a_bad_file_is_refused_and_the_running_configuration_goes_on(started: SidecarProcess,
