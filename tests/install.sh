@@ -1,23 +1,51 @@
 #!/usr/bin/env bash
-# Installs everything the tests, the demo and the benchmark need on a fresh Debian 12 machine:
-# Debian packages (slapd, Samba AD, nginx, wrk) and a virtual environment in .venv with the
-# project and its test tools. Safe to run again: it installs only what is missing.
+# Installs what the tests, the demo and the benchmark need on a fresh Debian 12 machine: Debian
+# packages and a virtual environment in .venv with the project. Safe to run again: it installs only
+# what is missing.
+#
+#   bash tests/install.sh                everything: every test server, the test tools, the benchmark
+#   bash tests/install.sh --demo         only what examples/demo/run.sh needs: slapd, nginx, the
+#                                        OIDC provider's Node packages, the project without test tools
+#   bash tests/install.sh --list [--demo]   print the Debian packages it would make sure of; install nothing
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+demo=false
+list=false
+for argument in "$@"; do
+  case "$argument" in
+    --demo) demo=true ;;
+    --list) list=true ;;
+    *) echo "install.sh: unknown argument $argument (--demo, --list)" >&2; exit 2 ;;
+  esac
+done
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
-packages=(
+# The demo (examples/demo/run.py): a directory, a proxy, Python. Single sign-on in the demo uses
+# the OIDC provider below, which needs Node.
+demo_packages=(
   slapd ldap-utils                                             # OpenLDAP server and ldapadd
+  nginx-light                                                  # the proxy in front (auth_request)
+  python3-venv
+)
+# Everything else the tests and the benchmark run.
+test_packages=(
   samba samba-ad-dc samba-ad-provision winbind ldb-tools       # a real Active Directory DC
-  nginx-light apache2 lua-socket caddy haproxy                 # the reverse proxies we ship files for
+  apache2 lua-socket caddy haproxy                             # the other reverse proxies we ship files for
   systemd                                                      # systemd-analyze checks the unit file
   chromium fonts-dejavu-core                                   # a real browser for sign-in tests
   wrk libldap2-dev libsasl2-dev                                # bench/: load, and the peer's LDAP build
   iproute2                                                     # ip: the Samba DC brings up its own loopback
-  python3-venv
 )
+packages=("${demo_packages[@]}")
+if [ "$demo" = false ]; then packages+=("${test_packages[@]}"); fi
+if [ "$list" = true ]; then
+  printf '%s\n' "${packages[@]}"
+  exit 0
+fi
+
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -30,8 +58,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# A real OpenID Connect provider for the single sign-on tests: panva oidc-provider, pinned in
-# tests/testbed/oidc/package-lock.json. The machine image has Node; Debian's is the fallback.
+# A real OpenID Connect provider for the single sign-on tests and the demo's "Sign in with ...":
+# panva oidc-provider, pinned in tests/testbed/oidc/package-lock.json. The machine image has Node;
+# Debian's (nodejs, npm; not in --list) is the fallback.
 if ! command -v npm >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
@@ -45,5 +74,9 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test,dev]'
+if [ "$demo" = true ]; then
+  .venv/bin/python -m pip install -q -e .
+else
+  .venv/bin/python -m pip install -q -e '.[test,dev]'
+fi
 echo "install.sh: ready ($(.venv/bin/python --version), $(.venv/bin/auth-sidecar --version))"

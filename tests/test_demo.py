@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -26,6 +27,23 @@ def processes_of_run(mark: str) -> list[str]:
         except OSError:  # gone meanwhile, or not ours to read
             continue
     return found
+
+
+def install_list(*flags: str) -> set[str]:
+    """The Debian packages tests/install.sh makes sure of, with these flags (--list installs nothing)."""
+    listed = subprocess.run(["bash", "tests/install.sh", "--list", *flags], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60, check=True)
+    return set(listed.stdout.split())
+
+
+def test_the_demo_installs_only_what_the_demo_needs() -> None:
+    demo, everything = install_list("--demo"), install_list()
+    assert {"slapd", "ldap-utils", "nginx-light", "python3-venv"} <= demo < everything
+    assert demo.isdisjoint({"samba", "samba-ad-dc", "apache2", "caddy", "haproxy", "chromium", "wrk", "systemd"})
+    assert "\nbash tests/install.sh --demo\n" in (ROOT / "examples" / "demo" / "run.sh").read_text()
+    # What the demo checks for before it starts is what --demo installs.
+    run_py = (ROOT / "examples" / "demo" / "run.py").read_text()
+    assert {package for _, package in re.findall(r'\("([\w-]+)", "([\w-]+)"\)', run_py)} <= demo
 
 
 def test_demo_check_passes_and_leaves_nothing_running() -> None:

@@ -44,7 +44,7 @@ START_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
 
 # (program, Debian package): what the testbed servers need on PATH.
-PROGRAMS = (("nginx", "nginx"), ("slapd", "slapd"), ("ldapadd", "ldap-utils"))
+PROGRAMS = (("nginx", "nginx-light"), ("slapd", "slapd"), ("ldapadd", "ldap-utils"))
 # Python modules the sidecar and the slapd testbed import.
 MODULES = ("aiohttp", "ldap3", "yaml")
 
@@ -96,7 +96,7 @@ def start(workdir: Path, stack: ExitStack, listen_port: int) -> Demo:
     app_port, sidecar_port = free_port(), free_port()
     app = spawn(stack, [sys.executable, str(HERE / "app.py"), "--port", str(app_port)])
     wait_until_listening(app, app_port, "the demo app")
-    config = workdir / "sidecar.yaml"
+    config = workdir / "config.yaml"
     settings = sidecar_config(slapd, sidecar_port, public)
     if provider is not None:
         settings["oidc"] = {"providers": [{
@@ -323,7 +323,7 @@ def main() -> int:
     missing = missing_dependencies()
     if missing:
         print("demo: missing " + ", ".join(missing), file=sys.stderr)
-        print(f"demo: `bash {ROOT / 'tests' / 'install.sh'}` installs everything.", file=sys.stderr)
+        print(f"demo: `bash {ROOT / 'tests' / 'install.sh'} --demo` installs what the demo needs.", file=sys.stderr)
         return 1
     # Set SIGINT too: a shell starts background jobs with it ignored, and `kill -INT` must still work.
     for signum in (signal.SIGINT, signal.SIGTERM):
