@@ -18,6 +18,7 @@ from sidecar import __version__, cli
 from sidecar.config import parse_config
 from tests.conftest import need
 from tests.testbed import ROOT
+from tests.testbed.tls import make_pki
 
 README = ROOT / "README.md"
 CONFIG_PATH = "/etc/auth-sidecar/config.yaml"
@@ -140,11 +141,9 @@ def test_the_deploy_https_site_passes_nginx_t(tmp_path: Path) -> None:
     (block,) = re.findall(r"```nginx\n(.*?)```", deploy_section(), re.S)
     https, redirect = block.split("\n}\n", 1)
     head = https.split("server {\n", 1)[1].split("\n    # ...then the rest of site.conf")[0] + "\n"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                    "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem"), "-days", "1",
-                    "-subj", "/CN=netbox.example.com"], check=True, capture_output=True, timeout=60)
-    head = re.sub(r"ssl_certificate\s+\S+;", f"ssl_certificate {tmp_path}/cert.pem;", head)
-    head = re.sub(r"ssl_certificate_key\s+\S+;", f"ssl_certificate_key {tmp_path}/key.pem;", head)
+    pki = make_pki(tmp_path / "pki")  # nginx -t loads the certificate and its key
+    head = re.sub(r"ssl_certificate\s+\S+;", f"ssl_certificate {pki.cert_file};", head)
+    head = re.sub(r"ssl_certificate_key\s+\S+;", f"ssl_certificate_key {pki.key_file};", head)
     site = (ROOT / "deploy" / "nginx" / "site.conf").read_text()
     assert "    listen 80;\n    server_name _;\n" in site  # what the README says to replace
     site = site.replace("    listen 80;\n    server_name _;\n", head)
