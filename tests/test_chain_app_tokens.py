@@ -17,9 +17,10 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+import yaml
 
 from tests.conftest import group, ldap_settings, need
-from tests.testbed import free_port
+from tests.testbed import ROOT, free_port
 from tests.testbed.apache import Apache
 from tests.testbed.caddy import Caddy
 from tests.testbed.haproxy import HAProxy
@@ -112,3 +113,10 @@ def test_htmx_without_a_session_gets_hx_redirect_and_no_basic_prompt(chain: Chai
     assert chain.get("/dcim/sites/").values("WWW-Authenticate")
     page = chain.get("/dcim/sites/", [("Accept", "text/html")])
     assert page.status == 302 and page.values("HX-Redirect") == []
+
+
+def test_traefik_hands_htmx_s_headers_to_the_sidecar() -> None:
+    # Traefik sends the sidecar only the headers listed (and hands every refusal to the client as is).
+    config = yaml.safe_load((ROOT / "deploy" / "traefik" / "auth-sidecar.yml").read_text())
+    passed = config["http"]["middlewares"]["auth-sidecar"]["forwardAuth"]["authRequestHeaders"]
+    assert {"HX-Request", "HX-Current-URL", "Authorization"} <= set(passed)
