@@ -29,11 +29,22 @@ What the directory says is taken exactly, or not at all:
   A type the server cannot answer (``active_directory`` on a server that is not Active Directory)
   is a configuration error (:meth:`Directory.check_group_type`), and every verdict is 503 while it
   stands.
+- A configured base DN that does not exist (``noSuchObject`` for ``user_search``'s or
+  ``group_search``'s base, or for the parent of ``user_dn_template``) is a configuration error,
+  logged as "base DN does not exist" and answered 503: never "no such user", which would count
+  against the user's budget. :meth:`Directory.readiness` checks the bases too (``/readyz``), and
+  :meth:`Directory.examine` checks one server item by item (``check-config --online``).
+
+Under ``auth-sidecar test-login`` every step reports to the trace (:mod:`sidecar.trace`): servers,
+binds, searches and what they found; there is none otherwise.
 """
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import contextlib
+import contextvars
 import functools
 import logging
 import re
@@ -44,15 +55,16 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal, NoReturn, TypeVar
 
 import ldap3
 from ldap3.core import exceptions as lx
 from ldap3.utils.conv import escape_filter_chars
-from ldap3.utils.dn import escape_rdn
+from ldap3.utils.dn import escape_rdn, to_dn
 
 from sidecar.config import LdapConfig, Search
-from sidecar.entries import first, fold, matching_value, rdn_value, values
+from sidecar.entries import first, fold, matching_value, normalize_dn, rdn_value, values
 from sidecar.errors import (
     AccessDenied,
     AuthError,
@@ -62,7 +74,20 @@ from sidecar.errors import (
     InvalidCredentials,
     UnknownUser,
 )
-from sidecar.groups import Group, GroupType, UserEntry, group_type_for
+from sidecar.groups import (
+    AD_CAPABILITY,
+    AD_MATCHING_RULE_IN_CHAIN,
+    ActiveDirectory,
+    Group,
+    GroupType,
+    MemberOf,
+    NestedMemberDN,
+    NoGroups,
+    UserEntry,
+    group_type_for,
+)
+from sidecar.metrics import NO_METRICS, Metrics
+from sidecar.trace import Trace, current
 
 log = logging.getLogger("sidecar.ldap")
 T = TypeVar("T")
@@ -104,6 +129,11 @@ TRANSPORT_ERRORS = (
     lx.LDAPCommunicationError,
     OSError,
 )
+# ldap3's words for a failure, as failure_text() makes them plain.
+TLS_FAILED = re.compile(r"^(?:socket ssl wrapping error|wrap socket error): ")
+SSL_NOISE = re.compile(r"\[SSL: [A-Z0-9_]+\] |\s*\(_ssl\.c:\d+\)")
+CONNECT_FAILED = re.compile(r"^socket connection error while opening: (?:\[Errno -?\d+\] )?")
+NO_SUCH_OBJECT = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +174,26 @@ class ServerList:
             with self._lock:
                 self._down_until.pop(uri, None)
 
+    def down_for(self) -> list[tuple[str, float]]:
+        """Each server and the seconds it is still passed over for a failure (0: not known down)."""
+        now = self._clock()
+        with self._lock:
+            return [(uri, max(0.0, self._down_until.get(uri, 0.0) - now)) for uri in self.uris]
+
+
+# One line of check-config --online: passed (True), failed (False) or could not be checked (None).
+Check = tuple[bool | None, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerReport:
+    """What one server answered to ``check-config --online``, check by check, and how far its
+    clock is from ours when it says (Active Directory's rootDSE ``currentTime``)."""
+
+    uri: str
+    checks: tuple[Check, ...]
+    clock_skew: float | None = None  # seconds: the server's time minus ours
+
 
 def refusal_reason(result: Mapping[str, Any]) -> str:
     """Why the directory refused a bind, with Active Directory's sub-code spelled out."""
@@ -158,9 +208,11 @@ def refusal_reason(result: Mapping[str, Any]) -> str:
 class Directory:
     """Checks passwords against LDAP / Active Directory and reads the user's groups."""
 
-    def __init__(self, config: LdapConfig) -> None:
+    def __init__(self, config: LdapConfig, metrics: Metrics = NO_METRICS) -> None:
         self.config = config
         self.servers = ServerList(config.server_uri, config.retry_dead_after)
+        # Each operation on each server, counted by outcome and timed (metrics).
+        self._timed = metrics.directory(config.server_uri, ("check_password", "lookup", "ping"))
         self._executor = ThreadPoolExecutor(config.threads, thread_name_prefix="ldap")
         self._local = threading.local()
         self._open: set[ldap3.Connection] = set()  # every thread's kept connections, for close()
@@ -202,8 +254,22 @@ class Directory:
         return await self._run(self._lookup, username)
 
     async def ping(self) -> bool:
-        """Whether any server accepts a connection and our bind right now."""
-        return await self._run(self._ping)
+        """Whether the directory can serve sign-ins right now (see :meth:`readiness`)."""
+        return await self.readiness() is None
+
+    async def readiness(self) -> str | None:
+        """Why the directory cannot serve sign-ins right now, or None when it can: no server accepts
+        a connection and our bind, a base DN we search does not exist, or the group type does not fit."""
+        try:
+            await self._run(self._ready)
+        except AuthError as exc:
+            return exc.reason
+        return None
+
+    async def examine(self, uri: str) -> ServerReport:
+        """``check-config --online`` for one server: each thing it must do, tried on a connection of
+        its own (nothing is remembered, no server is marked down)."""
+        return await self._run(self._examine, uri)
 
     async def check_group_type(self) -> None:
         """Refuse a group type the directory cannot answer: ConfigError when a server that
@@ -215,7 +281,10 @@ class Directory:
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
         # The one place where the event loop hands work to ldap3's blocking calls.
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(_scrubbed, function, *args))
+        call = functools.partial(_scrubbed, function, *args)
+        if current() is not None:  # test-login: the trace follows the work into the worker thread
+            call = functools.partial(contextvars.copy_context().run, call)
+        return await loop.run_in_executor(self._executor, call)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -231,22 +300,29 @@ class Directory:
             # An LDAP bind with a DN and no password is an "unauthenticated bind": it succeeds.
             raise InvalidCredentials("empty password")
         once = _Once(admit)
-        return self._on_some_server(lambda uri: self._check_on(uri, username, box, once))
+        return self._on_some_server("check_password", lambda uri: self._check_on(uri, username, box, once))
 
     def _lookup(self, username: str) -> DirectoryUser:
-        return self._on_some_server(lambda uri: self._lookup_on(uri, username))
+        return self._on_some_server("lookup", lambda uri: self._lookup_on(uri, username))
 
-    def _ping(self) -> bool:
-        try:
-            self._on_some_server(self._service_or_anonymous)
-        except AuthError:
-            return False
-        return True
+    def _ready(self) -> None:
+        self._on_some_server("ping", self._ready_on)
 
-    def _on_some_server(self, operation: Callable[[str], T]) -> T:
+    def _ready_on(self, uri: str) -> None:
+        conn = self._service_or_anonymous(uri)
+        for dn, key in self._searched_bases():
+            if (result := _read_base(conn, dn)).get("result") == NO_SUCH_OBJECT:
+                raise _base_missing(dn, key, result, logged=False)  # /readyz says it; probes come often
+
+    def _on_some_server(self, kind: str, operation: Callable[[str], T]) -> T:
         failures = []
         self._local.bind_sent = False
+        timed = self._timed[kind]
+        trace = current()
         for uri in self.servers.candidates():
+            if trace is not None:
+                trace.step("server", uri)
+            started = time.perf_counter()
             for fresh in (False, True):
                 self._local.reused = False
                 try:
@@ -257,22 +333,29 @@ class Directory:
                     slow = isinstance(exc, lx.LDAPResponseTimeoutError)
                     if not fresh and self._local.reused and not (slow and self._local.bind_sent):
                         continue  # a kept connection the server closed while idle: once anew
-                    failures.append(f"{uri}: {_describe(exc)}")
-                    log.warning("directory server %s failed: %s", uri, _describe(exc))
+                    timed[uri].count("error", started)
+                    failures.append(f"{uri}: {failure_text(exc)}")
+                    log.warning("directory server %s failed: %s", uri, failure_text(exc))  # test-login shows it too
                     self.servers.mark_down(uri)
                     if self._local.bind_sent:
                         # The directory may have counted this password: never ask another server.
-                        raise BindUnanswered(f"{uri} did not answer a user's bind: {_describe(exc)}") from None
+                        raise BindUnanswered(f"{uri} did not answer a user's bind: {failure_text(exc)}") from None
                     break
+                except AuthError as exc:  # an answer: no such user, wrong password, an incomplete search...
+                    timed[uri].refused(exc, started)
+                    raise
+                timed[uri].ok(started)
                 self.servers.mark_up(uri)
                 return result
-        raise DirectoryUnavailable("no directory server answered (" + "; ".join(failures) + ")")
+        raise DirectoryUnavailable("directory unreachable: " + "; ".join(failures))
 
     def _check_on(self, uri: str, username: str, box: list[bytes], admit: _Once) -> DirectoryUser:
         config = self.config
         service = self._service(uri)
         if config.user_dn_template is not None:
             dn = config.user_dn_template % {"user": escape_rdn(username)}
+            if (trace := current()) is not None:
+                trace.step("user DN", f"{dn} (ldap.user_dn_template, no search)")
             if service is None:
                 # Nobody may read the entry before the bind: the typed name is all there is.
                 admit(username)
@@ -295,6 +378,9 @@ class Directory:
 
     def _unknown(self, uri: str, username: str, absent_dn: str, box: list[bytes], admit: _Once) -> NoReturn:
         """No such user: the same admission and bind round trip as a wrong password, then say so."""
+        if (trace := current()) is not None:
+            trace.step("found", f"no user {username!r}; a bind to {absent_dn}, which does not exist, costs "
+                                "what a wrong password would")
         admit(username)
         try:
             self._bind(uri, absent_dn, box)
@@ -332,17 +418,36 @@ class Directory:
             attributes = {key: first(entry, attr) for key, attr in config.user_attr_map.items()}
         except AccessDenied as exc:
             raise AccessDenied(f"{dn}: {exc.reason}") from None
+        trace = current()
+        # Active Directory walks nested groups itself: traced, each group's memberOf shows the way.
+        parents = "memberOf" if trace is not None and isinstance(self.group_type, ActiveDirectory) else None
+        if trace is not None:
+            trace.step("mapped", "\n".join(
+                [f"username ({config.username_attr}): {canonical!r}",
+                 *(f"{key} ({attr}): {attributes[key]!r}" if attributes[key] else f"{key} ({attr}): not set"
+                   for key, attr in config.user_attr_map.items())]))
+            trace.step("groups", _how_groups_are_found(self.group_type, config))
+            for group_dn in values(entry, "memberOf") if parents else ():
+                trace.member(dn, str(group_dn))
         groups = self.group_type.user_groups(UserEntry(dn, username, entry),
-                                             _GroupSearch(reader, config.group_search, config.group_name_attr))
+                                             _GroupSearch(reader, config.group_search, config.group_name_attr,
+                                                          parents))
         log.debug("user %r is %s with %d groups: %s", username, dn, len(groups),
                   ", ".join(g.name or "(unpublished)" for g in groups) or "-")
+        if trace is not None:
+            trace.step("groups", _group_paths(trace, dn, canonical, groups, self.group_type))
         return DirectoryUser(dn=dn, username=canonical, attributes=attributes, groups=groups)
+
+    def _user_attributes(self) -> list[str]:
+        if current() is not None and isinstance(self.group_type, ActiveDirectory):
+            return [*self._user_attrs, "memberOf"]  # traced: the user's direct groups, for the paths
+        return self._user_attrs
 
     def _find_user(self, conn: ldap3.Connection, search: Search,
                    username: str) -> tuple[str, dict[str, Any]] | None:
         query = search.filter % {"user": escape_filter_chars(username)}
-        entries = self._search(conn, search.base_dn, search.scope, query, self._user_attrs,
-                               limit=USER_CANDIDATES)
+        entries = self._search(conn, search.base_dn, search.scope, query, self._user_attributes(),
+                               limit=USER_CANDIDATES, configured="ldap.user_search.base_dn")
         if len(entries) >= USER_CANDIDATES:
             raise InvalidCredentials(f"user search is ambiguous: {len(entries)} or more entries for {query}")
         if len(entries) > 1:
@@ -357,7 +462,9 @@ class Directory:
         return entries[0] if entries else None
 
     def _read_entry(self, conn: ldap3.Connection, dn: str) -> dict[str, Any]:
-        entries = self._search(conn, dn, "base", "(objectClass=*)", self._user_attrs, limit=1)
+        """A user's entry by its DN (from ``user_dn_template``); {} when there is no such entry."""
+        entries = self._search(conn, dn, "base", "(objectClass=*)", self._user_attributes(), limit=1,
+                               configured=None)
         return entries[0][1] if entries else {}
 
     def _search(
@@ -369,21 +476,130 @@ class Directory:
         attributes: list[str],
         *,
         limit: int,
+        configured: str | None,
     ) -> list[tuple[str, dict[str, Any]]]:
-        """Entries that identify a user: at most ``limit`` + the fact there were more; nothing
-        for a base that does not exist or is a referral we do not follow."""
+        """Entries that identify a user: at most ``limit`` + the fact there were more; nothing for
+        a referral we do not follow. ``configured`` names the key ``base`` comes from: a base that does
+        not exist is DirectoryUnavailable. None: ``base`` is a user's entry, which may not exist; its
+        parent must (the server says which entry it found nearest, RFC 4511's matchedDN)."""
         log.debug("search base=%r scope=%s filter=%r", base, scope, query)
         conn.search(base, query, SCOPES[scope], attributes=attributes, size_limit=limit)
         result = conn.result or {}
         entries = _entries(conn)
         code = result.get("result")
+        if code == NO_SUCH_OBJECT:
+            if configured is not None:
+                raise _base_missing(base, configured, result)
+            parent = _parent_dn(base)
+            if parent and normalize_dn(str(result.get("dn") or "")) != normalize_dn(parent):
+                raise _base_missing(parent, "the parent of ldap.user_dn_template", result)
         # 4 sizeLimitExceeded with our own limit reached: there are more (an ambiguous name).
-        if code not in (0, 10, 32) and not (code == 4 and len(entries) >= limit):
+        elif code not in (0, 10) and not (code == 4 and len(entries) >= limit):
             raise DirectoryUnavailable(
                 f"search under {base!r} failed: {result.get('description')} {result.get('message')}"
             )
         log.debug("search found %d entries", len(entries))
+        if (trace := current()) is not None:
+            trace.step("search", f"base {base}, scope {scope}, filter {query}: {_found(entries)}")
         return entries
+
+    # -- check-config --online ----------------------------------------------------------------
+
+    def _examine(self, uri: str) -> ServerReport:
+        config = self.config
+        checks: list[Check] = []
+        try:
+            conn = self._connect(uri)
+        except TRANSPORT_ERRORS as exc:
+            self._drop_connections(uri)
+            return ServerReport(uri, ((False, f"reachable: {failure_text(exc)}"),))
+        skew = None
+        try:
+            checks.append((True, f"reachable: {self.transport_security(uri)}"))
+            if config.bind_dn:
+                refused = self._authenticate(conn)
+                checks.append((refused is None, f"service bind as {config.bind_dn}: "
+                               + ("accepted" if refused is None else f"refused: {refused}")))
+                if refused is not None:
+                    return ServerReport(uri, tuple(checks))
+            else:
+                accepted = conn.bind(read_server_info=False)
+                checks.append((bool(accepted), "anonymous bind (no ldap.bind_dn): " + (
+                    "accepted" if accepted else f"refused: {refusal_reason(conn.result or {})}")))
+            asked = time.time()
+            conn.search("", "(objectClass=*)", ldap3.BASE, attributes=["supportedCapabilities", "currentTime"])
+            root = (_entries(conn) or [("", {})])[0][1]
+            skew = _clock_skew(first(root, "currentTime"), (asked + time.time()) / 2)
+            as_user = config.user_dn_template is not None and not config.bind_dn
+            for dn, key in self._searched_bases(everything=True):
+                checks.append(self._base_check(conn, dn, key, as_user=as_user and key != "ldap.user_search.base_dn"))
+            if config.group_search is not None and not isinstance(self.group_type, MemberOf | NoGroups):
+                checks.append(self._group_search_check(conn, config.group_search, as_user=as_user))
+            checks += self._group_type_checks(uri, {str(v) for v in values(root, "supportedCapabilities")})
+        except TRANSPORT_ERRORS as exc:
+            self._drop_connections(uri)
+            checks.append((False, f"stopped answering: {failure_text(exc)}"))
+        finally:
+            _unbind_quietly(conn)
+        return ServerReport(uri, tuple(checks), skew)
+
+    def _searched_bases(self, *, everything: bool = False) -> list[tuple[str, str]]:
+        """The base DNs the configuration names, with their keys. Without a service account, a
+        user_dn_template's entries and groups are read as the user, so only ``everything`` has those."""
+        config = self.config
+        as_user = config.user_dn_template is not None and not config.bind_dn
+        bases = []
+        if config.user_search is not None:
+            bases.append((config.user_search.base_dn, "ldap.user_search.base_dn"))
+        if config.user_dn_template is not None and (everything or not as_user):
+            bases.append((template_parent(config.user_dn_template), "the parent of ldap.user_dn_template"))
+        if config.group_search is not None and (everything or not as_user):
+            bases.append((config.group_search.base_dn, "ldap.group_search.base_dn"))
+        return bases
+
+    def _base_check(self, conn: ldap3.Connection, dn: str, key: str, *, as_user: bool) -> Check:
+        result = _read_base(conn, dn)
+        code, nearest = result.get("result"), str(result.get("dn") or "")
+        if code == 0:
+            return True, f"{key} {dn} exists"
+        if as_user:  # read as the user at sign-in: an anonymous search may be refused, or told nothing
+            return None, (f"{key} {dn}: not checked, the directory is read as the user (no ldap.bind_dn); "
+                          f"anonymously: {result.get('description')}")
+        if code == NO_SUCH_OBJECT:
+            return False, f"{key} {dn}: base DN does not exist" + (
+                f" (the nearest entry that does: {nearest})" if nearest else "")
+        if code == 10:
+            where = ", ".join(result.get("referrals") or []) or "another server"
+            followed = "followed" if self.config.referrals else "NOT followed (ldap.referrals is false)"
+            return self.config.referrals, f"{key} {dn} is a referral to {where}: {followed}"
+        return False, f"{key} {dn}: cannot be read: {result.get('description')} {result.get('message') or ''}".rstrip()
+
+    def _group_search_check(self, conn: ldap3.Connection, search: Search, *, as_user: bool) -> Check:
+        conn.search(search.base_dn, search.filter, SCOPES[search.scope], attributes=["1.1"], size_limit=1)
+        result, entries = conn.result or {}, _entries(conn)
+        what = f"group search {search.filter} under {search.base_dn}"
+        if entries:
+            return True, f"{what} answers (a group: {entries[0][0]})"
+        if as_user:
+            return None, f"{what}: not checked, groups are read as the user (no ldap.bind_dn)"
+        if result.get("result") == NO_SUCH_OBJECT:
+            return None, f"{what}: not asked, its base DN does not exist"
+        if result.get("result") == 0:
+            return False, f"{what} finds no group at all: nobody would be in any group"
+        return False, f"{what} failed: {result.get('description')} {result.get('message') or ''}".rstrip()
+
+    def _group_type_checks(self, uri: str, capabilities: set[str]) -> list[Check]:
+        kind = self.group_type
+        if isinstance(kind, NoGroups):
+            return [(None, "no ldap.group_type: users are in no groups")]
+        refusal = kind.refusal(uri, capabilities)
+        checks: list[Check] = [(refusal is None, refusal or (
+            f"ldap.group_type {kind.name} fits: the server is {kind.requires.server}" if kind.requires
+            else f"ldap.group_type {kind.name} needs nothing the server must announce"))]
+        if AD_CAPABILITY in capabilities and not isinstance(kind, ActiveDirectory):
+            checks.append((None, f"the server is Active Directory: ldap.group_type active_directory would find "
+                                 f"nested groups in one search ({kind.name} is configured)"))
+        return checks
 
     # -- is the group type one this server can answer? --------------------------------------------
 
@@ -395,7 +611,7 @@ class Directory:
                 answered = True
             except TRANSPORT_ERRORS as exc:
                 self._drop_connections(uri)
-                log.warning("directory server %s failed: %s", uri, _describe(exc))
+                log.warning("directory server %s failed: %s", uri, failure_text(exc))
             except DirectoryUnavailable as exc:
                 if uri in self._group_type_checked:
                     problems.append(exc.reason)
@@ -414,6 +630,9 @@ class Directory:
             if (mismatch := self._group_type_checked[uri]) is not None:
                 log.error("%s; every verdict on this server is 503 until the configuration is fixed",
                           mismatch)
+            if (trace := current()) is not None and self.group_type.requires is not None:
+                trace.step("group type", mismatch or f"{uri} announces {self.group_type.requires.server} "
+                           f"(capability {self.group_type.requires.oid}): ldap.group_type fits")
         if (mismatch := self._group_type_checked[uri]) is not None:
             raise DirectoryUnavailable(mismatch)
 
@@ -453,17 +672,27 @@ class Directory:
         return conn
 
     def _bind_service(self, uri: str) -> ldap3.Connection:
-        assert self.config.bind_password is not None
         conn = self._connect(uri)
-        if not _simple_bind(conn, self.config.bind_dn, self.config.bind_password.reveal().encode("utf-8")):
-            reason = refusal_reason(conn.result or {})
+        if (reason := self._authenticate(conn)) is not None:
             conn.unbind()
             raise DirectoryUnavailable(f"service account {self.config.bind_dn!r} refused: {reason}")
         return conn
 
+    def _authenticate(self, conn: ldap3.Connection) -> str | None:
+        """Bind an open connection as the service account: None, or why the directory refused."""
+        assert self.config.bind_password is not None
+        accepted = _simple_bind(conn, self.config.bind_dn, self.config.bind_password.reveal().encode("utf-8"))
+        reason = None if accepted else refusal_reason(conn.result or {})
+        if (trace := current()) is not None:
+            trace.step("bind", f"as the service account {self.config.bind_dn}: "
+                               + ("accepted" if reason is None else f"refused: {reason}"))
+        return reason
+
     def _bind_anonymous(self, uri: str) -> ldap3.Connection:
         conn = self._connect(uri)
-        conn.bind(read_server_info=False)
+        accepted = conn.bind(read_server_info=False)
+        if (trace := current()) is not None:
+            trace.step("bind", "anonymously (no ldap.bind_dn): " + ("accepted" if accepted else "refused"))
         return conn
 
     def _drop_connections(self, uri: str) -> None:
@@ -473,6 +702,9 @@ class Directory:
                 with self._kept_lock:
                     self._open.discard(conn)
                 _unbind_quietly(conn)
+        # ldap3's Server remembers a failed address for a while and then refuses to try it at all
+        # ("invalid server address"): the next attempt gets a new one, and the real reason.
+        self._local.__dict__.get("servers", {}).pop(uri, None)
 
     def _bind(self, uri: str, dn: str, box: list[bytes]) -> ldap3.Connection:
         """This thread's user-bind connection, bound as ``dn``; InvalidCredentials if refused."""
@@ -484,9 +716,12 @@ class Directory:
             accepted = _simple_bind(conn, dn, box[0])
         finally:
             conn.password = None  # ldap3 would keep the last user's password on the connection
-        if accepted:
+        reason = None if accepted else refusal_reason(conn.result or {})
+        if (trace := current()) is not None:
+            trace.step("bind", f"as {dn}: " + ("password accepted" if reason is None else f"refused: {reason}"))
+        if reason is None:
             return conn
-        raise InvalidCredentials(f"directory refused the password for {dn}: {refusal_reason(conn.result or {})}")
+        raise InvalidCredentials(f"directory refused the password for {dn}: {reason}")
 
     def _connect(self, uri: str) -> ldap3.Connection:
         """An open, not yet bound connection (TLS started when configured)."""
@@ -506,11 +741,31 @@ class Directory:
             auto_referrals=config.referrals,
             raise_exceptions=False,
         )
-        conn.open()
-        if config.start_tls and not conn.start_tls():
-            conn.unbind()
-            raise lx.LDAPStartTLSError(f"StartTLS refused: {conn.result}")
+        try:
+            conn.open()
+            if config.start_tls and not conn.start_tls():
+                result = conn.result or {}
+                raise lx.LDAPStartTLSError(f"StartTLS refused: {result.get('description')} "
+                                           f"{result.get('message') or ''}".rstrip())
+        except TRANSPORT_ERRORS:
+            _unbind_quietly(conn)
+            # ldap3 leaves the socket of a connection that failed to open for the garbage collector.
+            with contextlib.suppress(Exception):
+                conn.socket.close()
+            raise
+        if (trace := current()) is not None:
+            trace.step("connect", f"{uri}: connected, {self.transport_security(uri)}")
         return conn
+
+    def transport_security(self, uri: str) -> str:
+        """How a connection to ``uri`` is protected, in words."""
+        config = self.config
+        if not uri.lower().startswith("ldaps:") and not config.start_tls:
+            return "no TLS: passwords cross the network in clear (use ldaps:// or ldap.start_tls)"
+        how = "TLS (ldaps)" if uri.lower().startswith("ldaps:") else "StartTLS"
+        if config.ignore_cert_errors:
+            return f"{how}, the certificate NOT checked (ldap.ignore_cert_errors)"
+        return f"{how}, the certificate checked against " + (config.ca_file or "the system's CAs")
 
     @staticmethod
     def _make_tls(config: LdapConfig) -> ldap3.Tls:
@@ -526,12 +781,18 @@ class _GroupSearch:
     conn: ldap3.Connection
     search: Search | None
     name_attr: str
+    parents_attr: str | None = None  # traced only: an attribute naming each group's own groups
 
     def groups(self, clause: str) -> tuple[Group, ...]:
         # The configuration requires group_search with every group type that searches.
         assert self.search is not None
-        search, name_attr = self.search, self.name_attr
-        entries = self._all(search.base_dn, search.scope, f"(&{search.filter}{clause})", [name_attr])
+        search, name_attr, parents = self.search, self.name_attr, self.parents_attr
+        entries = self._all(search.base_dn, search.scope, f"(&{search.filter}{clause})",
+                            [name_attr, parents] if parents else [name_attr])
+        if parents and (trace := current()) is not None:
+            for dn, attrs in entries:
+                for parent in values(attrs, parents):
+                    trace.member(dn, str(parent))
         return tuple(Group.named(dn, (values(attrs, name_attr) or [rdn_value(dn)])[0]) for dn, attrs in entries)
 
     def _all(self, base: str, scope: str, query: str, attributes: list[str]) -> list[tuple[str, dict[str, Any]]]:
@@ -546,6 +807,8 @@ class _GroupSearch:
                         paged_size=PAGE_SIZE, paged_cookie=cookie)
             result = conn.result or {}
             entries += _entries(conn)
+            if result.get("result") == NO_SUCH_OBJECT:  # base is ldap.group_search.base_dn
+                raise _base_missing(base, "ldap.group_search.base_dn", result)
             if result.get("result") != 0:
                 raise DirectoryUnavailable(
                     f"incomplete answer: the search under {base!r} for {query} stopped after "
@@ -557,6 +820,8 @@ class _GroupSearch:
             cookie = _paging_cookie(result)
             if not cookie:
                 log.debug("search found %d entries", len(entries))
+                if (trace := current()) is not None:
+                    trace.step("search", f"base {base}, scope {scope}, filter {query}: {_found(entries)}")
                 return entries
         raise DirectoryUnavailable(
             f"incomplete answer: paging the search under {base!r} for {query} does not end "
@@ -634,6 +899,149 @@ def _unbind_quietly(conn: ldap3.Connection) -> None:
             pass
 
 
-def _describe(exc: BaseException) -> str:
-    said = str(exc) or type(exc).__name__
+def failure_text(exc: BaseException) -> str:
+    """Why a server failed, in plain words. ldap3 wraps some of its messages in the text of a tuple,
+    nested (a TLS failure: ``("('socket ssl wrapping error: [SSL: ...] ... (_ssl.c:1006)',)",)``),
+    and says others its own way ("socket connection error while opening: [Errno 111] ...")."""
+    args = exc.args
+    if len(args) == 2 and isinstance(args[1], list):  # ldap3 tried several addresses: each and why
+        said = "; ".join(f"{address[0] if isinstance(address, tuple) else address}: {failure_text(failed)}"
+                         for failed, address in args[1])
+    else:
+        said = _innermost(args) or str(exc) or type(exc).__name__
+    if (tls := TLS_FAILED.match(said)) is not None:
+        said = "TLS failed: " + _tls_reason(SSL_NOISE.sub("", said[tls.end():]).strip())
+    elif (connect := CONNECT_FAILED.match(said)) is not None:
+        rest = said[connect.end():]
+        said = "cannot connect: " + rest[:1].lower() + rest[1:]
+    elif said == "invalid server address":
+        said = "its host name does not resolve (invalid server address)"
     return said if len(said) < 300 else said[:297] + "..."
+
+
+def _innermost(said: Any) -> str:
+    """The message within ldap3's wrappings: the first of a tuple, or of the text of one."""
+    for _ in range(5):
+        if isinstance(said, tuple | list):
+            if not said:
+                return ""
+            said = said[0]
+        elif isinstance(said, str) and said[:2] in ("('", '("') and said.endswith(")"):
+            try:
+                said = ast.literal_eval(said)
+            except (ValueError, SyntaxError):
+                break
+        else:
+            break
+    return str(said)
+
+
+def _tls_reason(said: str) -> str:
+    verify = "certificate verify failed: "
+    if said.startswith(verify):
+        why = said[len(verify):]
+        if "mismatch" in why or "not valid for" in why:
+            return f"the server's certificate does not name this host ({why}): connect by a name it holds"
+        return f"the server's certificate is not trusted ({why}): ldap.ca_file must be the CA that signed it"
+    if "wrong version number" in said or "packet length too long" in said:
+        return f"{said}: the server does not speak TLS on this port (ldaps:// needs its TLS port, often 636)"
+    return said
+
+
+def _base_missing(dn: str, key: str, result: Mapping[str, Any], *, logged: bool = True) -> DirectoryUnavailable:
+    """A base DN of the configuration that the server says does not exist (noSuchObject): a 503 to
+    raise, logged unless ``logged`` is false. The server names the nearest entry it found (matchedDN)."""
+    nearest = str(result.get("dn") or "")
+    reason = f"base DN does not exist: {dn} ({key}" + (f"; the nearest entry that does: {nearest}" if nearest
+                                                        else "") + ")"
+    if logged:
+        log.error("%s", reason)  # test-login shows log lines among its steps
+    elif (trace := current()) is not None:
+        trace.step("search", reason)
+    return DirectoryUnavailable(reason)
+
+
+def _clock_skew(current_time: str, ours: float) -> float | None:
+    """The server's clock minus ours from a GeneralizedTime (``20240315123456.0Z``), if it gave one."""
+    try:
+        theirs = datetime.strptime(current_time[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return theirs.timestamp() - ours
+
+
+def _read_base(conn: ldap3.Connection, dn: str) -> Mapping[str, Any]:
+    """The server's answer to reading the entry at ``dn`` (no attributes): whether it exists."""
+    conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=["1.1"], size_limit=1)
+    return conn.result or {}
+
+
+def _parent_dn(dn: str) -> str:
+    try:
+        return ",".join(to_dn(dn)[1:])
+    except lx.LDAPInvalidDnError:
+        return ""
+
+
+def template_parent(template: str) -> str:
+    """Where a ``user_dn_template`` puts users: the DN without its first RDN."""
+    return _parent_dn(template % {"user": "x"})
+
+
+def _found(entries: list[tuple[str, dict[str, Any]]]) -> str:
+    if not entries:
+        return "no entry"
+    shown = "; ".join(dn for dn, _ in entries[:5]) + ("; ..." if len(entries) > 5 else "")
+    return f"{len(entries)} {'entry' if len(entries) == 1 else 'entries'}: {shown}"
+
+
+def _how_groups_are_found(kind: GroupType, config: LdapConfig) -> str:
+    if isinstance(kind, NoGroups):
+        return "no ldap.group_type: the user is in no groups"
+    search = config.group_search
+    among = f" under {search.base_dn} ({search.scope}, {search.filter})" if search else ""
+    name = f"ldap.group_type {kind.name}"
+    if isinstance(kind, MemberOf):
+        return f"{name}: the user entry's memberOf, direct groups only" + (
+            f", those under {search.base_dn}" if search else "")
+    if isinstance(kind, ActiveDirectory):
+        return f"{name}: one search{among}; the server walks nested groups (matching rule {AD_MATCHING_RULE_IN_CHAIN})"
+    if isinstance(kind, NestedMemberDN):
+        return f"{name}: the groups{among} that list the user, then theirs, up to ldap.max_nesting={kind.max_nesting}"
+    return f"{name}: the groups{among} that list the user (direct groups only)"
+
+
+def _group_paths(trace: Trace, user_dn: str, username: str, groups: tuple[Group, ...], kind: GroupType) -> str:
+    """Each group, and the way the user is in it: the memberships the trace saw, from the user up."""
+    if not groups:
+        return "the user is in no group"
+    names = {normalize_dn(g.dn): g.name or rdn_value(g.dn) for g in groups}
+    user = normalize_dn(user_dn)
+    names[user] = username
+    up: dict[str, list[str]] = {}
+    for member, of in trace.memberships:
+        up.setdefault(normalize_dn(member), []).append(normalize_dn(of))
+    came_from: dict[str, str] = {}
+    frontier, seen = [user], {user}
+    while frontier:  # breadth first: the shortest way in
+        next_level = []
+        for node in frontier:
+            for parent in up.get(node, ()):
+                if parent not in seen:
+                    seen.add(parent)
+                    came_from[parent] = node
+                    next_level.append(parent)
+        frontier = next_level
+    nested = isinstance(kind, NestedMemberDN | ActiveDirectory)
+    lines = [f"{len(groups)} group{'' if len(groups) == 1 else 's'}, each with the way in:"]
+    for group in sorted(groups, key=lambda g: (g.name or g.dn).casefold()):
+        key = normalize_dn(group.dn)
+        if key in came_from:
+            chain = [key]
+            while chain[-1] != user:
+                chain.append(came_from[chain[-1]])
+            way = " → ".join(names.get(k, k) for k in reversed(chain))
+        else:
+            way = f"{username} → {names[key]}" if not nested else "(the way in was not seen)"
+        lines.append(f"  {way}   ({group.dn}{'' if group.name else ', a name that is not published'})")
+    return "\n".join(lines)
