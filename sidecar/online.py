@@ -1,13 +1,43 @@
 """``auth-sidecar check-config``: the configuration as serve would read it, and with ``--online``,
-what it points at, connected to for real."""
+what it points at, connected to for real.
+
+Without ``--online``: ``FILE: ok``, or every problem with its line and exit status 2. With it, a
+checklist follows, one line per check, ``ok``, ``FAIL`` or ``--`` (could not be checked), in plain
+words, and exit status 1 when a check fails:
+
+- each directory server (:meth:`sidecar.ldap.Directory.examine`): reachable, TLS included; the
+  service bind; every base DN the configuration names exists ("base DN does not exist" otherwise);
+  a group search answers; the group type fits the server; its clock, where it says (Active
+  Directory's rootDSE ``currentTime``);
+- each single sign-on provider and Bearer issuer: the discovery document, read as a sign-in reads
+  it (it must be for exactly that issuer), the signing keys, the algorithms we would accept, and
+  its clock (the HTTP ``Date`` of its answer).
+
+A clock further from ours than ``oidc.leeway`` fails: tokens would be refused as not yet valid or
+expired.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import time
+from collections.abc import Sequence
+from email.utils import parsedate_to_datetime
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 from sidecar.cli import DEFAULT_CONFIG, add_config_argument, fail
-from sidecar.config import load_config
+from sidecar.config import Config, load_config
 from sidecar.errors import ConfigError
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from sidecar.ldap import Check
+
+DATE_RESOLUTION = 1.0  # seconds: an HTTP Date is whole seconds, cut off
+MARKS = {True: "ok  ", False: "FAIL", None: "--  "}
 
 
 def configure(parser: argparse.ArgumentParser, name: str) -> None:
@@ -20,10 +50,137 @@ def configure(parser: argparse.ArgumentParser, name: str) -> None:
 def main(args: argparse.Namespace) -> int:
     path = args.file or args.config or DEFAULT_CONFIG
     try:
-        config = load_config(path)  # noqa: F841 (used by --online)
+        config = load_config(path)
     except ConfigError as exc:
         return fail(f"{path}: {exc}")
+    print(f"{path}: ok")
     if not args.online:
-        print(f"{path}: ok")
         return 0
-    return fail("--online is not built yet")  # placeholder
+    failed = asyncio.run(checklist(config))
+    print("every check passed" if not failed else f"{failed} check{'s' if failed > 1 else ''} failed")
+    return 1 if failed else 0
+
+
+async def checklist(config: Config) -> int:
+    """Print the checklist of what the configuration points at; the number of checks that failed."""
+    failed = 0
+    if config.ldap is not None:
+        failed += await _directory(config)
+    oidc = config.oidc
+    if oidc.providers or oidc.bearer:
+        import aiohttp
+
+        dates = _Dates()
+        trace = aiohttp.TraceConfig()
+        trace.on_request_end.append(dates.seen)
+        async with aiohttp.ClientSession(trace_configs=[trace], headers={"User-Agent": "auth-sidecar"}) as session:
+            for provider in oidc.providers:
+                if provider.type == "oauth2" or provider.issuer is None:
+                    failed += _section(f"oauth2 provider {provider.name}", [
+                        (None, "no discovery document (type oauth2): its endpoints are not fetched")])
+                    continue
+                checks = await _issuer(session, dates, provider.issuer, jwks_url=None,
+                                       algorithms=provider.algorithms, leeway=oidc.leeway)
+                failed += _section(f"oidc provider {provider.name}: {provider.issuer}", checks)
+            for bearer in oidc.bearer:
+                checks = await _issuer(session, dates, bearer.issuer, jwks_url=bearer.jwks_url,
+                                       algorithms=bearer.algorithms, leeway=oidc.leeway)
+                failed += _section(f"bearer issuer {bearer.issuer}", checks)
+    return failed
+
+
+def _section(title: str, checks: Sequence[Check]) -> int:
+    print(title)
+    for passed, text in checks:
+        first, *rest = text.split("\n")
+        print(f"  {MARKS[passed]}  {first}")
+        for line in rest:
+            print(f"        {line}")
+    return sum(passed is False for passed, _ in checks)
+
+
+async def _directory(config: Config) -> int:
+    from sidecar.ldap import Directory
+
+    assert config.ldap is not None
+    directory = Directory(config.ldap)
+    failed = 0
+    try:
+        for uri in config.ldap.server_uri:
+            report = await directory.examine(uri)
+            checks = list(report.checks)
+            if len(checks) > 1:  # it answered
+                checks.append(_clock(report.clock_skew, config.oidc.leeway, "the server's",
+                                     "not published by the server (Active Directory's rootDSE currentTime)"))
+            failed += _section(f"directory {uri}", checks)
+    finally:
+        directory.close()
+    return failed
+
+
+def _clock(skew: float | None, leeway: float, whose: str, unknown: str, resolution: float = 0.0) -> Check:
+    if skew is None:
+        return None, f"clock: {unknown}"
+    off = abs(skew)
+    said = f"clock: {whose} is {off:.0f} s {'ahead of' if skew > 0 else 'behind'} ours" if off >= 1 \
+        else f"clock: {whose} agrees with ours"
+    if off - resolution > leeway:
+        return False, (f"{said}, more than oidc.leeway ({leeway:g} s): tokens would be refused as expired or "
+                       "not yet valid; fix the time on this host or that one (NTP)")
+    return True, f"{said} (oidc.leeway {leeway:g} s)"
+
+
+class _Dates:
+    """The ``Date`` of every answer, against our clock when it came: how far the other clock is."""
+
+    def __init__(self) -> None:
+        self.skews: dict[str, float] = {}
+
+    async def seen(self, session: aiohttp.ClientSession, context: SimpleNamespace, params: Any) -> None:
+        ours = time.time()
+        date = params.response.headers.get("Date")
+        try:
+            theirs = parsedate_to_datetime(date).timestamp() if date else None
+        except (TypeError, ValueError):
+            theirs = None
+        if theirs is not None:
+            self.skews[str(params.url)] = theirs - ours
+
+
+async def _issuer(session: aiohttp.ClientSession, dates: _Dates, issuer: str, *, jwks_url: str | None,
+                  algorithms: tuple[str, ...], leeway: float) -> list[Check]:
+    """The discovery document (when the keys or the algorithms come from it), the keys, the
+    algorithms we would accept, and the issuer's clock: as the sign-in and the Bearer check read them."""
+    from sidecar.errors import ProviderUnavailable
+    from sidecar.jwks import Discovery, JwksCache
+    from sidecar.tokens import allowed_algorithms
+
+    checks: list[Check] = []
+    document: dict[str, Any] = {}
+    seen = []
+    if jwks_url is None or not algorithms:
+        discovery = Discovery(session, issuer)
+        seen.append(discovery.url)
+        try:
+            document = await discovery.document()
+        except ProviderUnavailable as exc:
+            return [(False, f"discovery: {exc.reason}")]
+        checks.append((True, f"discovery {discovery.url}: for this issuer, with every endpoint a sign-in needs"))
+    keys_url = jwks_url or str(document["jwks_uri"])
+    seen.append(keys_url)
+    try:
+        keys = await JwksCache(session, keys_url).keys()
+    except ProviderUnavailable as exc:
+        checks.append((False, f"signing keys: {exc.reason}"))
+    else:
+        kids = ", ".join(sorted({str(key.get("kid")) for key in keys.all if key.get("kid")})) or "no key ids"
+        checks.append((True, f"signing keys {keys_url}: {len(keys.all)} ({kids})"))
+    try:
+        allowed = allowed_algorithms(algorithms or document.get("id_token_signing_alg_values_supported"))
+    except ValueError as exc:
+        checks.append((False, f"algorithms: {exc}"))
+    else:
+        checks.append((True, "algorithms accepted: " + ", ".join(sorted(allowed))))
+    skew = next((dates.skews[url] for url in seen if url in dates.skews), None)
+    checks.append(_clock(skew, leeway, "the issuer's", "its answers carry no Date", resolution=DATE_RESOLUTION))
+    return checks
