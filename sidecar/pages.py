@@ -1,4 +1,4 @@
-"""The HTML pages the sidecar serves itself: the login form and simple messages ("signed out").
+"""The HTML pages the sidecar serves itself: the login form, "not allowed here", "signed out".
 
 Pages are filled from ``string.Template`` files in ``templates/``: every value is HTML-escaped on
 its way in unless it is markup this module built from escaped parts (:class:`_Html`). Nothing is
@@ -38,11 +38,17 @@ TEXT_CONTRAST = 4.5  # WCAG AA for text; also ample for the 3:1 a focus ring nee
 DATA_IMAGE = re.compile(r"data:image/(?:png|gif|jpeg|webp|avif|svg\+xml)[;,]", re.IGNORECASE)
 # Characters browsers strip or reinterpret in URLs ("java\tscript:", "/\\evil.example").
 URL_TRAPS = re.compile(r"[\x00-\x20\x7f\\]")
-CONTENT_TYPES = {".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
+CONTENT_TYPES = {".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png",
+                 ".ico": "image/x-icon", ".txt": "text/plain; charset=utf-8"}
 THEME_CSS = "theme.css"
+FAVICON = "favicon.ico"
+# What browsers and crawlers ask every site for unprompted; the proxies answer them from the sidecar
+# without sign-in (see deploy/), so they never end at the login page.
+PUBLIC_FILES = (FAVICON, "robots.txt")
 
 # Fragments of the pages; their placeholders are filled by _fill like the templates' own.
 _STYLESHEET = Template('<link rel="stylesheet" href="$href">\n')
+_ICON = Template('<link rel="icon" href="$href">\n')
 _LOGO = Template('<img class="logo" src="$src" alt="">\n')
 _HELP = Template('<footer class="help">\n$text$link</footer>\n')
 _HELP_TEXT = Template("<p>$text</p>\n")
@@ -54,6 +60,9 @@ _PROVIDERS = Template(
 _PROVIDER = Template('<li><a class="button secondary" href="$url">$label</a></li>\n')
 _HINT = Template('<p class="hint">$hint</p>\n')
 _LINK = Template('<p class="actions"><a class="button" href="$url">$label</a></p>\n')
+_LINKS = Template('<p class="actions"><a class="button" href="$url">$label</a>'
+                  '<a class="button secondary" href="$second_url">$second_label</a></p>\n')
+_SIGNED_IN_AS = Template("You are signed in as <strong>$username</strong>, but you are not allowed here.")
 _CONFIRM = Template(
     '<form method="post" action="$action">\n<input type="hidden" name="csrf" value="$csrf_token">\n'
     '<button class="button" type="submit" autofocus>$label</button>\n$choice</form>\n'
@@ -188,14 +197,24 @@ def theme_stylesheet(accent: str) -> str:
     )
 
 
-def _static_files(theme: Theme) -> dict[str, tuple[bytes, str]]:
+def _shipped_files() -> dict[str, tuple[bytes, str]]:
     # The allowlist: the files shipped in static/ now, by exact name, so no path reaches the disk.
-    found = {
+    return {
         entry.name: (entry.read_bytes(), CONTENT_TYPES[suffix])
         for entry in (files("sidecar") / "static").iterdir()
         if entry.is_file() and (suffix := PurePosixPath(entry.name).suffix) in CONTENT_TYPES
     }
-    return {**found, THEME_CSS: (theme_stylesheet(theme.accent).encode(), CONTENT_TYPES[".css"])}
+
+
+def _static_files(theme: Theme) -> dict[str, tuple[bytes, str]]:
+    return {**_shipped_files(), THEME_CSS: (theme_stylesheet(theme.accent).encode(), CONTENT_TYPES[".css"])}
+
+
+def public_files() -> dict[str, tuple[bytes, str]]:
+    """(content, content type) of each of PUBLIC_FILES: the icon, and a robots.txt that asks
+    crawlers to stay out (what is behind the gateway is for signed-in people)."""
+    shipped = _shipped_files()
+    return {name: shipped[name] for name in PUBLIC_FILES}
 
 
 class Pages:
@@ -218,15 +237,17 @@ class Pages:
         self.theme = theme
         self._files = _static_files(theme)
         links = "".join(
-            _fill(_STYLESHEET, href=f"{prefix}/{name}?v={hashlib.sha256(self._files[name][0]).hexdigest()[:12]}")
-            for name in ("login.css", THEME_CSS)
-        )
+            _fill(_STYLESHEET, href=f"{prefix}/{name}?v={self._version(name)}") for name in ("login.css", THEME_CSS)
+        ) + _fill(_ICON, href=f"{prefix}/{FAVICON}?v={self._version(FAVICON)}")
         head, tail = _template("layout.html").template.split("$content")
         self._head, self._tail = Template(head), Template(tail)
         self._shared = {"stylesheets": _Html(links), "brand": self._brand()}
         self._login_head = _fill(self._head, title=theme.title, **self._shared)
         self._page_tail = _fill(self._tail, help=self._help())
         self._login, self._message = _template("login.html"), _template("message.html")
+
+    def _version(self, name: str) -> str:
+        return hashlib.sha256(self._files[name][0]).hexdigest()[:12]
 
     @staticmethod
     def problems(*, static_prefix: str) -> list[tuple[str, str]]:
@@ -281,6 +302,21 @@ class Pages:
             link=_fill(_LINK, label=link[0], url=check_url(link[1], "link")) if link else _Html(""),
         )
         return _fill(self._head, title=title, **self._shared) + body + self._page_tail
+
+    def forbidden(self, *, username: str | None, sign_out: str, back: str) -> str:
+        """"Not allowed here": who is signed in (``username``, or nobody named), a button to sign
+        out (to use another account) and a way back to ``back``, the start page."""
+        if username is None:
+            body = _fill(self._message, text="You are not allowed here.",
+                         hint=_fill(_HINT, hint="If you need it, ask your administrator for access."),
+                         link=_fill(_LINK, label="Back to the start page", url=check_url(back, "back")))
+        else:
+            body = _fill(self._message, text=_fill(_SIGNED_IN_AS, username=username),
+                         hint=_fill(_HINT, hint="Ask your administrator for access, or sign out and sign in "
+                                                "with another account."),
+                         link=_fill(_LINKS, label="Sign out", url=check_url(sign_out, "sign-out link"),
+                                    second_label="Back to the start page", second_url=check_url(back, "back")))
+        return _fill(self._head, title="Not allowed here", **self._shared) + body + self._page_tail
 
     def confirm(self, *, title: str, text: str, action: str, csrf_token: str, button: str,
                 choice: tuple[str, str] | None = None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import struct
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sidecar.pages import NAMED_COLOURS, SURFACES, Pages, Theme, accent_hex, contrast
+from sidecar.pages import NAMED_COLOURS, SURFACES, Pages, Theme, accent_hex, contrast, public_files
 
 HOSTILE = [
     "<script>alert(1)</script>",
@@ -263,11 +264,62 @@ def test_message_page_without_link_or_hint(pages: Pages) -> None:
     assert page.one("html").attrs["lang"] == "en"
 
 
+# Not allowed here
+
+
+@pytest.mark.parametrize("evil", HOSTILE)
+def test_the_forbidden_page_names_the_user_escaped_and_offers_to_sign_out(pages: Pages, evil: str) -> None:
+    back = 'https://app.test/?a="<b>&c'
+    page = Page(pages.forbidden(username=evil, sign_out="/_sidecar/logout", back=back))
+    assert text(page.one("title")) == text(page.one("h1")) == "Not allowed here"
+    said = page.one("p", **{"class": "text"})
+    assert text(said) == f"You are signed in as {' '.join(evil.split())}, but you are not allowed here."
+    assert page.one("strong").parent is said and page.one("strong").text == evil
+    assert not page.all("script") and not page.all("img")
+    sign_out, start = [e for e in page.all("a") if (e.attrs.get("class") or "").startswith("button")]
+    assert (text(sign_out), sign_out.attrs["href"], sign_out.attrs["class"]) == (
+        "Sign out", "/_sidecar/logout", "button")
+    assert (text(start), start.attrs["href"], start.attrs["class"]) == (
+        "Back to the start page", back, "button secondary")
+
+
+def test_the_forbidden_page_without_a_session_names_nobody(pages: Pages) -> None:
+    page = Page(pages.forbidden(username=None, sign_out="/_sidecar/logout", back="/"))
+    assert text(page.one("p", **{"class": "text"})) == "You are not allowed here."
+    (back,) = page.all("a", **{"class": "button"})
+    assert (text(back), back.attrs["href"]) == ("Back to the start page", "/")
+    assert "Sign out" not in page.one("main").text
+
+
+def test_the_forbidden_page_refuses_links_a_browser_would_misread(pages: Pages) -> None:
+    for bad in ("javascript:alert(1)", "//evil.test/", "/\\evil.test"):
+        with pytest.raises(ValueError):
+            pages.forbidden(username="u", sign_out=bad, back="/")
+        with pytest.raises(ValueError):
+            pages.forbidden(username=None, sign_out="/o", back=bad)
+
+
+def test_the_public_files_are_a_real_icon_and_a_robots_txt_that_keeps_crawlers_out() -> None:
+    files = public_files()
+    icon, kind = files["favicon.ico"]
+    assert kind == "image/x-icon"
+    # An ICO directory of one 32x32 image holding a PNG (every browser reads that).
+    reserved, type_, count = struct.unpack("<HHH", icon[:6])
+    width, height, *_, size, offset = struct.unpack("<BBBBHHII", icon[6:22])
+    assert (reserved, type_, count, width, height) == (0, 1, 1, 32, 32)
+    assert icon[offset:offset + 8] == b"\x89PNG\r\n\x1a\n" and offset + size == len(icon)
+    assert files["robots.txt"] == (b"User-agent: *\nDisallow: /\n", "text/plain; charset=utf-8")
+    pages = Pages(Theme(), static_prefix="/s")
+    assert pages.static_file("favicon.ico") == files["favicon.ico"]
+
+
 def renders(pages: Pages) -> list[str]:
     return [
         pages.login(action="/l", csrf_token="t", rd="/"),
         pages.login(action="/l", csrf_token="t", rd="/", error="e", providers=[("a", "/b")]),
         pages.message(title="t", text="x", link=("l", "/"), status_hint="h"),
+        pages.forbidden(username="u", sign_out="/o", back="/"),
+        pages.forbidden(username=None, sign_out="/o", back="/"),
     ]
 
 
@@ -278,7 +330,7 @@ def test_nothing_inline_that_the_csp_would_block() -> None:
         assert not page.all("script") and not page.all("style")
         assert not [(e.tag, name) for e in page.elements for name in e.attrs
                     if name == "style" or name.startswith("on")]
-        assert all(e.attrs["rel"] == "stylesheet" and (e.attrs.get("href") or "").startswith("/s/")
+        assert all(e.attrs["rel"] in ("stylesheet", "icon") and (e.attrs.get("href") or "").startswith("/s/")
                    for e in page.all("link"))
 
 
@@ -329,7 +381,8 @@ def test_static_prefix_must_be_a_local_path() -> None:
         with pytest.raises(ValueError, match="static_prefix"):
             Pages(Theme(), static_prefix=prefix)
     hrefs = [e.attrs.get("href") or "" for e in login(Pages(Theme(), static_prefix="/_sidecar/static/")).all("link")]
-    assert [href.split("?")[0] for href in hrefs] == ["/_sidecar/static/login.css", "/_sidecar/static/theme.css"]
+    assert [href.split("?")[0] for href in hrefs] == ["/_sidecar/static/login.css", "/_sidecar/static/theme.css",
+                                                       "/_sidecar/static/favicon.ico"]
 
 
 # Colours
@@ -386,7 +439,7 @@ def test_stylesheet_links_change_when_the_theme_does() -> None:
 
     blue, green = links("blue"), links("green")
     assert blue[0] == green[0] and blue[1] != green[1]
-    assert [href.split("?")[0] for href in blue if href] == ["/s/login.css", "/s/theme.css"]
+    assert [href.split("?")[0] for href in blue if href] == ["/s/login.css", "/s/theme.css", "/s/favicon.ico"]
 
 
 def test_a_confirm_page_with_a_second_choice_posts_the_same_form(pages: Pages) -> None:
