@@ -39,8 +39,9 @@ def site(slapd: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sit
     base = f"http://127.0.0.1:{listen}"
     config = {
         "server": {"listen": f"127.0.0.1:{sidecar_port}", "public_url": f"{base}/_sidecar"},
-        "ldap": ldap_settings(slapd, group_type="nested_group_of_names",
+        "ldap": ldap_settings(slapd, group_type="nested_group_of_names", find_group_perms=True,
                               user_flags_by_group={"is_active": group("active")}),
+        "access": {"rules": [{"path": "/admin", "groups": ["staff"]}, {"path": "/admin", "policy": "deny"}]},
         # Plain http on loopback, so the cookie cannot be Secure; re-checked every second.
         "sessions": {"keys": [{"id": "k1", "secret": "b" * 40}], "secure": False, "recheck_every": 1,
                      "default_redirect": f"{base}/"},
@@ -81,7 +82,8 @@ def test_sign_in_round_trip(site: Site, page: Any) -> None:
 
     page.goto(site.base + "/_sidecar/logout")
     page.get_by_role("button", name="Sign out").click()
-    page.wait_for_url("**/_sidecar/login**")
+    page.wait_for_url("**/_sidecar/signed-out")
+    assert page.get_by_role("heading").inner_text() == "Signed out"
     page.goto(site.base + PROTECTED)
     assert "/_sidecar/login?rd=" in page.url  # protected again
 
@@ -135,6 +137,29 @@ def test_login_page_screenshots(site: Site, browser: Any, name: str, width: int,
     assert path.stat().st_size > 5_000
 
 
+def test_a_refused_user_sees_the_branded_page_through_nginx(site: Site, page: Any) -> None:
+    sign_in_as(site, page, "carol")
+    refused: list[str] = []  # what the CSP blocked, and any part of the page that failed to load
+    page.on("console", lambda message: refused.append(message.text) if "Refused" in message.text else None)
+    page.on("response", lambda answer: refused.append(f"{answer.status} {answer.url}")
+            if answer.status >= 400 and answer.request.resource_type != "document" else None)
+    response = page.goto(site.base + "/admin/users")
+    assert response is not None and response.status == 403
+    assert page.title() == "Not allowed here"
+    assert "You are signed in as carol, but you are not allowed here." in page.locator("main").inner_text()
+    # Styled like the login page, under its strict CSP: nothing refused, the accent on the button.
+    sign_out = page.get_by_role("link", name="Sign out")
+    assert sign_out.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(37, 99, 235)"
+    assert refused == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "forbidden-desktop.png"), full_page=True)
+    sign_out.click()
+    page.get_by_role("button", name="Sign out", exact=True).click()
+    page.wait_for_url("**/_sidecar/signed-out")
+    assert "You are signed out." in page.locator("main").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "signed-out-desktop.png"), full_page=True)
+
+
 def sign_in_as(site: Site, page: Any, username: str) -> None:
     page.goto(site.base + PROTECTED)
     page.get_by_label("Username").fill(username)
@@ -153,7 +178,7 @@ def test_a_cookie_replayed_after_sign_out_is_refused_through_nginx(site: Site, b
     assert other.locator("#user").inner_text() == "carol"  # the copied cookie works before signing out
     page.goto(site.base + "/_sidecar/logout")
     page.get_by_role("button", name="Sign out", exact=True).click()
-    page.wait_for_url("**/_sidecar/login**")
+    page.wait_for_url("**/_sidecar/signed-out**")
     other.goto(site.base + PROTECTED)
     assert "/_sidecar/login?rd=" in other.url  # the old value is refused, not only cleared
     replay.close()
@@ -166,7 +191,7 @@ def test_signing_out_everywhere_ends_the_other_browsers_session(site: Site, brow
     sign_in_as(site, second, "alice")
     page.goto(site.base + "/_sidecar/logout")
     page.get_by_role("button", name="End my sessions everywhere").click()
-    page.wait_for_url("**/_sidecar/login**")
+    page.wait_for_url("**/_sidecar/signed-out**")
     second.goto(site.base + PROTECTED)
     assert "/_sidecar/login?rd=" in second.url
     phone.close()

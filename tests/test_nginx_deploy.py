@@ -7,6 +7,7 @@ alone: what reaches the sidecar, what reaches the application, what reaches the 
 from __future__ import annotations
 
 import base64
+import re
 import threading
 import urllib.parse
 from collections.abc import Iterator, Sequence
@@ -47,6 +48,14 @@ CLEAR_COOKIE = "sidecar_session=; Max-Age=0; Path=/"
 LOGIN = "http://example/login?rd="
 API_TOKEN = "0123456789abcdef"
 SESSION = ("Cookie", "sidecar_session=alice-session")  # the fake sidecar's session for alice
+SESSION_OF_MALLORY = ("Cookie", "sidecar_session=mallory-session")  # a session the fake sidecar does not know
+# What the fake sidecar answers at its own pages, whoever asks (the status is the real sidecar's).
+PAGES: dict[str, tuple[int, list[tuple[str, str]], bytes]] = {
+    "/forbidden": (403, [("Content-Type", "text/html"), ("Content-Security-Policy", "default-src 'none'")],
+                   b"not allowed here"),
+    "/favicon.ico": (200, [("Content-Type", "image/x-icon")], b"icon"),
+    "/robots.txt": (200, [("Content-Type", "text/plain")], b"User-agent: *\nDisallow: /\n"),
+}
 # Paths for which the fake sidecar answers with that status, whoever asks.
 STATUS_PATHS = {"/status/400": 400, "/status/503": 503, "/status/500": 500, "/status/429": 429}
 
@@ -83,6 +92,9 @@ class FakeSidecar(BaseHTTPRequestHandler):
         self.server.record(self.client_address[1], self.path, list(self.headers.items()))
         if self.path.startswith("/login"):
             self._answer(200, [], b"login page")
+            return
+        if self.path in PAGES:
+            self._answer(*PAGES[self.path])
             return
         status = STATUS_PATHS.get((self.headers.get("X-Forwarded-Uri") or "").split("?")[0])
         if status is not None:  # how nginx hands on each other status of the sidecar's
@@ -211,6 +223,41 @@ def test_cookie_cleared_by_a_refusal_reaches_the_client(site: Site, accept: str)
 def test_forbidden_user_gets_403_and_never_reaches_the_app(site: Site) -> None:
     assert send(site.port, "/", [basic("mallory")]).status == 403
     assert site.app.requests == []
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
+def test_a_refused_request_gets_the_sidecars_page_with_the_403(site: Site, method: str) -> None:
+    response = send(site.port, "/admin/x?a=1", [basic("mallory"), ("Accept", "text/html"), SESSION_OF_MALLORY],
+                    method=method, body=b"x=1" if method == "POST" else b"")
+    assert (response.status, response.body) == (403, b"not allowed here")
+    assert response.values("Content-Security-Policy") == ["default-src 'none'"]
+    assert site.app.requests == []
+    (check, page) = site.sidecar.received
+    assert check[0] == "/auth" and page[0] == "/forbidden"  # no query: the page needs none
+    received = dict(page[1])
+    # What the page reads (the session cookie, Accept) reaches it; the password does not, nor a body.
+    assert received["Cookie"] == SESSION_OF_MALLORY[1] and received["Accept"] == "text/html"
+    assert "Authorization" not in received and "Content-Length" not in received
+    assert received["X-Request-ID"] == dict(check[1])["X-Request-ID"]
+
+
+@pytest.mark.parametrize(("path", "body"), [("/favicon.ico", b"icon"),
+                                           ("/robots.txt", b"User-agent: *\nDisallow: /\n")])
+def test_the_icon_and_robots_txt_come_from_the_sidecar_without_a_check(site: Site, path: str, body: bytes) -> None:
+    response = send(site.port, path, [("Cookie", "sidecar_session=x"), basic("alice"), ("Remote-User", "evil")])
+    assert (response.status, response.body) == (200, body)
+    assert site.app.requests == []
+    ((received_path, headers),) = site.sidecar.received  # no /auth: nothing to check
+    assert received_path == path
+    assert not {"Cookie", "Authorization"} & {name for name, _ in headers}
+
+
+def test_the_request_id_nginx_gives_the_check_is_the_one_the_app_gets(site: Site) -> None:
+    response = send(site.port, "/", [basic("alice"), ("X-Request-ID", "forged")])
+    (given,) = header_values(response.echo(), "X-Request-ID")
+    assert re.fullmatch(r"[0-9a-f]{32}", given)  # nginx's $request_id, not the client's
+    assert dict(only_auth_request(site))["X-Request-ID"] == given
+    assert header_values(send(site.port, "/", [basic("alice")]).echo(), "X-Request-ID") != [given]
 
 
 def test_wrong_password_is_refused(site: Site) -> None:

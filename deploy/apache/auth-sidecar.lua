@@ -74,6 +74,9 @@ local function original_request(r)
     -- Behind another proxy, configure mod_remoteip so useragent_ip is right.
     ["X-Forwarded-For"] = r.useragent_ip,
     ["X-Real-IP"] = r.useragent_ip,
+    -- mod_unique_id's id of this request (nil without the module), which the
+    -- sidecar logs as request_id; apache-site.conf gives the application the same.
+    ["X-Request-ID"] = r.subprocess_env["UNIQUE_ID"],
   }
   for _, name in ipairs(PASSED) do
     headers[name] = r.headers_in[name]

@@ -38,7 +38,8 @@ local IDENTITY = {
 
 -- The client's request headers the sidecar reads: credentials, and what tells a
 -- browser (gets the login page) from a script (gets a 401).
-local PASSED = { "cookie", "authorization", "accept", "x-requested-with" }
+-- x-request-id: haproxy.cfg's own id of this request, which the sidecar logs.
+local PASSED = { "cookie", "authorization", "accept", "x-requested-with", "x-request-id" }
 
 -- What the client asked for, as separate values the sidecar parses strictly (a
 -- malformed one is a 400): the Host header, exactly as the application receives

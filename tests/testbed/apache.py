@@ -26,6 +26,7 @@ NEEDED_MODULES = {
     "lua_module": "mod_lua.so",
     "proxy_module": "mod_proxy.so",
     "proxy_http_module": "mod_proxy_http.so",
+    "unique_id_module": "mod_unique_id.so",
 }
 
 # Exact texts of the deploy files that render_site replaces.

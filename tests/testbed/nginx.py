@@ -22,6 +22,7 @@ DEPLOY = ROOT / "deploy" / "nginx"
 LISTEN = "listen 80;"
 SIDECAR = "server 127.0.0.1:9180;"
 APP = "server 127.0.0.1:8000;"
+MAPS_SNIPPET = "include /etc/nginx/snippets/auth-sidecar-maps.conf;"
 SERVER_SNIPPET = "include /etc/nginx/snippets/auth-sidecar.conf;"
 LOCATION_SNIPPET = "include /etc/nginx/snippets/auth-sidecar-location.conf;"
 
@@ -30,6 +31,7 @@ CEILING = """
     location = /_auth { internal; return 204; }
     location @auth_sidecar_login { return 401; }
     location @auth_sidecar_error { return 500; }
+    location @auth_sidecar_forbidden { return 403; }
 """
 
 # Anchors in the snippets after which render_site adds the lines for a headers.extra name, as
@@ -67,6 +69,7 @@ def render_site(*, listen_port: int, sidecar_port: int, app_port: int, ceiling: 
         LISTEN: f"listen 127.0.0.1:{listen_port};",
         SIDECAR: f"server 127.0.0.1:{sidecar_port};",
         APP: f"server 127.0.0.1:{app_port};",
+        MAPS_SNIPPET: f"include {DEPLOY / 'auth-sidecar-maps.conf'};",
         SERVER_SNIPPET: CEILING if ceiling else f"include {server_snippet};",
         LOCATION_SNIPPET: f"include {location_snippet};",
     }

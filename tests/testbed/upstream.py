@@ -4,7 +4,9 @@ The JSON answer (also kept in `EchoApp.requests`) is
 `{"method", "path" (with query), "headers": [[name, value], ...], "raw_headers", "body"}`.
 `headers` is in the order received, duplicates kept, values decoded as latin-1 like gunicorn does;
 `raw_headers` is the header block exactly as received (latin-1 text: `.encode("latin-1")` gives
-the original bytes back), for spellings and whitespace that parsing would hide.
+the original bytes back), for spellings and whitespace that parsing would hide. A path under
+`/answer-status/NNN` is answered with status NNN (the same JSON), as an application refusing by
+itself would.
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ class _EchoHandler(BaseHTTPRequestHandler):
         }
         self.server.record(echo)
         body = json.dumps(echo).encode()
-        self.send_response(200)
+        status = self.path.split("/")[2] if self.path.startswith("/answer-status/") else "200"
+        self.send_response(int(status) if status.isdigit() else 200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
