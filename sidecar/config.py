@@ -9,8 +9,8 @@ section reader calls and its constructor raises on, so ``check-config`` refuses 
 
 An unknown key gets a "did you mean"; problems under the key it probably meant, and problems that
 only follow from one already reported ("is required" after a value that could not be read), are
-not listed again. This module imports no aiohttp, ldap3 or jose, so it is safe to import anywhere
-(``auth-sidecar check-config`` uses nothing else).
+not listed again. This module imports no aiohttp or jose (ldap3 only for its DN parser), so it is
+safe to import anywhere (``auth-sidecar check-config`` uses nothing else).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import yaml
 
 from sidecar import cookies, keylist
 from sidecar.canonical import parse_host, segments
+from sidecar.entries import normalize_dn, within
 from sidecar.errors import ConfigError, MalformedRequest, SecretSourceError
 from sidecar.identity import fold
 from sidecar.local import LocalUsers
@@ -158,6 +159,23 @@ class AccessRule:
 class AccessConfig:
     rules: tuple[AccessRule, ...] = ()
     default: Policy = "allow"
+
+
+@dataclass(frozen=True)
+class AppTokenRule:
+    """Requests whose ``Authorization`` is ``scheme`` (any case) and a value starting with ``prefix``,
+    to one of ``hosts`` (any, when empty) under one of ``paths``: the application authenticates them
+    itself, so /auth lets them through with empty identity headers (NetBox's ``Token``, ``Bearer nbt_``)."""
+
+    scheme: str
+    prefix: str = ""
+    hosts: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ("/",)
+
+
+@dataclass(frozen=True)
+class AppTokensConfig:
+    rules: tuple[AppTokenRule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -327,6 +345,7 @@ class Config:
     assertion: AssertionConfig | None = None
     metrics: MetricsConfig | None = None  # None: no metrics are kept or served
     admin: AdminConfig = field(default_factory=AdminConfig)
+    app_tokens: AppTokensConfig = field(default_factory=AppTokensConfig)
 
 
 class _Problems:
@@ -802,6 +821,45 @@ def _rule_host(r: _Reader) -> str | None:
 
 
 
+# An auth-scheme (RFC 9110 token) and the start of a token68 value.
+AUTH_SCHEME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,32}", re.ASCII)
+TOKEN_PREFIX = re.compile(r"[A-Za-z0-9._~+/-]{1,64}", re.ASCII)
+
+
+def _read_app_tokens(r: _Reader) -> AppTokensConfig:
+    rules = []
+    for item in r.items("rules"):
+        scheme = item.text("scheme")
+        if not AUTH_SCHEME.fullmatch(scheme):
+            item.problem("scheme", f"expected an HTTP auth scheme such as Token or Bearer, got {scheme!r}")
+        elif scheme.lower() == "basic":
+            item.problem("scheme", "Basic carries directory passwords: the sidecar checks those itself")
+        prefix = item.text("prefix")
+        if prefix and not TOKEN_PREFIX.fullmatch(prefix):
+            item.problem("prefix", f"expected the first characters of a token (letters, digits, ._~+/-), "
+                         f"got {prefix!r}")
+        hosts = []
+        for host in item.texts("hosts"):
+            try:
+                name, port = parse_host(host)
+            except MalformedRequest:
+                item.problem("hosts", f"expected host names without a port, got {host!r}")
+                continue
+            if port is not None:
+                item.problem("hosts", f"a host without a port (requests are compared without), got {host!r}")
+            hosts.append(name)
+        paths = []
+        for path in item.texts("paths") or AppTokenRule(scheme="").paths:
+            if not path.startswith("/") or "%" in path or "\\" in path or {".", ".."} & set(path.split("/")):
+                item.problem("paths", f"each must start with / and be written decoded, without dot segments, "
+                             f"as requests are compared; got {path!r}")
+            paths.append(segments(path))
+        rules.append(AppTokenRule(scheme=scheme, prefix=prefix, hosts=tuple(hosts), paths=tuple(paths)))
+        item.done()
+    r.done()
+    return AppTokensConfig(rules=tuple(rules))
+
+
 MIN_SECRET = 32  # characters of a session secret: about 190 bits from the generator
 
 
@@ -1118,7 +1176,7 @@ def _read_admin(r: _Reader) -> AdminConfig:
 SECTIONS: dict[str, Callable[[_Reader], Any]] = {
     "server": _read_server, "headers": _read_headers, "cache": _read_cache, "access": _read_access,
     "log": _read_log, "login_page": _read_login_page, "regulation": _read_regulation, "oidc": _read_oidc,
-    "admin": _read_admin,
+    "admin": _read_admin, "app_tokens": _read_app_tokens,
 }
 OPTIONAL_SECTIONS: dict[str, Callable[[_Reader], Any]] = {
     "ldap": _read_ldap, "sessions": _read_sessions, "local_users": _read_local_users, "assertion": _read_assertion,
@@ -1160,6 +1218,17 @@ def _check_together(parts: dict[str, Any], sections: dict[str, _Reader]) -> None
         sections["server"].follow_on("public_url", "is required with sessions (where browsers reach /login)")
     if sessions is not None and server.public_url is not None:
         _check_site(sections["server"], server.public_url, sessions)
+    if parts["oidc"].bearer and any(rule.scheme.lower() == "bearer" and not rule.prefix
+                                    for rule in parts["app_tokens"].rules):
+        sections["app_tokens"].follow_on("rules", "a Bearer rule without a prefix passes every Bearer token "
+                                         "on to the application, so oidc.bearer would never see one: "
+                                         "give the application's tokens' prefix (NetBox: nbt_)",
+                                         paths=("oidc.bearer",))
+    if ldap is not None and ldap.group_search is not None:
+        _check_group_dns(sections["ldap"], ldap, ldap.group_search.base_dn)
+    if access.default == "deny" and not access.rules:
+        sections["access"].follow_on("default", "is deny and there are no rules: every request would be refused "
+                                     "(name who may pass in access.rules)", "rules")
     if not server.basic_auth and sessions is None and not parts["oidc"].bearer:
         sections["server"].follow_on("basic_auth", "is off and there are no sessions: nobody could sign in",
                                      paths=("sessions", "oidc.bearer"))
@@ -1190,10 +1259,52 @@ def _check_sources(parts: dict[str, Any], sections: dict[str, _Reader]) -> None:
                     "the directory's own (a provider federated with the same directory)")
 
 
+def _check_group_dns(r: _Reader, ldap: LdapConfig, base_dn: str) -> None:
+    """Every group type leaves out the groups outside group_search's base: a group named outside it
+    could never match, and a deny_group that never matches lets everyone in."""
+    base = normalize_dn(base_dn)
+    named = [("require_group", dn) for dn in ldap.require_group] + [("deny_group", dn) for dn in ldap.deny_group]
+    named += [("user_flags_by_group", dn) for dns in ldap.user_flags_by_group.values() for dn in dns]
+    for key, dn in named:
+        if not within(normalize_dn(dn), base):
+            r.follow_on(key, f"{dn!r} is outside group_search.base_dn {base_dn!r}: groups there are never read, "
+                        "so it could never match", paths=("ldap.group_search",))
+
+
+def _check_cookie_reach(r: _Reader, public: SplitResult, sessions: SessionConfig) -> None:
+    """The session cookie is set on public_url's host; /auth sees it only on hosts it is sent to.
+    A host a sign-in returns to that the cookie does not reach is a sign-in loop, for sure."""
+    domain = sessions.cookie_domain
+    if domain is not None and not _reaches(domain, public.hostname or ""):
+        r.follow_on("public_url", f"is on {public.hostname!r}, which sessions.cookie_domain {domain!r} does not "
+                    "cover: the browser would refuse the session cookie", paths=("sessions.cookie_domain",))
+        return
+    returns = list(sessions.redirect_hosts) + [f"*.{d}" for d in sessions.redirect_domains]
+    default_host = urlsplit(sessions.default_redirect).hostname
+    if default_host:
+        returns.append(default_host)
+    for host in returns:
+        name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
+        reached = (_reaches(domain, name.removeprefix("*.")) if domain is not None
+                   else name == (public.hostname or ""))
+        if not reached:
+            r.follow_on("public_url", f"a sign-in may return to {host!r}, but the session cookie is only sent to "
+                        + (f"{domain!r} and its subdomains" if domain else f"{public.hostname!r} (set "
+                           "sessions.cookie_domain to a domain both share)")
+                        + ": that sign-in would loop back to the login page",
+                        paths=("sessions.cookie_domain", "sessions.redirect_hosts", "sessions.redirect_domains",
+                               "sessions.default_redirect"))
+
+
+def _reaches(domain: str, host: str) -> bool:
+    return host == domain or host.endswith("." + domain)
+
+
 def _check_site(r: _Reader, public_url: str, sessions: SessionConfig) -> None:
     """public_url as the sign-in pages use it: their static files' path, and the host a sign-in may
     return to when no redirect_hosts are configured."""
     parts = urlsplit(public_url)
+    _check_cookie_reach(r, parts, sessions)
     if parts.scheme == "http" and sessions.secure and not _loopback(parts.hostname or ""):
         r.follow_on("public_url", "is plain http, but sessions.secure is true: browsers never send a Secure "
                     "cookie over http, so every sign-in would fail (\"Your sign-in form expired\"). Serve the "

@@ -36,6 +36,12 @@ def normalize_dn(dn: str) -> str:
     return ",".join(rdns).replace(",+,", "+")
 
 
+def within(dn: str, base: str) -> bool:
+    """Whether ``dn`` is ``base`` or an entry under it (both as :func:`normalize_dn` gives them): the
+    RDN boundary counts, so ``ou=mygroups`` is not under ``ou=groups``."""
+    return dn == base or dn.endswith("," + base)
+
+
 def rdn_value(dn: str) -> str:
     """The value of a DN's first RDN (``staff`` of ``cn=staff,ou=groups``); the DN if unparsable."""
     try:

@@ -24,8 +24,9 @@ from typing import Any, ClassVar, Protocol, Self
 from ldap3.utils.conv import escape_filter_chars
 
 from sidecar.config import LdapConfig
-from sidecar.entries import first, matching_value, normalize_dn, rdn_value, text, values
+from sidecar.entries import first, matching_value, normalize_dn, rdn_value, text, values, within
 from sidecar.errors import AccessDenied, DirectoryUnavailable
+from sidecar.trace import current
 
 log = logging.getLogger("sidecar.ldap.groups")
 
@@ -153,11 +154,18 @@ class NestedMemberDN(MemberDN):
         found: dict[str, Group] = {}
         seen = {normalize_dn(user.dn)}
         frontier = [user.dn]
+        trace = current()
+        # Traced (test-login), each DN is asked about alone: then each group found is known to hold it.
+        batch_size = OR_BATCH if trace is None else 1
         for depth in range(self.max_nesting + 1):
             parents: list[Group] = []
-            for start in range(0, len(frontier), OR_BATCH):
-                batch = frontier[start:start + OR_BATCH]
-                parents += search.groups("(|" + "".join(self.clause(dn) for dn in batch) + ")")
+            for start in range(0, len(frontier), batch_size):
+                batch = frontier[start:start + batch_size]
+                holding = search.groups("(|" + "".join(self.clause(dn) for dn in batch) + ")")
+                if trace is not None:
+                    for group in holding:
+                        trace.member(batch[0], group.dn)
+                parents += holding
             new = {}
             for group in parents:
                 key = normalize_dn(group.dn)
@@ -243,7 +251,7 @@ class MemberOf(GroupType):
             if isinstance(value, bytes):  # not UTF-8: a group we cannot compare with any DN
                 raise AccessDenied(f"a memberOf value is not UTF-8: {value!r}")
             dn = str(value)
-            if not self.base or normalize_dn(dn).endswith(self.base):
+            if not self.base or within(normalize_dn(dn), self.base):
                 groups.append(Group.named(dn, rdn_value(dn)))
         return tuple(groups)
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import re
 import subprocess
 import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import pytest
+import yaml
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -173,7 +177,8 @@ def test_check_config_accepts_the_documented_example() -> None:
     from sidecar.assertion import generate_key
 
     env = {**os.environ, "LDAP_BIND_PASSWORD": "example-Secret", "SIDECAR_SESSION_SECRET": "s" * 40,
-           "SIDECAR_SIGNING_KEY": generate_key()}
+           "SIDECAR_SIGNING_KEY": generate_key(), "OIDC_CLIENT_SECRET": "example-Secret",
+           "GITHUB_CLIENT_SECRET": "example-Secret"}
     result = run_cli("check-config", str(ROOT / "examples" / "config.yaml"), env=env)
     assert result.returncode == 0, result.stderr
     assert "example-Secret" not in result.stdout + result.stderr
@@ -189,16 +194,79 @@ def test_check_config_exits_2_listing_every_problem(tmp_path: Path) -> None:
     assert "topsecret" not in result.stderr + result.stdout
 
 
-def test_example_config_documents_every_key() -> None:
-    text = (ROOT / "examples" / "config.yaml").read_text()
-    from sidecar import config as c
+# Where a field's YAML key is not its name, and keys that set no field of their own.
+YAML_KEYS = {("ServerConfig", "host"): "listen", ("ServerConfig", "port"): "listen",
+             ("MetricsConfig", "host"): "listen", ("MetricsConfig", "port"): "listen",
+             ("AccessRule", "allow"): "policy"}
+YAML_ONLY = {"AdminConfig": ("enabled",)}
 
-    sections = (c.ServerConfig, c.HeaderConfig, c.LdapConfig, c.CacheConfig, c.LogConfig, c.SessionConfig,
-                c.LoginPageConfig, c.LocalUsersConfig, c.RegulationConfig)
-    for section in sections:
-        for f in dataclasses.fields(section):
-            key = {"host": "listen", "port": "listen"}.get(f.name, f.name)
-            assert f"{key}:" in text, f"{section.__name__}.{f.name} is not in examples/config.yaml"
+
+def documented_keys(cls: type, path: str = "") -> Iterator[tuple[str, str, tuple[str, ...]]]:
+    """(YAML path, key, the Literal values it takes) for every field of ``cls`` and of every dataclass
+    it holds, through optionals and lists (``[]`` in the path): the whole configuration's tree."""
+    hints = get_type_hints(cls)
+    keys = [(YAML_KEYS.get((cls.__name__, f.name), f.name), hints[f.name]) for f in dataclasses.fields(cls)]
+    keys += [(key, bool) for key in YAML_ONLY.get(cls.__name__, ())]
+    for key, hint in dict(keys).items():
+        where = f"{path}.{key}" if path else key
+        nested = [(arg, suffix) for arg, suffix in _unwrap(hint) if dataclasses.is_dataclass(arg)]
+        if not path:  # a section: a heading of the file, not a key to look up in the text
+            yield where, "", ()
+        else:
+            yield where, key, tuple(value for arg, _ in _unwrap(hint) for value in _literals(arg))
+        for arg, suffix in nested:
+            assert isinstance(arg, type)
+            yield from documented_keys(arg, where + suffix)
+        for arg, _ in _unwrap(hint):  # a mapping with fixed keys (user_flags_by_group): each key too
+            if get_origin(arg) is Mapping and (fixed := _literals(get_args(arg)[0])):
+                yield from ((f"{where}.{name}", name, ()) for name in fixed)
+
+
+def _unwrap(hint: Any, suffix: str = "") -> list[tuple[Any, str]]:
+    """The types a field may hold, each with "[]" when it is an item of a list."""
+    origin = get_origin(hint)
+    if origin in (Union, UnionType):
+        return [found for arg in get_args(hint) if arg is not type(None) for found in _unwrap(arg, suffix)]
+    if (origin is tuple and get_args(hint)[-1] is Ellipsis) or origin is frozenset:
+        return _unwrap(get_args(hint)[0], suffix + "[]")
+    return [(hint, suffix)]
+
+
+def _literals(hint: Any) -> tuple[str, ...]:
+    return get_args(hint) if get_origin(hint) is Literal else ()
+
+
+def _present(data: Any, path: str) -> bool:
+    """Whether the parsed file has this path (for a list, in at least one of its items)."""
+    values = [data]
+    for part in path.split("."):
+        values = [item for value in values for item in (value if isinstance(value, list) else [value])]
+        key = part.removesuffix("[]")
+        values = [value[key] for value in values if isinstance(value, dict) and key in value]
+    return bool(values)
+
+
+def test_example_config_documents_every_key() -> None:
+    """Every field of the Config tree is in examples/config.yaml: written at its path, or (an
+    alternative, like user_dn_template beside user_search) commented out in its section; every value
+    of an enumeration is named there."""
+    from sidecar.config import Config
+
+    text = (ROOT / "examples" / "config.yaml").read_text()
+    data = yaml.safe_load(text)
+    # Each section's text: its line and the indented (or empty) lines after it.
+    sections = dict(re.findall(r"^([a-z_]+):.*\n((?:(?: .*)?\n)*)", text, re.M))
+    missing = []
+    for path, key, values in documented_keys(Config):
+        section = path.split(".")[0].removesuffix("[]")
+        if not key:
+            assert section in data, f"the {section} section is not in examples/config.yaml"
+            continue
+        body = sections[section]
+        if not _present(data, path) and not re.search(rf"^\s*#\s*{key}:", body, re.M):
+            missing.append(path)
+        missing += [f"{path}: {value}" for value in values if not re.search(rf"\b{re.escape(value)}\b", body)]
+    assert missing == [], f"not in examples/config.yaml: {missing}"
 
 
 @pytest.mark.parametrize("ldap", [
@@ -524,3 +592,58 @@ def test_a_signing_key_serve_would_refuse_is_refused_by_the_loader(pem: str) -> 
 def test_a_directory_port_out_of_range_is_refused(uri: str) -> None:
     found = problems(with_ldap(server_uri=uri))
     assert any(p.startswith("ldap.server_uri: the port must be 1 to 65535") for p in found), found
+
+
+# -- what would break for sure, or let everyone in, is refused ----------------------------------
+
+SITE = {"ldap": {"server_uri": "ldap://x", "user_dn_template": "uid=%(user)s,ou=people,dc=x"}}
+
+
+def sessions_at(public_url: str, **sessions: object) -> dict[str, object]:
+    return {**SITE, "server": {"public_url": public_url},
+            "sessions": {"keys": [{"id": "k", "secret": "s" * 40}], "recheck_every": 0, **sessions}}
+
+
+def test_plain_http_with_secure_cookies_is_refused_but_loopback_is_a_secure_origin() -> None:
+    (found,) = problems(sessions_at("http://app.test/_sidecar"))
+    assert found.startswith("server.public_url: is plain http, but sessions.secure is true")
+    parse_config(sessions_at("http://app.test/_sidecar", secure=False))
+    for loopback in ("http://localhost:8080/_sidecar", "http://127.0.0.1/_sidecar", "http://[::1]/_sidecar"):
+        parse_config(sessions_at(loopback, default_redirect="/"))
+
+
+@pytest.mark.parametrize(("sessions", "wanted"), [
+    ({"redirect_hosts": ["netbox.example.com"]}, "'netbox.example.com', but the session cookie is only sent "
+                                                 "to 'auth.example.com' (set sessions.cookie_domain"),
+    ({"default_redirect": "https://netbox.example.com/"}, "'netbox.example.com'"),
+    ({"cookie_domain": "example.com", "redirect_domains": ["example.org"]}, "'*.example.org'"),
+    ({"cookie_domain": "corp.test"}, "which sessions.cookie_domain 'corp.test' does not cover"),
+])
+def test_a_sign_in_the_session_cookie_cannot_follow_is_refused(sessions: dict[str, object], wanted: str) -> None:
+    found = problems(sessions_at("https://auth.example.com/_sidecar", **sessions))
+    assert len(found) == 1 and found[0].startswith("server.public_url:") and wanted in found[0], found
+
+
+def test_a_cookie_domain_both_share_lets_a_sign_in_return_to_another_host() -> None:
+    parse_config(sessions_at("https://auth.example.com/_sidecar", cookie_domain="example.com",
+                                redirect_hosts=["netbox.example.com:8443"], redirect_domains=["apps.example.com"],
+                                default_redirect="https://netbox.example.com/"))
+
+
+@pytest.mark.parametrize("key", ["require_group", "deny_group"])
+def test_a_group_outside_the_group_search_base_is_refused(key: str) -> None:
+    ldap = {**SITE["ldap"], "group_search": {"base_dn": "ou=groups,dc=x"}, "group_type": "group_of_names",
+            key: "cn=banned,ou=mygroups,dc=x"}
+    (found,) = problems({"ldap": ldap})
+    assert found.startswith(f"ldap.{key}: 'cn=banned,ou=mygroups,dc=x' is outside group_search.base_dn")
+    ldap[key] = "CN=Banned, OU=Groups, DC=x"  # the same base, spelt otherwise
+    parse_config({"ldap": ldap})
+    flags = {**ldap, key: None, "user_flags_by_group": {"is_staff": "cn=staff,dc=x"}}
+    assert problems({"ldap": {k: v for k, v in flags.items() if v is not None}})[0].startswith(
+        "ldap.user_flags_by_group: 'cn=staff,dc=x' is outside")
+
+
+def test_deny_by_default_without_rules_is_refused() -> None:
+    (found,) = problems({**SITE, "access": {"default": "deny"}})
+    assert found.startswith("access.default: is deny and there are no rules")
+    parse_config({**SITE, "access": {"default": "deny", "rules": [{"path": "/", "users": ["ann"]}]}})
