@@ -156,7 +156,8 @@ def test_a_value_the_sidecar_leaves_empty_cannot_be_filled_in(chain: Chain, noma
 def test_a_directory_change_reaches_an_existing_django_session(slapd: Slapd, django_app: Gunicorn,
                                                                 tmp_path: Path) -> None:
     config = sidecar_config(slapd, free_port(), cache_timeout=0)
-    bob = [auth("bob", "bob-pass")]
+    # As a browser (which always sends Sec-Fetch-Site): a script gets no session to keep.
+    bob = [auth("bob", "bob-pass"), ("Sec-Fetch-Site", "same-origin")]
     with chain_to(django_app, tmp_path, config) as chain:
         first = chain.get("/whoami", bob)
         session = session_cookie(first)

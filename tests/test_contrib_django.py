@@ -45,6 +45,7 @@ from django.test import Client, RequestFactory, override_settings  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.utils.module_loading import import_string  # noqa: E402
 
+from sidecar.config import SessionConfig  # noqa: E402
 from sidecar.contrib.django import (  # noqa: E402
     SidecarBackend,
     SidecarMiddleware,
@@ -107,9 +108,41 @@ def rollback(database: None) -> Iterator[None]:
         transaction.set_rollback(True)
 
 
+# What every current browser sends: SidecarMiddleware keeps a session (and the CSRF check) for these.
+BROWSER = {"Sec-Fetch-Site": "same-origin"}
+
+
 @pytest.fixture
 def client() -> Client:
-    return Client()
+    return Client(headers=BROWSER)
+
+
+CSRF_MIDDLEWARE = [*settings.MIDDLEWARE, "django.middleware.csrf.CsrfViewMiddleware"]
+
+
+def test_an_api_client_gets_no_session_and_no_csrf_check() -> None:
+    api = Client(enforce_csrf_checks=True)  # a script: neither Origin nor Sec-Fetch-Site
+    with override_settings(MIDDLEWARE=CSRF_MIDDLEWARE):
+        response = api.post("/whoami", **wire(ALICE))
+        assert response.status_code == 200 and response.json() == ALICE_SEEN
+        assert "sessionid" not in api.cookies  # nothing for a script to keep, or to be checked for
+        assert api.post("/whoami", **wire(ALICE)).json() == ALICE_SEEN
+
+
+@pytest.mark.parametrize("browser", [BROWSER, {"Origin": "https://evil.test"},
+                                     {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.test"}])
+def test_a_browser_keeps_its_session_and_the_csrf_check(browser: dict[str, str]) -> None:
+    client = Client(enforce_csrf_checks=True, headers=browser)
+    with override_settings(MIDDLEWARE=CSRF_MIDDLEWARE):
+        assert client.get("/whoami", **wire(ALICE)).json() == ALICE_SEEN
+        assert "sessionid" in client.cookies
+        assert client.post("/whoami", **wire(ALICE)).status_code == 403  # no CSRF token: refused
+
+
+def test_an_api_client_is_checked_for_csrf_without_an_identity() -> None:
+    api = Client(enforce_csrf_checks=True)
+    with override_settings(MIDDLEWARE=CSRF_MIDDLEWARE):
+        assert api.post("/whoami").status_code == 403
 
 
 def test_the_first_request_creates_the_user_with_everything(client: Client) -> None:
@@ -420,8 +453,10 @@ def test_the_real_assertion_verifier_with_the_sidecar_s_signer(client: Client) -
 # NetBox: its own models in a separate process, and the example files against NetBox's names.
 
 NETBOX_DIR = ROOT / "examples" / "netbox"
-# Every REMOTE_AUTH_* setting NetBox's settings.py reads (STAFF_* only before NetBox 4.5).
+# Every REMOTE_AUTH_* setting NetBox's settings.py reads (STAFF_* only before NetBox 4.5), and the
+# session settings the examples set (tests/test_netbox.py checks them against NetBox's own settings.py).
 NETBOX_SETTINGS = {
+    "LOGIN_TIMEOUT", "LOGOUT_REDIRECT_URL",
     "REMOTE_AUTH_ENABLED", "REMOTE_AUTH_BACKEND", "REMOTE_AUTH_HEADER", "REMOTE_AUTH_USER_FIRST_NAME",
     "REMOTE_AUTH_USER_LAST_NAME", "REMOTE_AUTH_USER_EMAIL", "REMOTE_AUTH_AUTO_CREATE_USER",
     "REMOTE_AUTH_AUTO_CREATE_GROUPS", "REMOTE_AUTH_DEFAULT_GROUPS", "REMOTE_AUTH_DEFAULT_PERMISSIONS",
@@ -467,6 +502,9 @@ def test_the_netbox_examples_set_only_settings_netbox_reads() -> None:
         assert stock[setting] == ours[setting] == environ_key(header)
     assert stock["REMOTE_AUTH_GROUP_HEADER"] == environ_key(names.groups)
     assert import_string(ours["REMOTE_AUTH_BACKEND"]) is SidecarBackend
+    # NetBox's session never outlives the sidecar's: a directory change reaches it within that.
+    assert stock["LOGIN_TIMEOUT"] == ours["LOGIN_TIMEOUT"] <= SessionConfig(keys=()).lifetime
+    assert stock["LOGOUT_REDIRECT_URL"] == ours["LOGOUT_REDIRECT_URL"] == "/_sidecar/logout"
 
 
 def test_local_settings_puts_sidecar_middleware_where_netbox_s_was(tmp_path: Path) -> None:

@@ -3,8 +3,9 @@
 # Merge these lines into /opt/netbox/netbox/netbox/configuration.py and install the sidecar's
 # Python package into NetBox's virtual environment, so NetBox can import it:
 #
-#     /opt/netbox/venv/bin/pip install auth-sidecar
-#     echo auth-sidecar >> /opt/netbox/local_requirements.txt    # kept across NetBox upgrades
+#     wheel=/usr/local/src/auth-sidecar/dist/auth_sidecar-0.1.0-py3-none-any.whl   # built from a checkout: not on PyPI
+#     /opt/netbox/venv/bin/pip install "$wheel"
+#     echo "$wheel" >> /opt/netbox/local_requirements.txt    # kept across NetBox upgrades
 #
 # Compared with configuration_stock.py, at every login: names and email are decoded from UTF-8
 # ("José", "山田"), is_superuser (and is_staff where NetBox still has it) follow the sidecar's
@@ -31,6 +32,17 @@ REMOTE_AUTH_HEADER = "HTTP_REMOTE_USER"
 REMOTE_AUTH_USER_FIRST_NAME = "HTTP_REMOTE_USER_FIRST_NAME"
 REMOTE_AUTH_USER_LAST_NAME = "HTTP_REMOTE_USER_LAST_NAME"
 REMOTE_AUTH_USER_EMAIL = "HTTP_REMOTE_USER_EMAIL"
+
+# Without local_settings.py, NetBox updates the user only when a session logs in: bound how long
+# a directory change takes to reach a signed-in browser (NetBox's default is 14 days). Never
+# longer than the sidecar's sessions.lifetime (12 hours by default). With local_settings.py the
+# user is updated on every request, and this only ends idle NetBox sessions.
+LOGIN_TIMEOUT = 43200  # 12 hours
+
+# NetBox's "Log Out" ends only NetBox's session: the sidecar's cookie would sign the user straight
+# back in. Send them on to the sidecar's sign-out page (server.public_url + /logout), which ends
+# the sidecar's session and returns to NetBox (the sidecar's sessions.logout_redirect).
+LOGOUT_REDIRECT_URL = "/_sidecar/logout"
 
 # Not read by SidecarBackend; shown so nobody expects them to work with it:
 # - REMOTE_AUTH_AUTO_CREATE_USER: the backend always creates the user; who may sign in at all

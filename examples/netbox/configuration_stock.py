@@ -43,7 +43,9 @@ REMOTE_AUTH_AUTO_CREATE_GROUPS = True
 
 # Members of these groups (names as in Remote-User-Group) become superusers at login, and stop
 # being superusers at the next login once they leave them. NetBox ignores Remote-User-Superuser.
-REMOTE_AUTH_SUPERUSER_GROUPS = ["superuser"]
+# netbox-admins: the directory's admin group, and the group of the sidecar's break-glass user
+# (examples/users.yaml), so that user is a NetBox superuser with this backend too.
+REMOTE_AUTH_SUPERUSER_GROUPS = ["netbox-admins"]
 
 # Usernames that are always superusers. Prefer a directory group above.
 REMOTE_AUTH_SUPERUSERS: list[str] = []
@@ -52,3 +54,14 @@ REMOTE_AUTH_SUPERUSERS: list[str] = []
 # REMOTE_AUTH_GROUP_SYNC_ENABLED is False (with group sync, the header decides the groups).
 REMOTE_AUTH_DEFAULT_GROUPS: list[str] = []
 REMOTE_AUTH_DEFAULT_PERMISSIONS: dict[str, object] = {}
+
+# How long a NetBox session lasts, in seconds. NetBox copies names, email, groups and the
+# superuser flag only when a session logs in, so this bounds how long a change in the directory
+# (a group or the admin flag taken away) takes to reach a signed-in browser. NetBox's default is
+# 14 days; never make it longer than the sidecar's sessions.lifetime (12 hours by default).
+LOGIN_TIMEOUT = 43200  # 12 hours
+
+# NetBox's "Log Out" ends only NetBox's session: the sidecar's cookie would sign the user straight
+# back in. Send them on to the sidecar's sign-out page (server.public_url + /logout), which ends
+# the sidecar's session and returns to NetBox (the sidecar's sessions.logout_redirect).
+LOGOUT_REDIRECT_URL = "/_sidecar/logout"

@@ -1,7 +1,9 @@
 """NetBox local_settings.py: auth-sidecar's middleware in place of NetBox's RemoteUserMiddleware.
 
-Copy to /opt/netbox/netbox/netbox/local_settings.py, next to NetBox's settings.py, with
-configuration_sidecar.py merged into configuration.py. NetBox's settings.py ends with
+Copy it next to NetBox's settings.py, with configuration_sidecar.py merged into configuration.py:
+/opt/netbox/netbox/netbox/local_settings.py for a NetBox from git or a release archive, and
+<NetBox's venv>/lib/python3.12/site-packages/netbox/local_settings.py for NetBox installed with pip
+(put it back after each upgrade of the package). NetBox's settings.py ends with
 ``from .local_settings import *`` (which NetBox calls unsupported), so the names defined here
 replace NetBox's own.
 
@@ -43,11 +45,7 @@ SIDECAR = {
     "STAFF_GROUPS": None,
     "SUPERUSER_GROUPS": None,
     # Require a signed identity: a request whose Remote-User-Assertion is missing, invalid or
-    # different from the plain headers is anonymous. The values must match the sidecar's.
+    # different from the plain headers is anonymous. To require it, append the lines of
+    # local_settings_assertion.py to this file.
     "ASSERTION": None,
-    # "ASSERTION": {
-    #     "issuer": "https://netbox.example.com",
-    #     "audience": "netbox",
-    #     "jwks_url": "https://netbox.example.com/_sidecar/.well-known/jwks.json",
-    # },
 }

@@ -27,6 +27,13 @@ before": no Remote-User-Superuser or -Staff means False, no Remote-User-Group me
 (the mirrored ones are removed, as for an empty header), no name or email means empty. A proxy
 that drops a header the sidecar set (a client naming it in ``Connection``) demotes, never keeps.
 
+API clients (scripts, pynetbox, curl: a request with neither ``Origin`` nor ``Sec-Fetch-Site``, which
+every current browser sends with any request another site could forge) signed in with Basic at
+the proxy carry no CSRF cookie and no session. For them the identity is the request's own: no
+Django session is opened (nothing for a script to keep), and Django's CSRF check is skipped, as
+Django REST framework skips it for its own Basic and token logins. Browsers keep the session and
+the CSRF check as they are.
+
 Without ``ASSERTION`` the headers are trusted as they come: only the proxy may be able to reach the
 application, and it must overwrite every identity header. With it, a request whose
 ``Remote-User-Assertion`` is missing, invalid or different from the plain headers is anonymous.
@@ -143,6 +150,20 @@ def identity_for(request: HttpRequest) -> Identity | None:
     return identity
 
 
+def is_api_client(request: HttpRequest) -> bool:
+    """No browser sends this request: it has neither ``Origin`` nor ``Sec-Fetch-Site``.
+
+    Every current browser sends ``Sec-Fetch-Site`` with every request, and ``Origin`` with every
+    cross-site POST, PUT, PATCH and DELETE, so a request forged by another site always has one.
+    """
+    return "HTTP_ORIGIN" not in request.META and "HTTP_SEC_FETCH_SITE" not in request.META
+
+
+def _skip_csrf_check(request: HttpRequest) -> None:
+    # The attribute Django's CsrfViewMiddleware (and DRF's SessionAuthentication) look at first.
+    setattr(request, "_dont_enforce_csrf_checks", True)  # noqa: B010  # a private name of Django's
+
+
 def sync_user(identity: Identity, user: Any = None) -> Any:
     """The user matching ``identity``, created or updated (fields, flags, groups) where it differs.
 
@@ -237,7 +258,13 @@ class SidecarBackend(RemoteUserBackend):
         if identity is None or identity.username != self.clean_username(remote_user):
             return None
         user = sync_user(identity)
-        return user if user is not None and self.user_can_authenticate(user) else None
+        if user is None or not self.user_can_authenticate(user):
+            return None
+        if is_api_client(request):
+            # Under NetBox's middleware, which opens a session anyway: a client that sends that
+            # session's cookie back is checked for CSRF from then on (SidecarMiddleware is not).
+            _skip_csrf_check(request)
+        return user
 
     async def aauthenticate(  # type: ignore[override, unused-ignore]
         self, request: HttpRequest | None, remote_user: str | None = None, remote_groups: object = None,
@@ -267,15 +294,20 @@ class SidecarMiddleware(RemoteUserMiddleware):
             if current.is_authenticated:
                 _log_out_header_session(request)
             return
+        api_client = is_api_client(request)
         if current.is_authenticated and current.get_username() == identity.username:
             sync_user(identity, current)
-            return
-        if current.is_authenticated:
-            _log_out_header_session(request)
-        user = auth.authenticate(request, remote_user=identity.username)
-        if user is not None:
+        else:
+            if current.is_authenticated:
+                _log_out_header_session(request)
+            user = auth.authenticate(request, remote_user=identity.username)
+            if user is None:
+                return
             request.user = user
-            auth.login(request, user)
+            if not api_client:  # a script's identity is its request's: no session to keep
+                auth.login(request, user)
+        if api_client:
+            _skip_csrf_check(request)
 
     async def aprocess_request(self, request: HttpRequest) -> None:
         await sync_to_async(self.process_request)(request)
