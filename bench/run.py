@@ -1,6 +1,6 @@
 """Benchmark of the auth_request path: nginx -> auth-sidecar -> slapd, next to a ceiling and a peer.
 
-    python bench/run.py [--duration 5] [--connections 10] [--skip-peer]
+    python bench/run.py [--duration 5] [--connections 10] [--skip-peer] [--observed]
 
 One run starts, on 127.0.0.1 only, a private slapd (tests/testbed), then for each scenario in turn
 the processes it needs, measures them with wrk (1 thread, N connections, fixed duration) and stops
@@ -11,6 +11,11 @@ them again:
     basic-nocache  the same with both caches off, users taking turns: every request binds
     peer-cookie    nginx -> nginx-ldap-auth-service /check with a session cookie (bench/.peer-venv)
 
+With --observed, basic-warm and cookie-warm are measured once more as pairs: a sidecar as above
+(`-plain`) beside one with metrics and `log.format: json` at level info (`-observed`), each behind
+its own nginx, both loaded at the same time (--rounds times), so that the one ratio compares the
+two under the same conditions.
+
 The table is printed and written to bench/results.md. Every process is stopped at the end, also on
 Ctrl-C, SIGTERM or an error.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import dataclasses
 import datetime
 import http.client
 import json
@@ -74,6 +80,7 @@ SESSION_COOKIE = "sidecar_session"  # no __Host- prefix: the bench runs on plain
 BEARER_ISSUER = "https://issuer.bench.test"
 BEARER_TARGET = 0.15  # bearer-warm / ceiling
 PEER_TARGET = 15.0  # basic-warm / peer-cookie
+OBSERVED_TARGET = 0.95  # with metrics and JSON logs / without
 
 
 # -- processes ------------------------------------------------------------------------------------
@@ -165,6 +172,7 @@ def sidecar_config(slapd: Slapd, port: int, *, cache: bool, sessions: bool = Fal
         "server": {"listen": f"127.0.0.1:{port}"},
         "ldap": ldap,
         "log": {"level": "warning"},
+        "admin": {"enabled": False},  # two sidecars run at once with --observed: no shared socket
     }
     if not cache:
         ldap["cache_timeout"] = 0
@@ -176,15 +184,34 @@ def sidecar_config(slapd: Slapd, port: int, *, cache: bool, sessions: bool = Fal
 
 
 @contextlib.contextmanager
-def sidecar(workdir: Path, slapd: Slapd, *, cache: bool, sessions: bool = False,
-            extra: dict[str, object] | None = None) -> Iterator[int]:
-    """One sidecar process (`python -m sidecar serve`); yields its port."""
+def sidecar_process(workdir: Path, slapd: Slapd, *, cache: bool, sessions: bool = False,
+                    extra: dict[str, object] | None = None, log_level: str | None = "warning") -> Iterator[Running]:
+    """One sidecar process (`python -m sidecar serve`). log_level None: the configuration's."""
     port = free_port()
     config = {**sidecar_config(slapd, port, cache=cache, sessions=sessions), **(extra or {})}
-    with SidecarProcess(workdir, config, log_level="warning") as process:
+    with SidecarProcess(workdir, config, log_level=log_level) as process:
         assert process.process is not None
         progress(f"sidecar pid {process.process.pid} on 127.0.0.1:{port}")  # for py-spy --pid
-        yield port
+        yield Running(port, process.process.pid)
+
+
+@contextlib.contextmanager
+def sidecar(workdir: Path, slapd: Slapd, *, cache: bool, sessions: bool = False,
+            extra: dict[str, object] | None = None) -> Iterator[int]:
+    """One sidecar process; yields its port."""
+    with sidecar_process(workdir, slapd, cache=cache, sessions=sessions, extra=extra) as running:
+        yield running.port
+
+
+@dataclass(frozen=True)
+class Running:
+    port: int
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU time the process has used so far (/proc/PID/stat, fields 14 and 15)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def sidecar_login(port: int) -> str:
@@ -300,6 +327,7 @@ class Result:
     p99_ms: float
     requests: int
     errors: int  # non-2xx answers plus socket errors: anything but 0 makes the row suspect
+    cpu_us: float = 0.0  # the sidecar's CPU time per request (user + system), where measured
 
 
 WRK_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
@@ -324,6 +352,13 @@ def wrk(name: str, port: int, headers: dict[str, str], args: argparse.Namespace,
         rotation: tuple[str, ...], paced: bool = False) -> Result:
     """Load port for args.duration; with rotation, requests take turns with these Authorization values
     (rotate-users.lua) and carry none of `headers` but Host; paced, about PACED_RATE req/s in all."""
+    command = wrk_command(port, headers, args, rotation, paced)
+    done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=args.duration + 30)
+    return parse_wrk(name, done.stdout)
+
+
+def wrk_command(port: int, headers: dict[str, str], args: argparse.Namespace, rotation: tuple[str, ...] = (),
+                paced: bool = False) -> list[str]:
     command = ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency", "--timeout", "5s"]
     for header, value in headers.items():
         command += ["-H", f"{header}: {value}"]
@@ -335,22 +370,54 @@ def wrk(name: str, port: int, headers: dict[str, str], args: argparse.Namespace,
         command[1:1] = ["-s", str(BENCH / "paced.lua")]
         # Each answer's own time (about a millisecond) adds to the pause: pause a millisecond less.
         command += ["--", str(max(1, round(args.connections * 1000 / PACED_RATE) - 1))]
-    done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=args.duration + 30)
-    return parse_wrk(name, done.stdout)
+    return command
+
+
+def wrk_together(loads: dict[str, tuple[int, dict[str, str]]], args: argparse.Namespace) -> dict[str, Result]:
+    """One wrk per path, all started at once and run for the same args.duration."""
+    running = {name: subprocess.Popen(wrk_command(port, headers, args), stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True)
+               for name, (port, headers) in loads.items()}
+    outputs = {}
+    try:
+        for name, process in running.items():
+            out, err = process.communicate(timeout=args.duration + 30)
+            if process.returncode != 0:
+                raise RuntimeError(f"{name}: wrk exited with {process.returncode}: {err[-500:]}")
+            outputs[name] = out
+    finally:
+        for process in running.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return {name: parse_wrk(name, out) for name, out in outputs.items()}
 
 
 def measure(name: str, port: int, headers: dict[str, str], args: argparse.Namespace,
             rotation: tuple[str, ...] = (), paced: bool = False) -> Result:
     """Check the path really authenticates (401 without, app page with), warm it, then load it."""
+    check(name, port, headers)
+    progress(f"{name}: wrk {args.duration}s, {args.connections} connections")
+    result = wrk(name, port, headers, args, rotation, paced)
+    progress(f"{name}: {result.rps:,.0f} req/s, p99 {result.p99_ms:.2f} ms, {result.errors} errors")
+    return result
+
+
+def check(name: str, port: int, headers: dict[str, str]) -> None:
+    """401 without the credentials, the application's page with them (which warms the caches)."""
     if headers and (refused := fetch(port, "GET", "/", {})).status != 401:
         raise RuntimeError(f"{name}: {refused.status} without credentials, expected 401")
     warm = fetch(port, "GET", "/", headers)
     if warm.status != 200 or warm.body != APP_BODY:
         raise RuntimeError(f"{name}: warm-up answered {warm.status}: {warm.body[:300]}")
-    progress(f"{name}: wrk {args.duration}s, {args.connections} connections")
-    result = wrk(name, port, headers, args, rotation, paced)
-    progress(f"{name}: {result.rps:,.0f} req/s, p99 {result.p99_ms:.2f} ms, {result.errors} errors")
-    return result
+
+
+def combined(name: str, runs: list[Result]) -> Result:
+    """Runs of one path as one row: the mean rate, the worst p99, every request and error, the CPU
+    time per request over all of them."""
+    requests = sum(r.requests for r in runs)
+    return Result(name, sum(r.rps for r in runs) / len(runs), max(r.p99_ms for r in runs), requests,
+                  sum(r.errors for r in runs), sum(r.cpu_us * r.requests for r in runs) / requests)
 
 
 # -- scenarios ------------------------------------------------------------------------------------
@@ -419,12 +486,69 @@ def bearer(bench: Bench) -> Result:
     token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "bench"})
     workdir = bench.dir("bearer")
     listen, app = distinct_ports(2)
-    extra = {"oidc": {"bearer": [{"issuer": BEARER_ISSUER, "audiences": ["bench-api"], "algorithms": ["RS256"],
-                                  "jwks_url": f"http://127.0.0.1:{app}/jwks.json", "username_prefix": "api:"}]}}
+    issuer = {"issuer": BEARER_ISSUER, "audiences": ["bench-api"], "algorithms": ["RS256"],
+              "jwks_url": f"http://127.0.0.1:{app}/jwks.json", "username_prefix": "api:"}
+    extra: dict[str, object] = {"oidc": {"bearer": [issuer]}}
     with sidecar(workdir, bench.slapd, cache=True, extra=extra) as sidecar_port:
         site = render_site(listen_port=listen, sidecar_port=sidecar_port, app_port=app)
         with nginx(workdir / "nginx", bench.site(site, app)):
             return measure("bearer-warm", listen, {"Authorization": f"Bearer {token}"}, bench.args)
+
+
+def observed(metrics_port: int) -> dict[str, object]:
+    """What an operator turns on: metrics on their own listener, JSON logs at the default level."""
+    return {"metrics": {"listen": f"127.0.0.1:{metrics_port}"}, "log": {"level": "info", "format": "json"}}
+
+
+def decisions_scraped(metrics_port: int, method: str) -> float:
+    """auth_sidecar_decisions_total{outcome="allow"} of one method, read from a real scrape."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    answer = fetch(metrics_port, "GET", "/metrics", {})
+    return sum(sample.value for family in text_string_to_metric_families(answer.body) for sample in family.samples
+               if sample.name == "auth_sidecar_decisions_total"
+               and sample.labels == {"method": method, "outcome": "allow"})
+
+
+def paired(bench: Bench, name: str, *, sessions: bool) -> list[Result]:
+    """name against a plain sidecar and one with metrics and JSON logs, both up and loaded at once,
+    --rounds times: whatever else the machine does at any moment weighs on both alike, and the
+    scheduler shares the CPU between them, so the one that costs more per request serves fewer."""
+    metrics_port = free_port()
+    with contextlib.ExitStack() as stack:
+        paths: dict[str, tuple[int, dict[str, str], Running]] = {}
+        for variant, extra, level in (("plain", None, "warning"), ("observed", observed(metrics_port), None)):
+            label = f"{name}-{variant}"
+            workdir = bench.dir(label)
+            running = stack.enter_context(sidecar_process(workdir, bench.slapd, cache=True, sessions=sessions,
+                                                          extra=extra, log_level=level))
+            headers = ({"Cookie": f"{SESSION_COOKIE}={sidecar_login(running.port)}"} if sessions
+                       else {"Authorization": basic_auth(USER, PASSWORD)})
+            listen, app = distinct_ports(2)
+            site = render_site(listen_port=listen, sidecar_port=running.port, app_port=app)
+            stack.enter_context(nginx(workdir / "nginx", bench.site(site, app)))
+            check(label, listen, headers)
+            paths[label] = (listen, headers, running)
+        wait_for_port(metrics_port)
+        runs: dict[str, list[Result]] = {label: [] for label in paths}
+        for round_ in range(1, bench.args.rounds + 1):
+            progress(f"{name} plain and observed at once, round {round_}: wrk {bench.args.duration}s, "
+                     f"{bench.args.connections} connections each")
+            used = {label: running.cpu_seconds() for label, (_, _, running) in paths.items()}
+            results = wrk_together({label: (listen, headers) for label, (listen, headers, _) in paths.items()},
+                                   bench.args)
+            for label, result in results.items():
+                cpu = (paths[label][2].cpu_seconds() - used[label]) / max(1, result.requests) * 1e6
+                runs[label].append(result := dataclasses.replace(result, cpu_us=cpu))
+                progress(f"{label}: {result.rps:,.0f} req/s, p99 {result.p99_ms:.2f} ms, "
+                         f"sidecar CPU {result.cpu_us:.1f} µs/request, {result.errors} errors")
+        # The metrics were live: every request the observed sidecar allowed is in its scrape.
+        counted = decisions_scraped(metrics_port, "session" if sessions else "basic")
+        loaded = sum(r.requests for r in runs[f"{name}-observed"])
+        progress(f"{name}-observed: its /metrics counts {counted:,.0f} allowed, wrk sent {loaded:,} (+ warm-up)")
+        if counted < loaded:
+            raise RuntimeError(f"{name}-observed: /metrics counts {counted:.0f} allowed requests, wrk sent {loaded}")
+        return [combined(label, results) for label, results in runs.items()]
 
 
 def peer_cookie(bench: Bench, venv: Path) -> Result:
@@ -452,6 +576,8 @@ def run(args: argparse.Namespace) -> list[Result]:
             bench = Bench(workdir, docroot, slapd, args, bench_users(slapd, 2 * args.connections))
             results = [*ceiling(bench), basic(bench, "basic-warm", cache=True),
                        basic(bench, "basic-nocache", cache=False), *cookie(bench), bearer(bench)]
+            if args.observed:
+                results += [*paired(bench, "basic-warm", sessions=False), *paired(bench, "cookie-warm", sessions=True)]
             if venv is not None:
                 results.append(peer_cookie(bench, venv))
     return results
@@ -481,6 +607,14 @@ def ratios(results: list[Result]) -> list[str]:
     share = by_name["bearer-warm"].rps / top.rps
     lines.append(f"- bearer-warm / ceiling: **{share:.1%}** "
                  f"(target ≥ {BEARER_TARGET:.0%}: {verdict(share >= BEARER_TARGET)})")
+    for name in ("basic-warm", "cookie-warm"):
+        plain, watched = by_name.get(f"{name}-plain"), by_name.get(f"{name}-observed")
+        if plain is not None and watched is not None:
+            share = watched.rps / plain.rps
+            lines.append(f"- {name} with metrics and JSON logs / without (paired, same run): **{share:.1%}** "
+                         f"(target ≥ {OBSERVED_TARGET:.0%}: {verdict(share >= OBSERVED_TARGET)}); the sidecar's CPU "
+                         f"per request {plain.cpu_us:.1f} µs without, {watched.cpu_us:.1f} µs with: "
+                         f"**{plain.cpu_us / watched.cpu_us:.1%}** as many requests per CPU second")
     paced = by_name["cookie-paced"]
     met = verdict(paced.p99_ms <= PACED_P99_TARGET)
     lines.append(f"- cookie-paced at {paced.rps:,.0f} req/s: p99 **{paced.p99_ms:.2f} ms** "
@@ -521,6 +655,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=bounded(1, 1000), default=10, metavar="N",
                         help="wrk connections, 1-1000 (default 10)")
     parser.add_argument("--skip-peer", action="store_true", help="leave out nginx-ldap-auth-service")
+    parser.add_argument("--observed", action="store_true",
+                        help="also measure basic-warm and cookie-warm with metrics and JSON logs against without, "
+                             "both sidecars loaded at once")
+    parser.add_argument("--rounds", type=bounded(1, 10), default=3, metavar="N",
+                        help="--observed: how many times each pair is loaded, 1-10 (default 3)")
     return parser.parse_args(argv)
 
 
