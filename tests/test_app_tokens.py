@@ -157,3 +157,9 @@ async def test_without_sign_in_pages_htmx_gets_the_plain_401(app_client: StartAp
     client = await app_client(parse_config({"local_users": {"file": "examples/users.yaml"}}))
     response = await ask(client, "/dcim/sites/", HTMX)
     assert response.status == 401 and "HX-Redirect" not in response.headers
+
+
+@pytest.mark.parametrize("path", ["/api/../admin/", "/api/%2e%2e/admin/", "/api%2fx"])
+async def test_an_ambiguous_request_with_a_token_is_refused_as_any(client: TestClient[Any, Any], path: str) -> None:
+    response = await ask(client, path, {"Authorization": V1})
+    assert response.status == 400 and "Remote-User" not in response.headers
