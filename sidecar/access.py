@@ -10,6 +10,7 @@ from __future__ import annotations
 from sidecar.config import AccessConfig, AccessRule
 from sidecar.forwarded import Original
 from sidecar.identity import Identity, fold
+from sidecar.trace import current
 
 
 def _covers(rule: AccessRule, request: Original) -> bool:
@@ -36,7 +37,24 @@ class AccessRules:
         return bool(self.rules) or not self.default
 
     def allows(self, identity: Identity, request: Original) -> bool:
+        rule = self.deciding(identity, request)
+        allowed = self.default if rule is None else rule.allow
+        if (trace := current()) is not None:
+            by = "access.default" if rule is None else f"access.rules[{self.rules.index(rule)}] {_shown(rule)}"
+            trace.step("access", f"{request.method} {request.url}: {'allowed' if allowed else 'refused'} by {by}")
+        return allowed
+
+    def deciding(self, identity: Identity, request: Original) -> AccessRule | None:
+        """The first rule that matches both; None when none does (access.default decides)."""
         for rule in self.rules:
             if _covers(rule, request) and _applies_to(rule, identity):
-                return rule.allow
-        return self.default
+                return rule
+        return None
+
+
+def _shown(rule: AccessRule) -> str:
+    parts = [f"host {rule.host}"] if rule.host else []
+    parts.append(f"path {rule.path}")
+    parts += [f"{what} {', '.join(sorted(names))}" for what, names in
+              (("methods", rule.methods), ("users", rule.users), ("groups", rule.groups)) if names]
+    return "(" + "; ".join(parts) + f"; policy {'allow' if rule.allow else 'deny'})"

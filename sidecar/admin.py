@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -42,6 +41,7 @@ from sidecar.config import AdminConfig, load_config
 from sidecar.errors import BadRequest, ConfigError
 from sidecar.regulation import Ban
 from sidecar.routes import SIDECAR
+from sidecar.server import digest_of
 from sidecar.session_auth import SessionJar
 from sidecar.session_index import Known
 from sidecar.yamlfile import load_yaml
@@ -232,7 +232,7 @@ async def status(request: web.Request) -> web.Response:
     found = regulator.bans() if regulator is not None else []
     index = state.current_sessions
     known, users = index.counts() if index is not None and sidecar.signin is not None else (0, 0)
-    on_disk = await asyncio.to_thread(_digest_of, server.path)
+    on_disk = await asyncio.to_thread(digest_of, server.path)
     now = time.time()
     return web.json_response({
         "version": __version__, "pid": os.getpid(), "config": server.path, "sha256": generation.digest,
@@ -312,13 +312,6 @@ async def reload(request: web.Request) -> web.Response:
     if problems:
         raise _Refused(409, "reload refused, still serving the previous configuration", problems=problems)
     return web.json_response({"reloaded": server.path, "sha256": server.current.digest})
-
-
-def _digest_of(path: str) -> str:
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
-        return "-"
 
 
 # -- the command --------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from sidecar.access import AccessRules
+from sidecar.app_tokens import AppTokens
 from sidecar.assertion import AssertionSigner
 from sidecar.basic import BasicAuthenticator
 from sidecar.bearer import BearerAuthenticator
@@ -99,7 +100,7 @@ class Passwords:
 
 def passwords(config: Config, writer: HeaderWriter, client_address: ClientAddress, state: State) -> Passwords:
     feature = Feature()
-    directory = Directory(config.ldap) if config.ldap is not None else None
+    directory = Directory(config.ldap, state.metrics) if config.ldap is not None else None
     ldap_source = LdapSource(directory, GroupPolicy(config.ldap)) if directory and config.ldap else None
     local_source = None
     if config.local_users is not None:
@@ -117,7 +118,7 @@ def passwords(config: Config, writer: HeaderWriter, client_address: ClientAddres
         return Passwords(present, None, directory, feature)
     cache_ttl = config.ldap.cache_timeout if config.ldap is not None else LOCAL_ONLY_CACHE_TIMEOUT
     cache: VerdictCache[Verdict] = VerdictCache(ttl=cache_ttl, failure_ttl=config.cache.failure_timeout,
-                                                max_entries=config.cache.max_entries)
+                                                max_entries=config.cache.max_entries, metrics=state.metrics)
     regulation = config.regulation
     # An address a user signed in from stays known as long as a cached login from it can be honoured.
     regulator = (state.regulator(max_failures=regulation.max_failures, window=regulation.window,
@@ -138,7 +139,7 @@ def browser_sign_in(config: Config, writer: HeaderWriter, client_address: Client
     public_url = config.server.public_url
     assert public_url is not None  # the loader insists
     codec = SessionCodec([(key.id, derive_key(key.secret.reveal(), "session key")) for key in sessions.keys],
-                         lifetime=sessions.lifetime, idle_timeout=sessions.idle_timeout)
+                         lifetime=sessions.lifetime, idle_timeout=sessions.idle_timeout, metrics=state.metrics)
     cookie = CookieSettings(name=sessions.cookie_name, domain=sessions.cookie_domain, secure=sessions.secure)
     public_path = urlsplit(public_url).path.rstrip("/")
     page = config.login_page
@@ -151,11 +152,13 @@ def browser_sign_in(config: Config, writer: HeaderWriter, client_address: Client
     csp = _csp(hosts, sessions.redirect_domains, schemes,
                [p.issuer for p in config.oidc.providers if p.logout and p.issuer])
     redirect_uri = public_url + config.oidc.callback_path
-    providers = [Provider(p, http, redirect_uri=redirect_uri, leeway=config.oidc.leeway)
+    providers = [Provider(p, http, redirect_uri=redirect_uri, leeway=config.oidc.leeway, metrics=state.metrics)
                  for p in config.oidc.providers]
     registry = Registry([*found.sources, *providers])
     jar = SessionJar(codec, registry, keep_for=sessions.lifetime,
-                     revocations=state.revocations(lifetime=sessions.lifetime))
+                     revocations=state.revocations(lifetime=sessions.lifetime),
+                     index=state.session_index(lifetime=sessions.lifetime, idle_timeout=sessions.idle_timeout),
+                     metrics=state.metrics)
     landing = Landing(pages=pages, jar=jar, cookie=cookie, max_age=int(sessions.lifetime), path=public_path, csp=csp)
     sso = None
     if providers:
@@ -164,14 +167,16 @@ def browser_sign_in(config: Config, writer: HeaderWriter, client_address: Client
     signin = SignIn(landing=landing, verifier=found.verifier, sso=sso, redirects=redirects,
                     client_address=client_address, public_url=public_url, logout_redirect=sessions.logout_redirect)
     authenticator = SessionAuthenticator(jar, cookie, registry.renew, writer,
-                                         recheck_every=sessions.recheck_every, max_age=int(sessions.lifetime))
+                                         recheck_every=sessions.recheck_every, max_age=int(sessions.lifetime),
+                                         client_address=client_address, metrics=state.metrics)
     return signin, Feature(authenticators=[authenticator], routes=sign_in_routes(signin, config.oidc.callback_path))
 
 
-def bearer_tokens(config: Config, writer: HeaderWriter, http: HttpClient) -> Feature:
+def bearer_tokens(config: Config, writer: HeaderWriter, http: HttpClient, state: State) -> Feature:
     if not config.oidc.bearer:
         return Feature()
-    return Feature(authenticators=[BearerAuthenticator(config.oidc.bearer, http, writer, leeway=config.oidc.leeway)])
+    return Feature(authenticators=[BearerAuthenticator(config.oidc.bearer, http, writer, leeway=config.oidc.leeway,
+                                                       metrics=state.metrics)])
 
 
 def signed_identity(config: Config) -> tuple[AssertionSigner | None, Feature]:
@@ -197,7 +202,7 @@ def make_app(config: Config, state: State | None = None) -> web.Application:
     found = passwords(config, writer, client_address, state)
     signin, browser = browser_sign_in(config, writer, client_address, found, http, state)
     signer, assertion = signed_identity(config)
-    bearer = bearer_tokens(config, writer, http)
+    bearer = bearer_tokens(config, writer, http, state)
     # The order ways in are tried: a session, a Bearer token, Basic credentials.
     features = [browser, bearer, found.feature, assertion]
 
@@ -215,6 +220,8 @@ def make_app(config: Config, state: State | None = None) -> web.Application:
         assertion_header=config.headers.assertion,
         identity_headers=identity_names(config.headers),
         identity_prefix=config.headers.user.lower() + "-",
+        app_tokens=AppTokens(config.app_tokens.rules, config.headers),
+        metrics=state.metrics,
     )
     app[CONFIG] = config
     app[STATE] = state

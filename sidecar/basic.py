@@ -77,6 +77,8 @@ def parse_basic(header: str) -> tuple[str, str] | None:
 
 
 class BasicAuthenticator:
+    method = "basic"
+
     def __init__(self, verifier: PasswordVerifier, client_address: ClientAddress) -> None:
         self.verifier = verifier
         self.client_address = client_address

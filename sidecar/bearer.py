@@ -25,6 +25,7 @@ from sidecar.config import BearerIssuer
 from sidecar.errors import BadRequest, InvalidCredentials, ProviderUnavailable
 from sidecar.headers import HeaderWriter
 from sidecar.jwks import Discovery, JwksCache
+from sidecar.metrics import NO_METRICS, Metrics
 from sidecar.oidc import HttpClient, identity_from_claims
 from sidecar.tokens import MAX_TOKEN_BYTES, Expectations, allowed_algorithms
 from sidecar.verdict import Verdict
@@ -37,10 +38,11 @@ MEMO_TTL = 300.0  # seconds at most between two full verifications of one token
 class _Issuer:
     """One configured issuer: its keys (from jwks_url or discovery) and what its tokens must say."""
 
-    def __init__(self, config: BearerIssuer, http: HttpClient, leeway: float) -> None:
+    def __init__(self, config: BearerIssuer, http: HttpClient, leeway: float, metrics: Metrics) -> None:
         self.config = config
         self._http = http
         self._leeway = leeway
+        self._metrics = metrics
         self._jwks: JwksCache | None = None
         self._expected: Expectations | None = None
         self._discovery: Discovery | None = None  # kept, so its cache and rate limit hold while set-up fails
@@ -56,7 +58,7 @@ class _Issuer:
             url = config.jwks_url
             if url is None or not advertised:
                 if self._discovery is None:
-                    self._discovery = Discovery(self._http.session, config.issuer)
+                    self._discovery = Discovery(self._http.session, config.issuer, metrics=self._metrics)
                 metadata = await self._discovery.document()
                 url = url or str(metadata["jwks_uri"])
                 advertised = advertised or metadata.get("id_token_signing_alg_values_supported")
@@ -66,7 +68,7 @@ class _Issuer:
                 raise ProviderUnavailable(f"{config.issuer}: {exc}") from None
             self._expected = Expectations(issuer=config.issuer, audiences=frozenset(config.audiences),
                                           algorithms=algorithms, leeway=self._leeway)
-            self._jwks = JwksCache(self._http.session, url)
+            self._jwks = JwksCache(self._http.session, url, metrics=self._metrics)
         return self._jwks, self._expected
 
 
@@ -76,9 +78,13 @@ _BEARER = re.compile(r"bearer +([A-Za-z0-9._~+/-]+=*)[ \t]*", re.ASCII | re.IGNO
 
 
 class BearerAuthenticator:
+    method = "bearer"
+
     def __init__(self, issuers: Sequence[BearerIssuer], http: HttpClient, writer: HeaderWriter, *,
-                 leeway: float, memo_entries: int = 10_000, clock: Callable[[], float] = time.time) -> None:
-        self._issuers = {config.issuer: _Issuer(config, http, leeway) for config in issuers}
+                 leeway: float, memo_entries: int = 10_000, clock: Callable[[], float] = time.time,
+                 metrics: Metrics = NO_METRICS) -> None:
+        self._issuers = {config.issuer: _Issuer(config, http, leeway, metrics) for config in issuers}
+        self._lookups = metrics.lookups("bearer")
         self._writer = writer
         self._clock = clock
         self._key = secrets.token_bytes(32)
@@ -94,7 +100,9 @@ class BearerAuthenticator:
         key = hmac.digest(self._key, header.encode(), "sha256")
         now = self._clock()
         if (hit := self._memo.get(key)) is not None and now < hit[1]:
+            self._lookups.hit.inc()
             return hit[0]
+        self._lookups.miss.inc()
         if (match := _BEARER.fullmatch(header)) is None:
             raise BadRequest("malformed Bearer token (not 'Bearer' SP token68)")
         token = match.group(1)

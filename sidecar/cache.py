@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from sidecar.metrics import NO_METRICS, Metrics
+
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -75,8 +77,10 @@ class VerdictCache(Generic[V]):
         failure_ttl: float,
         max_entries: int,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self._key = secrets.token_bytes(32)
+        self._lookups = metrics.lookups("verdict")
         self._ok: ExpiringMap[bytes, V] | None = ExpiringMap(max_entries, ttl, clock) if ttl > 0 else None
         self._failed: ExpiringMap[bytes, V] | None = (
             ExpiringMap(max_entries, failure_ttl, clock) if failure_ttl > 0 else None
@@ -87,6 +91,13 @@ class VerdictCache(Generic[V]):
         return hmac.digest(self._key, f"{username}\0{password}".encode(), "sha256")
 
     def get(self, key: bytes) -> V | None:
+        """The verdict kept for a key, counted as a hit or a miss."""
+        found = self.peek(key)
+        (self._lookups.miss if found is None else self._lookups.hit).inc()
+        return found
+
+    def peek(self, key: bytes) -> V | None:
+        """The same, not counted: a second look within one request."""
         if self._ok is not None and (found := self._ok.get(key)) is not None:
             return found
         if self._failed is not None:

@@ -16,6 +16,7 @@
         │       └── UnknownKey    ... signed with a key id we lack: refetch the keys once
         ├── Throttled             too many failures for this user or address: 401 / 429
         ├── AccessDenied          the identity is valid but not allowed: 403
+        │   └── AccountRefused    ... the account may not sign in at all (inactive, require/deny group)
         └── Unavailable           a source cannot answer now: 503, never an allow
             ├── DirectoryUnavailable  no directory server answered, or its answer was incomplete
             │   └── BindUnanswered    ... after a user's bind was sent: it counts as a failed login
@@ -86,6 +87,12 @@ class Throttled(AuthError):
 
 class AccessDenied(AuthError):
     status = 403
+
+
+class AccountRefused(AccessDenied):
+    """The account may not sign in anywhere here: not active, or refused by ``require_group`` /
+    ``deny_group``. Raised only once its source has accepted the password (or, for a session, read
+    the user again), so the login page may say so without telling a stranger anything."""
 
 
 class Unavailable(AuthError):

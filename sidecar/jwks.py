@@ -29,6 +29,7 @@ import aiohttp
 from sidecar.errors import FetchFailed, KeysUnavailable, ProviderUnavailable, UnknownKey
 from sidecar.fetch import fetch_json
 from sidecar.flight import SingleFlight
+from sidecar.metrics import NO_METRICS, Metrics
 from sidecar.tokens import JWK, PUBLIC_MEMBERS, Expectations, KeySet, verify
 
 log = logging.getLogger("sidecar.jwks")
@@ -52,6 +53,7 @@ class _Cached(ABC, Generic[T]):
     """A document fetched on demand, with the refresh discipline the module docstring describes."""
 
     unavailable: ClassVar[type[ProviderUnavailable]] = ProviderUnavailable
+    counted_as: ClassVar[str]  # the document label of its fetches in metrics
 
     def __init__(
         self,
@@ -63,6 +65,7 @@ class _Cached(ABC, Generic[T]):
         clock: Callable[[], float],
         timeout: float,
         max_bytes: int,
+        metrics: Metrics,
     ) -> None:
         problems = [f"{name} must be positive, got {value}" for name, value in
                     [("max_age", max_age), ("timeout", timeout), ("max_bytes", max_bytes)] if not value > 0]
@@ -83,6 +86,7 @@ class _Cached(ABC, Generic[T]):
         # One fetch at a time, shared; a caller that gives up (its client left) does not cancel it.
         self._flight: SingleFlight[None, T] = SingleFlight()
         self._failure = "not tried yet"
+        self._fetches = metrics.fetches(self.counted_as)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
@@ -105,11 +109,13 @@ class _Cached(ABC, Generic[T]):
         try:
             value = self._validate(await self._document())
         except _Invalid as exc:
+            self._fetches["failed"].inc()
             self._failure = str(exc)
             if self._value is not None:
                 log.warning("cannot fetch %s: %s; keeping the one fetched %.0f s ago",
                             self.url, exc, self._clock() - self._fetched_at)
             return self._last_good()
+        self._fetches["ok"].inc()
         self._value, self._fetched_at = value, self._clock()
         return value
 
@@ -140,6 +146,7 @@ class JwksCache(_Cached[KeySet]):
     """A provider's key set (``jwks_uri``), fetched again after max_age or when a token names a new kid."""
 
     unavailable = KeysUnavailable
+    counted_as = "keys"
 
     def __init__(
         self,
@@ -151,9 +158,10 @@ class JwksCache(_Cached[KeySet]):
         clock: Callable[[], float] = time.monotonic,
         timeout: float = TIMEOUT,
         max_bytes: int = MAX_BYTES,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         super().__init__(session, url, min_refresh_interval=min_refresh_interval, max_age=max_age, clock=clock,
-                         timeout=timeout, max_bytes=max_bytes)
+                         timeout=timeout, max_bytes=max_bytes, metrics=metrics)
         self._kid_refreshed_at = -math.inf
 
     async def keys(self) -> KeySet:
@@ -191,6 +199,8 @@ class JwksCache(_Cached[KeySet]):
 class Discovery(_Cached[dict[str, Any]]):
     """A provider's discovery document, fetched on first use, so the sidecar starts while the provider is down."""
 
+    counted_as = "discovery"
+
     def __init__(
         self,
         session: aiohttp.ClientSession,
@@ -201,9 +211,10 @@ class Discovery(_Cached[dict[str, Any]]):
         clock: Callable[[], float] = time.monotonic,
         timeout: float = TIMEOUT,
         max_bytes: int = MAX_BYTES,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         super().__init__(session, _discovery_url(issuer), min_refresh_interval=min_refresh_interval,
-                         max_age=max_age, clock=clock, timeout=timeout, max_bytes=max_bytes)
+                         max_age=max_age, clock=clock, timeout=timeout, max_bytes=max_bytes, metrics=metrics)
         self.issuer = issuer
 
     async def document(self) -> dict[str, Any]:

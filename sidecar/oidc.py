@@ -41,6 +41,7 @@ from sidecar.fetch import fetch_json
 from sidecar.identity import Identity, fold
 from sidecar.jwks import Discovery, JwksCache
 from sidecar.logs import audit
+from sidecar.metrics import NO_METRICS, Metrics
 from sidecar.redirects import RedirectPolicy
 from sidecar.sealing import Sealer, derive_key
 from sidecar.sessions import Session
@@ -172,8 +173,10 @@ class Provider:
     """One configured provider: its metadata and keys, the code exchange, refresh and logout."""
 
     def __init__(self, config: OidcProvider, http: HttpClient, *, redirect_uri: str, leeway: float,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, metrics: Metrics = NO_METRICS) -> None:
         self.config = config
+        self._metrics = metrics
+        self._refreshes = metrics.refreshes(config.name)
         self.name = config.name
         self.id = f"oidc:{config.name}"  # the identity source: sidecar.sources
         self._http = http
@@ -190,7 +193,7 @@ class Provider:
                     "userinfo_endpoint": config.userinfo_url}
         assert config.issuer is not None
         if self._discovery is None:
-            self._discovery = Discovery(self._http.session, config.issuer)
+            self._discovery = Discovery(self._http.session, config.issuer, metrics=self._metrics)
         return await self._discovery.document()
 
     async def authorization_url(self, pending: Pending) -> str:
@@ -225,8 +228,13 @@ class Provider:
         return dataclasses.replace(session, identity=grant.identity, refresh_token=grant.refresh_token)
 
     async def refresh(self, refresh_token: str) -> Grant:
-        tokens = await self._token({"grant_type": "refresh_token", "refresh_token": refresh_token})
-        grant = await self._grant(tokens, nonce=None)
+        try:
+            tokens = await self._token({"grant_type": "refresh_token", "refresh_token": refresh_token})
+            grant = await self._grant(tokens, nonce=None)
+        except AuthError as exc:
+            self._refreshes.refused(exc)
+            raise
+        self._refreshes.ok()
         # Providers that do not rotate refresh tokens let the old one be used again.
         return grant if grant.refresh_token else dataclasses.replace(grant, refresh_token=refresh_token)
 
@@ -259,7 +267,7 @@ class Provider:
     async def _verified(self, id_token: str, nonce: str | None) -> dict[str, Any]:
         metadata = await self.metadata()
         if self._jwks is None:
-            self._jwks = JwksCache(self._http.session, str(metadata["jwks_uri"]))
+            self._jwks = JwksCache(self._http.session, str(metadata["jwks_uri"]), metrics=self._metrics)
         advertised = self.config.algorithms or metadata.get("id_token_signing_alg_values_supported")
         try:
             algorithms = allowed_algorithms(advertised)

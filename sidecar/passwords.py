@@ -11,7 +11,7 @@ import functools
 import logging
 
 from sidecar.cache import VerdictCache
-from sidecar.errors import AccessDenied, BindUnanswered, InvalidCredentials, Throttled
+from sidecar.errors import AccessDenied, AccountRefused, BindUnanswered, InvalidCredentials, Throttled
 from sidecar.flight import SingleFlight
 from sidecar.headers import HeaderWriter
 from sidecar.logs import audit
@@ -46,7 +46,7 @@ class PasswordVerifier:
         # admit may have waited: the same credentials may be under way, or answered, by now. Then
         # this attempt asks no source, and its place goes back (no await until run: nothing can
         # start in between).
-        known = self.cache.get(key)
+        known = self.cache.peek(key)
         if known is not None or self._flights.running(key):
             if regulator is not None and ticket is not None:
                 regulator.settle(ticket, "unknown")
@@ -70,6 +70,10 @@ class PasswordVerifier:
                     return Verdict.refuse(Throttled(why))
             regulator.remember_client(resolved, client)  # in use from here: known as long as it is
             return verdict
+        if isinstance(verdict.refusal, AccountRefused):
+            # A right password for an account that may not sign in: a ban hides it as it hides a success.
+            why = regulator.banned(username, client)
+            return verdict if why is None else Verdict.refuse(Throttled(why))
         if isinstance(verdict.refusal, InvalidCredentials):
             for ban in regulator.failed(username, client):
                 log.warning("regulation: %s", ban, extra=audit("ban", user=username, client=client, reason=ban))

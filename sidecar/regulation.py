@@ -22,6 +22,9 @@ Bounded and fail closed: a record that still holds a failure, a ban or an attemp
 evicted to make room; when ``max_entries`` names and addresses are all in use, new ones are refused
 until some expire. IPv6 clients count per /64, the block one subscriber gets.
 
+An operator sees the bans and the failures counting (:meth:`Regulator.bans`) and lifts one
+(:meth:`Regulator.lift`) through ``auth-sidecar admin``: a tester who mistyped waits for no restart.
+
 Thread-safe: the directory's worker threads call :meth:`Regulator.admit_resolved`.
 """
 
@@ -35,10 +38,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from cachetools import TTLCache
 
 from sidecar.errors import Throttled
+from sidecar.metrics import NO_METRICS, Metrics
 
 log = logging.getLogger("sidecar.regulation")
 
@@ -51,6 +56,16 @@ class _Record:
     failures: deque[float] = field(default_factory=deque)
     in_flight: int = 0
     banned_until: float = 0.0
+
+
+class Ban(NamedTuple):
+    """A budget spent or being spent: ``kind`` user or client, ``value`` the casefolded name or the
+    address (an IPv6 /64), ``remaining`` seconds of ban (0: not banned), ``failures`` in the window."""
+
+    kind: str
+    value: str
+    remaining: float
+    failures: int
 
 
 class _Busy(Exception):
@@ -76,8 +91,10 @@ class Regulator:
         wait: float = 10.0,
         max_entries: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self.max_failures = max_failures
+        self._banned = metrics.bans()
         self.window = window
         self.ban = ban
         self._clock = clock
@@ -225,6 +242,7 @@ class Regulator:
                     if len(record.failures) >= self.max_failures and record.banned_until <= now:
                         record.banned_until = now + self.ban
                         record.failures.clear()
+                        self._banned[key[0]].inc()
                         started.append(f"{key[0]} {key[1]!r} banned for {self.ban:g} s after "
                                        f"{self.max_failures} failures in {self.window:g} s")
                 elif outcome == "succeeded" and key[0] == "user" and record.banned_until <= now:
@@ -243,6 +261,40 @@ class Regulator:
             log.warning("regulation: %d names and addresses hold failures, bans or attempts; new ones are "
                         "refused until some expire (a flood of distinct names?)", self.max_entries)
 
+    def bans(self) -> list[Ban]:
+        """Every name and address that is banned or counts failures now, for the admin channel."""
+        now = self._clock()
+        found = []
+        with self._lock:
+            self._records.expire()
+            for (kind, value), record in self._records.items():
+                self._spent(record, now)  # drops failures older than the window
+                remaining = max(0.0, record.banned_until - now)
+                if remaining or record.failures:
+                    found.append(Ban(kind, value, remaining, len(record.failures)))
+        return sorted(found, key=lambda ban: (not ban.remaining, ban.kind, ban.value))
+
+    def lift(self, name_or_address: str) -> list[Ban]:
+        """End the ban, and forget the failures, of a username (any spelling: it counts casefolded)
+        or of an address (IPv6 by its /64, as it counts); what was lifted, none when nothing held."""
+        keys = [("user", name_or_address.casefold())]
+        if (address := _address_key(name_or_address)) is not None:
+            keys.insert(0, ("client", address))
+        now = self._clock()
+        lifted = []
+        with self._lock:
+            for key in keys:
+                record = self._records.get(key)
+                if record is None:
+                    continue
+                self._spent(record, now)
+                remaining = max(0.0, record.banned_until - now)
+                if remaining or record.failures:
+                    lifted.append(Ban(key[0], key[1], remaining, len(record.failures)))
+                    record.banned_until = 0.0
+                    record.failures.clear()
+        return lifted
+
     def failed(self, username: str | None, client: str | None) -> list[str]:
         """Count a failure that asked no directory (a cached refusal, a malformed attempt)."""
         try:
@@ -260,6 +312,21 @@ def _client_key(client: str) -> str:
         return str(ipaddress.IPv6Network(f"{client}/64", strict=False))
     except ValueError:
         return client
+
+
+def _address_key(text: str) -> str | None:
+    """An address or a network as the budgets count it (IPv6 by its /64), or None if it is neither."""
+    try:
+        return _client_key(str(ipaddress.ip_address(text)))
+    except ValueError:
+        pass
+    try:
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+    if network.version == 4:
+        return str(network.network_address) if network.prefixlen == 32 else None
+    return _client_key(str(network.network_address)) if network.prefixlen >= 64 else None
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

@@ -1,20 +1,27 @@
-"""HTTP handlers: /auth (every proxied request), /healthz, /readyz. Thin: the work is elsewhere."""
+"""HTTP handlers: /auth (every proxied request), /healthz, /readyz, and what a proxy serves from
+the sidecar without sign-in (/forbidden, /favicon.ico, /robots.txt). Thin: the work is elsewhere."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from multidict import CIMultiDict
 
 from sidecar.access import AccessRules
+from sidecar.app_tokens import AppTokens
 from sidecar.assertion import AssertionSigner
 from sidecar.errors import AccessDenied, AuthError, MalformedRequest
 from sidecar.forwarded import ClientAddress, Original, original
+from sidecar.htmx import HX_REDIRECT, is_htmx, page_url
 from sidecar.ldap import Directory
 from sidecar.logs import audit
+from sidecar.metrics import METHODS, NO_METRICS, Metrics, Outcomes
+from sidecar.pages import public_files
 from sidecar.signin import SignIn, is_browser
+from sidecar.trace import current
 from sidecar.verdict import Authenticator, Verdict
 
 log = logging.getLogger("sidecar.auth")
@@ -30,8 +37,14 @@ class Sidecar:
                  client_address: ClientAddress, directory: Directory | None, realm: str,
                  basic_auth: bool = True, signin: SignIn | None = None, forward_auth: bool = False,
                  signer: AssertionSigner | None = None, assertion_header: str = "Remote-User-Assertion",
-                 identity_headers: frozenset[str] = frozenset(), identity_prefix: str = "remote-user-") -> None:
+                 identity_headers: frozenset[str] = frozenset(), identity_prefix: str = "remote-user-",
+                 metrics: Metrics = NO_METRICS, app_tokens: AppTokens | None = None) -> None:
         self.authenticators = authenticators
+        self.app_tokens = app_tokens or None  # the application's own tokens: passed on, unjudged
+        # The answers of /auth, counted and timed by the kind of credentials that decided them.
+        self._decisions = {method: metrics.decisions(method) for method in METHODS}
+        self.anonymous = self._decisions["none"]
+        self.passed_on = self._decisions["app_token"]
         self.signer = signer
         self.assertion_header = assertion_header
         self.rules = rules
@@ -49,7 +62,13 @@ class Sidecar:
         self.identity_headers = identity_headers
         self.identity_prefix = identity_prefix
         self._names_seen: set[tuple[str, ...]] = set()
-        self._ready: tuple[float, bool] = (0.0, False)
+        self._ready: tuple[float, str | None] = (0.0, "not checked yet")
+
+    def decisions(self, authenticator: Authenticator | None) -> Outcomes:
+        """Where the answer of this authenticator (None: of none) is counted."""
+        if authenticator is None:
+            return self.anonymous
+        return self._decisions.get(authenticator.method, self.anonymous)
 
     def describe(self, request: web.Request) -> Original:
         """The request the proxy asks about, read strictly; MalformedRequest if anything in it is ambiguous."""
@@ -75,31 +94,54 @@ class Sidecar:
 
     def unauthenticated(self, request: web.Request, target: Original | None) -> web.Response:
         """No credentials: browsers go to the login page, everyone else gets a plain 401."""
+        if self.signin is not None and is_htmx(request):
+            # Neither a Basic prompt nor a redirect followed inside the page: htmx loads the login page.
+            return _answer(401, CIMultiDict({HX_REDIRECT: self.signin.login_url(page_url(request, target))}))
         if self.signin is not None and is_browser(request):
             location = self.signin.login_url(target.url if target is not None else None)
             return _answer(self.redirect_status, CIMultiDict({"Location": location}))
         return _answer(401, self.challenge)
 
     async def ready(self) -> bool:
+        return await self.unready() is None
+
+    async def unready(self) -> str | None:
+        """Why sign-ins cannot be served now (the directory's check that fails), or None."""
         if self.directory is None:
-            return True
-        checked_at, ready = self._ready
+            return None
+        checked_at, problem = self._ready
         if time.monotonic() - checked_at > READY_FOR:
             try:
-                ready = await self.directory.ping()
+                problem = await self.directory.readiness()
             except Exception:
                 log.exception("readiness check failed unexpectedly")
-                ready = False
-            self._ready = (time.monotonic(), ready)
-        return ready
+                problem = "the readiness check failed unexpectedly (see the log)"
+            self._ready = (time.monotonic(), problem)
+        return problem
 
 
 SIDECAR = web.AppKey("sidecar", Sidecar)
 
 
 async def auth(request: web.Request) -> web.StreamResponse:
+    """/auth: the application's own tokens are passed on before any other way in (sidecar.app_tokens)."""
+    app_tokens = request.app[SIDECAR].app_tokens
+    if app_tokens is not None:
+        started = time.perf_counter()
+        try:
+            if app_tokens.passes(request, request.app[SIDECAR].describe(request)):
+                request.app[SIDECAR].passed_on.ok(started)
+                return app_tokens.answer()
+        except MalformedRequest:
+            pass  # judged (and refused) below, as any request
+    return await judge(request)
+
+
+async def judge(request: web.Request) -> web.StreamResponse:
     sidecar = request.app[SIDECAR]
+    started = time.perf_counter()
     target: Original | None = None
+    authenticator: Authenticator | None = None  # the one that answered, or raised
     try:
         target = sidecar.describe(request)
         verdict: Verdict | None = None
@@ -109,14 +151,18 @@ async def auth(request: web.Request) -> web.StreamResponse:
                 break
         if verdict is None:
             log.debug("401 no credentials client=%s", sidecar.client_address(request))
+            sidecar.anonymous.count("unauthenticated", started)
             return sidecar.unauthenticated(request, target)
         assert verdict.identity is not None  # an authenticator answers an identity, or raises its refusal
+        decisions = sidecar.decisions(authenticator)
         rules = sidecar.rules
         if rules and not rules.allows(verdict.identity, target):
             denied = AccessDenied(f"access rules refuse {verdict.identity.username}")
             denied.user = verdict.identity.username
+            decisions.refused(denied, started)
             return _refuse(request, target, denied)
         if verdict.set_cookie is None and sidecar.signer is None:
+            decisions.ok(started)
             return web.Response(headers=verdict.headers)
         headers = CIMultiDict(verdict.headers)
         if sidecar.signer is not None:
@@ -124,17 +170,22 @@ async def auth(request: web.Request) -> web.StreamResponse:
             headers[sidecar.assertion_header] = sidecar.signer.sign(verdict.identity)
         if verdict.set_cookie is not None:
             headers.add("Set-Cookie", verdict.set_cookie)
+        decisions.ok(started)
         return web.Response(headers=headers)
     except AuthError as exc:  # every refusal, from any authenticator or rule, is answered here
+        sidecar.decisions(authenticator).refused(exc, started)
         return _refuse(request, target, exc, exc.set_cookie)
     except Exception:
         log.exception("unexpected error answering /auth; refusing the request")
+        sidecar.decisions(authenticator).count("error", started)
         return _answer(503)
 
 
 def _refuse(request: web.Request, target: Original | None, error: AuthError,
             set_cookie: str | None = None) -> web.Response:
     sidecar = request.app[SIDECAR]
+    if (trace := current()) is not None:
+        trace.refused(error)
     level = logging.ERROR if error.status >= 500 else logging.WARNING
     # The raw target's path: printable ASCII, so no decoded character can break the line.
     where = f"{target.method} {target.host}{target.target.split('?', 1)[0]}" if target is not None else "-"
@@ -143,7 +194,12 @@ def _refuse(request: web.Request, target: Original | None, error: AuthError,
     log.log(level, "%d %s client=%s %s", error.status, error.reason, client, where,
             extra=audit("refusal", request.headers, client=client, status=error.status, reason=error.reason,
                         user=error.user, **fields))
-    response = sidecar.unauthenticated(request, target) if error.status == 401 else _answer(error.status)
+    if error.status == 401:
+        response = sidecar.unauthenticated(request, target)
+    elif error.status == 403 and sidecar.forward_auth and sidecar.signin is not None and is_browser(request):
+        response = sidecar.signin.forbidden(request)  # Traefik and Caddy show this answer as it is
+    else:
+        response = _answer(error.status)
     if set_cookie is not None:
         response.headers.add("Set-Cookie", set_cookie)
     return response
@@ -162,19 +218,40 @@ async def jwks(request: web.Request) -> web.Response:
     return web.json_response(signer.jwks(), headers={"Cache-Control": "public, max-age=300"})
 
 
+async def forbidden(request: web.Request) -> web.Response:
+    """Where a proxy sends a request /auth refused with 403: the page for browsers, else plain text."""
+    signin = request.app[SIDECAR].signin
+    if signin is None or not is_browser(request):
+        return _answer(403)
+    return signin.forbidden(request)
+
+
+def _public_file(body: bytes, content_type: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def serve(request: web.Request) -> web.Response:
+        return web.Response(body=body, headers={"Content-Type": content_type, "X-Content-Type-Options": "nosniff",
+                                                "Cache-Control": "public, max-age=86400"})
+
+    return serve
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
 async def readyz(request: web.Request) -> web.Response:
-    if await request.app[SIDECAR].ready():
+    problem = await request.app[SIDECAR].unready()
+    if problem is None:
         return web.Response(text="ready\n")
-    return web.Response(status=503, text="directory unreachable\n")
+    # Which check fails names servers and DNs: for a probe asking directly, not through a proxy.
+    forwarded = any(name in request.headers for name in ("X-Forwarded-For", "Forwarded", "X-Real-IP"))
+    return web.Response(status=503, text="not ready\n" if forwarded else f"not ready: {problem}\n")
 
 
 def core_routes() -> list[web.RouteDef]:
     """What every sidecar answers; each feature of sidecar.app adds its own."""
-    return [web.get("/auth", auth), web.get("/healthz", healthz), web.get("/readyz", readyz)]
+    public = [web.get(f"/{name}", _public_file(*found)) for name, found in public_files().items()]
+    return [web.get("/auth", auth), web.get("/healthz", healthz), web.get("/readyz", readyz),
+            web.route("*", "/forbidden", forbidden), *public]
 
 
 def assertion_routes() -> list[web.RouteDef]:
@@ -187,6 +264,7 @@ def sign_in_routes(signin: SignIn, callback_path: str) -> list[web.RouteDef]:
         web.post("/login", signin.submit_login),
         web.get("/logout", signin.show_logout),
         web.post("/logout", signin.submit_logout),
+        web.get("/signed-out", signin.show_signed_out),
         web.get("/static/{name}", signin.static),
     ]
     if signin.sso is not None:

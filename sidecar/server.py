@@ -141,7 +141,7 @@ class Server:
         return self.current.config
 
     async def start(self) -> None:
-        self._current = await self._build(self._first, _digest_of(self.path))
+        self._current = await self._build(self._first, digest_of(self.path))
         config = self._first
         low = web.Server(self._dispatch, request_factory=self._request, access_log_class=AccessLogger,
                          access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
@@ -211,7 +211,7 @@ class Server:
         return problems
 
     async def _reload(self) -> list[str]:
-        digest = _digest_of(self.path)
+        digest = digest_of(self.path)
         try:
             config = await asyncio.to_thread(load_config, self.path)
         except ConfigError as exc:
@@ -288,7 +288,8 @@ async def _cleanup(app: web.Application) -> None:
         log.exception("cleaning up an application failed")
 
 
-def _digest_of(path: str) -> str:
+def digest_of(path: str) -> str:
+    """The sha256 of the configuration file as it is on disk now ("-" when it cannot be read)."""
     try:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError:

@@ -21,6 +21,8 @@ from sidecar.cookies import cookie_value
 from sidecar.errors import AccessDenied, AuthError, InvalidCredentials, SessionTooLarge, Unavailable
 from sidecar.flight import SingleFlight
 from sidecar.headers import HeaderWriter
+from sidecar.metrics import NO_METRICS, Metrics
+from sidecar.session_index import SessionIndex
 from sidecar.sessions import CookieSettings, Revocations, Session, SessionCodec
 from sidecar.sources import Registry
 from sidecar.verdict import Verdict
@@ -38,13 +40,19 @@ class SessionJar:
 
     The jar holds the :class:`Revocations` too: every cookie read goes through :meth:`decode`,
     which refuses signed-out sessions, so neither the codec's memo nor a rendered verdict can
-    outlive a sign-out."""
+    outlive a sign-out. It tells the :class:`SessionIndex` (the admin channel's list) of the
+    sessions it makes and ends."""
 
     def __init__(self, codec: SessionCodec, sources: Registry, *, keep_for: float,
-                 max_users: int = 5_000, revocations: Revocations | None = None) -> None:
+                 max_users: int = 5_000, revocations: Revocations | None = None,
+                 index: SessionIndex | None = None, metrics: Metrics = NO_METRICS) -> None:
         self.codec = codec
+        self._issued = metrics.sessions_issued
         self.sources = sources
-        self.revocations = revocations or Revocations(lifetime=codec.lifetime, clock=codec.clock)
+        # Not `revocations or ...`: an empty list of revocations has a len of 0, and is the one to use.
+        self.revocations = revocations if revocations is not None else Revocations(lifetime=codec.lifetime,
+                                                                                   clock=codec.clock)
+        self.index = index
         self._groups: TTLCache[tuple[str, str], tuple[tuple[str, ...], frozenset[str]]] = TTLCache(max_users, keep_for)
 
     def encode(self, session: Session) -> str:
@@ -57,6 +65,12 @@ class SessionJar:
             bare = dataclasses.replace(who, groups=(), rule_groups=frozenset())
             return self.codec.encode(dataclasses.replace(session, identity=bare, groups_elsewhere=True))
 
+    def issued(self, session: Session, client: str | None) -> None:
+        """A sign-in made this session (its cookie is on its way), from ``client`` if known."""
+        self._issued.inc()
+        if self.index is not None:
+            self.index.issued(session, client)
+
     def sign_out(self, value: str, *, everywhere: bool = False) -> Session | None:
         """Revoke the session in a cookie value (with ``everywhere``, every session of its user
         issued until now); the session, or None when the value held no current one."""
@@ -67,6 +81,11 @@ class SessionJar:
                 self.revocations.revoke_user(who.source, who.username)
             else:
                 self.revocations.revoke(session)
+            if self.index is not None:
+                if everywhere:
+                    self.index.forget(who.username)
+                else:
+                    self.index.forget_session(session.id)
         return session
 
     def open(self, value: str) -> Session | None:
@@ -99,10 +118,16 @@ class SessionJar:
 class SessionAuthenticator:
     """The /auth side of browser sign-in: a session cookie becomes a verdict."""
 
+    method = "session"
+
     def __init__(self, jar: SessionJar, cookie: CookieSettings, renew: Callable[[Session], Awaitable[Session]],
                  writer: HeaderWriter, *, recheck_every: float, max_age: int,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 client_address: Callable[[web.Request], str] | None = None, metrics: Metrics = NO_METRICS) -> None:
         self.jar = jar
+        self._renewed = metrics.sessions_renewed
+        self.index = jar.index
+        self.client_address = client_address  # for the session index, read only when it is due
         self.codec = jar.codec
         self.cookie = cookie
         self.renew = renew  # the user's source describes them again (directory, users file, provider)
@@ -128,6 +153,9 @@ class SessionAuthenticator:
             log.info("session cookie refused (invalid, expired, idle, signed out or from a retired key)")
             return None
         now = self._clock()
+        index = self.index
+        if index is not None and index.due(session.id, now):  # a lookup: most requests write nothing
+            index.touch(session, now, self.client_address(request) if self.client_address is not None else None)
         if self.recheck_every and now - session.checked_at > self.recheck_every:
             return await self._rechecked(session, now)
         if self.codec.refresh_due(session):
@@ -167,6 +195,8 @@ class SessionAuthenticator:
             except SessionTooLarge:
                 log.error("session of %s is too large to refresh; keeping the old cookie",
                           session.identity.username)
+            else:
+                self._renewed.inc()
         verdict = Verdict.allow(session.identity, self.writer.render(session.identity), cookie)
         if cookie is None:
             if len(self._verdicts) >= MAX_RENDERED:

@@ -40,6 +40,7 @@ from sidecar.cache import ExpiringMap
 from sidecar.cookies import Cookie
 from sidecar.errors import SessionTooLarge, Unsealable
 from sidecar.identity import Identity, fold
+from sidecar.metrics import NO_METRICS, Metrics
 from sidecar.sealing import KEY_BYTES, Sealer
 
 log = logging.getLogger("sidecar.sessions")
@@ -93,6 +94,7 @@ class SessionCodec:
         clock: Callable[[], float] = time.time,
         max_bytes: int = 3800,
         memo_entries: int = 10_000,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         problems = keylist.problems(keys, _key_problem, kind="key")
         for name, value in [("lifetime", lifetime), ("idle_timeout", idle_timeout),
@@ -109,6 +111,7 @@ class SessionCodec:
         # Memo keys are HMACs under a key of this process: the memo holds no cookie value.
         self._memo_key = secrets.token_bytes(32)
         self._memo: ExpiringMap[bytes, Session] = ExpiringMap(memo_entries, idle_timeout, clock)
+        self._lookups = metrics.lookups("session")
 
     @property
     def lifetime(self) -> float:
@@ -158,8 +161,11 @@ class SessionCodec:
         digest = hmac.digest(self._memo_key, value.encode(), "sha256")
         session = self._memo.get(digest)
         if session is None:
+            self._lookups.miss.inc()
             session = self._open(value)
             self._memo[digest] = session
+        else:
+            self._lookups.hit.inc()
         if (reason := self._stale(session)) is not None:
             self._memo.pop(digest, None)
             raise _Refused(reason)
@@ -207,7 +213,7 @@ class Revocations:
     """
 
     def __init__(self, *, lifetime: float, clock: Callable[[], float] = time.time,
-                 max_sessions: int = 50_000, max_users: int = 10_000) -> None:
+                 max_sessions: int = 50_000, max_users: int = 10_000, metrics: Metrics = NO_METRICS) -> None:
         if not (lifetime > 0 and max_sessions >= 4 and max_users >= 1):
             raise ValueError("lifetime must be positive, max_sessions at least 4, max_users at least 1")
         self.lifetime = lifetime
@@ -217,6 +223,7 @@ class Revocations:
         self._sessions: dict[str, tuple[float, User]] = {}  # id -> (issued_at, user)
         self._users: dict[User, float] = {}  # user -> their sessions issued until then are revoked
         self._everyone = -1.0  # every session issued until then is revoked
+        self._revoked = metrics.revocations()
 
     def __len__(self) -> int:
         """How many entries are held (ids and user marks): what the bounds limit."""
@@ -227,10 +234,12 @@ class Revocations:
         if session.id not in self._sessions and len(self._sessions) >= self._max_sessions:
             self._make_room(self._clock())
         self._sessions[session.id] = (session.issued_at, (session.identity.source, session.identity.username))
+        self._revoked["session"].inc()
 
     def revoke_user(self, source: str, username: str) -> None:
         """Refuse every session of this user issued until now: sign out everywhere."""
         self._mark((source, username), self._clock())
+        self._revoked["user"].inc()
 
     def is_revoked(self, session: Session) -> bool:
         issued = session.issued_at

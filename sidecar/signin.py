@@ -4,7 +4,9 @@
 a form field that must match); ``POST /login`` checks it, the regulation, then the password, and
 answers with the session cookie and a redirect to ``rd`` (only to allowed hosts). ``/logout``
 revokes the session (its second button every session of the user) and clears the cookie: a
-replayed value is refused until it would have expired.
+replayed value is refused until it would have expired; then ``/signed-out`` says so, unless
+``logout_redirect`` or the provider's own sign-out page takes the browser elsewhere.
+``/forbidden`` is the "not allowed here" page the proxies show instead of their bare 403.
 
 Forms are read as browsers post them and nothing else: URL-encoded UTF-8, at most 16 KiB, each
 field once; anything else is a 400 page and one warning.
@@ -27,7 +29,7 @@ from multidict import CIMultiDict
 
 from sidecar.basic import check_password_shape, normalize_username
 from sidecar.cookies import Cookie
-from sidecar.errors import AuthError, SessionTooLarge, Throttled, Unavailable
+from sidecar.errors import AccountRefused, AuthError, SessionTooLarge, Throttled, Unavailable
 from sidecar.forwarded import ClientAddress
 from sidecar.identity import Identity
 from sidecar.logs import audit
@@ -45,6 +47,8 @@ CSRF_MAX_AGE = 3600  # seconds a sign-in form stays usable
 GENERIC_ERROR = "Wrong username or password."
 THROTTLED_ERROR = "Too many failed attempts. Wait a few minutes, then try again."
 UNAVAILABLE_ERROR = "Sign-in is unavailable right now. Try again in a minute."
+# Only ever after the account's source accepted the password (AccountRefused): no stranger reads it.
+REFUSED_ERROR = "This account may not sign in. If you think it should, ask your administrator."
 MAX_FORM = 16 * 1024
 MAX_FIELDS = 16  # the forms have five fields at most
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -73,14 +77,17 @@ class Landing:
         self.path = path
         self.csp = csp
 
-    def finish(self, identity: Identity, rd: str, refresh_token: str | None = None) -> web.Response:
-        """The end of any sign-in: the session cookie, and back to where the person was going."""
+    def finish(self, identity: Identity, rd: str, refresh_token: str | None = None, *,
+               client: str | None = None) -> web.Response:
+        """The end of any sign-in: the session cookie, and back to where the person was going
+        (``client``, the address signing in, if known, for the admin channel's list of sessions)."""
         session = dataclasses.replace(self.jar.codec.start(identity), refresh_token=refresh_token)
         try:
             value = self.jar.encode(session)
         except SessionTooLarge:
             log.error("session of %s is too large for a cookie", identity.username)
             return self.message(503, "Sign-in failed", UNAVAILABLE_ERROR)
+        self.jar.issued(session, client)
         response = web.Response(status=303, headers={"Location": rd, "Cache-Control": "no-store"})
         response.headers.add("Set-Cookie", self.cookie.set_cookie_header(value, self.max_age))
         return response
@@ -158,6 +165,8 @@ class SignIn:
             log.warning("%d sign-in refused for %r: %s client=%s", refusal.status, typed[:64], refusal.reason, client,
                         extra=audit("sign_in_refused", request.headers, user=typed[:64], client=client,
                                     status=refusal.status, reason=refusal.reason))
+            if isinstance(refusal, AccountRefused):
+                return self._form(request, rd=rd, username=typed, error=REFUSED_ERROR, status=403)
             throttled = isinstance(refusal, Throttled)
             error = THROTTLED_ERROR if throttled else GENERIC_ERROR
             return self._form(request, rd=rd, username=typed, error=error, status=429 if throttled else 401)
@@ -165,7 +174,7 @@ class SignIn:
         who = verdict.identity
         log.info("signed in %s (%s) client=%s", who.username, who.source, client,
                  extra=audit("sign_in", request.headers, user=who.username, source=who.source, client=client))
-        response = self.landing.finish(verdict.identity, rd)
+        response = self.landing.finish(verdict.identity, rd, client=client)
         response.headers.add("Set-Cookie", self.csrf.clear_cookie_header())
         return response
 
@@ -193,13 +202,35 @@ class SignIn:
                      client, extra=audit("sign_out_everywhere" if everywhere else "sign_out", request.headers,
                                          user=who.username, source=who.source, client=client))
         target = self.logout_redirect or self.path + "/login"
+        provider = None
         if self.sso is not None:
-            # Signed in through a provider that ends its own session too: go there, then come back.
+            # Signed in through a provider that ends its own session too: go there, then come back
+            # (to the page the provider knows: the one registered as its post-logout URI).
             back = target if "://" in target else self.origin + target
-            target = await self.sso.logout_url(session, back) or target
+            provider = await self.sso.logout_url(session, back)
+        if provider is not None:
+            target = provider
+        elif self.logout_redirect is None:
+            target = self.path + "/signed-out" + ("?everywhere" if everywhere else "")
         response = web.Response(status=303, headers={"Location": target, "Cache-Control": "no-store"})
         response.headers.add("Set-Cookie", self.cookie.clear_cookie_header())
         return response
+
+    async def show_signed_out(self, request: web.Request) -> web.Response:
+        text = ("You are signed out, here and on your other devices." if "everywhere" in request.query
+                else "You are signed out.")
+        return self._page(200, self.pages.message(title="Signed out", text=text,
+                                                  link=("Sign in again", self.path + "/login")))
+
+    def forbidden(self, request: web.Request) -> web.Response:
+        """The 403 page for a browser that /auth refused: /auth's own answer in forward-auth mode,
+        else what the proxy fetches instead of its bare 403 (nginx's error_page, Apache's
+        ErrorDocument, HAProxy's backend). It names the user of the session cookie, if any: the
+        one a sign-out would end (a Basic user is named by nobody, whatever the proxy)."""
+        session = self.jar.open(self.cookie.read(request.headers.get("Cookie")) or "")
+        page = self.pages.forbidden(username=session.identity.username if session is not None else None,
+                                    sign_out=self.path + "/logout", back=self.redirects.default)
+        return self.landing.page(403, page)
 
     async def static(self, request: web.Request) -> web.Response:
         found = self.pages.static_file(request.match_info["name"])

@@ -19,12 +19,13 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar
 
-from sidecar.errors import AccessDenied, AuthError, DirectoryUnavailable, InvalidCredentials, UnknownUser
+from sidecar.errors import AccountRefused, AuthError, DirectoryUnavailable, InvalidCredentials, UnknownUser
 from sidecar.identity import Identity
 from sidecar.ldap import Directory
 from sidecar.local import LocalUsers
 from sidecar.policy import GroupPolicy
 from sidecar.sessions import Session
+from sidecar.trace import current
 
 T = TypeVar("T")
 
@@ -82,6 +83,10 @@ class LocalSource:
         if admit is not None and (known := self.users.lookup(username)) is not None:
             admit(known.username)
         user = await self._run(self.users.verify, username, password)
+        if (trace := current()) is not None:
+            trace.step("users file", f"{self.users.path}: " + (
+                "password accepted" if user else "no such user" if self.users.lookup(username) is None
+                else "wrong password"))
         if user is None:
             if self.users.lookup(username) is None:  # fresh: verify has just re-read the file
                 raise UnknownUser(f"no local user {username!r}")
@@ -103,7 +108,7 @@ class LocalSource:
     @staticmethod
     def _allowed(identity: Identity, active: bool) -> Identity:
         if not active:
-            raise AccessDenied(f"local user {identity.username} is not active")
+            raise AccountRefused(f"local user {identity.username} is not active")
         return identity
 
     def close(self) -> None:
@@ -120,11 +125,17 @@ class Sources:
 
     async def check_password(self, username: str, password: str, admit: Admit | None = None) -> Identity:
         passed_over: AuthError | None = None
+        trace = current()
         for source in self.sources:
+            if trace is not None:
+                trace.step("source", f"asking {source.id}")
             try:
                 return await source.check_password(username, password, admit)
             except (UnknownUser, DirectoryUnavailable) as exc:
                 passed_over = exc  # this source cannot say: ask the next one
+                if trace is not None:
+                    more = "the next source is asked" if source is not self.sources[-1] else "no other source"
+                    trace.step("source", f"{source.id} cannot say ({exc.reason}): {more}")
         assert passed_over is not None
         raise passed_over
 
@@ -142,6 +153,10 @@ class Registry:
 
     def __contains__(self, source_id: str) -> bool:
         return source_id in self._by_id
+
+    def ids(self) -> list[str]:
+        """Every source's id, in the order they were added."""
+        return list(self._by_id)
 
     async def renew(self, session: Session) -> Session:
         who = session.identity

@@ -1,4 +1,5 @@
-"""What outlives a reload of the configuration: failure counts and bans, signed-out sessions, metrics.
+"""What outlives a reload of the configuration: failure counts and bans, signed-out sessions, the
+sessions known (for the admin channel), metrics.
 
 One :class:`State` per process. :func:`sidecar.app.make_app` takes these parts from it rather than
 making its own, so the application a reload builds starts with the bans and sign-outs of the one it
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from sidecar.metrics import Metrics
 from sidecar.regulation import Regulator
+from sidecar.session_index import SessionIndex
 from sidecar.sessions import Revocations
 
 
@@ -17,11 +19,15 @@ class State:
         self.metrics = metrics or Metrics(enabled=False)
         self._regulator: Regulator | None = None
         self._revocations: Revocations | None = None
+        self._sessions: SessionIndex | None = None
 
     def regulator(self, *, max_failures: int, window: float, ban: float, remember: float) -> Regulator:
         """The process's regulator, with these budgets."""
         if self._regulator is None:
-            self._regulator = Regulator(max_failures=max_failures, window=window, ban=ban, remember=remember)
+            regulator = Regulator(max_failures=max_failures, window=window, ban=ban, remember=remember,
+                                  metrics=self.metrics)
+            self.metrics.count_bans(lambda: sum(1 for ban in regulator.bans() if ban.remaining))
+            self._regulator = regulator
         else:
             self._regulator.retune(max_failures=max_failures, window=window, ban=ban, remember=remember)
         return self._regulator
@@ -29,10 +35,22 @@ class State:
     def revocations(self, *, lifetime: float) -> Revocations:
         """The process's signed-out sessions, each kept for at least ``lifetime`` seconds."""
         if self._revocations is None:
-            self._revocations = Revocations(lifetime=lifetime)
+            self._revocations = Revocations(lifetime=lifetime, metrics=self.metrics)
         else:
             self._revocations.lifetime = max(self._revocations.lifetime, lifetime)
         return self._revocations
+
+    def session_index(self, *, lifetime: float, idle_timeout: float) -> SessionIndex:
+        """The sessions this process knows, per user (for the admin channel), with these lifetimes."""
+        if self._sessions is None:
+            self._sessions = SessionIndex(lifetime=lifetime, idle_timeout=idle_timeout)
+        else:
+            self._sessions.retune(lifetime=lifetime, idle_timeout=idle_timeout)
+        return self._sessions
+
+    @property
+    def current_sessions(self) -> SessionIndex | None:
+        return self._sessions
 
     @property
     def current_regulator(self) -> Regulator | None:

@@ -46,6 +46,8 @@ class Verdict:
 class Authenticator(Protocol):
     """``None``: no credentials of mine here; a Verdict: who it is; AuthError raised: refused."""
 
+    method: str  # the kind of credentials it reads, as metrics count them: basic, session, bearer
+
     async def authenticate(self, request: web.Request) -> Verdict | None: ...
 
 

@@ -35,9 +35,9 @@ StartSidecar = Callable[..., Awaitable[TestClient[Any, Any]]]
 SERVER_FIXTURES = {"slapd", "ad", "sidecar", "browser", "page"}
 # Modules whose tests start servers themselves (in the test, or in fixtures of their own).
 SERVER_MODULES = {
-    "test_browser", "test_browser_sso", "test_chain_attacks", "test_chain_django", "test_chain_nginx",
-    "test_chain_proxies", "test_demo", "test_deploy_static", "test_nginx_deploy", "test_package",
-    "test_testbed_oidc", "test_testbed_samba", "test_testbed_slapd",
+    "test_browser", "test_browser_sso", "test_chain_app_tokens", "test_chain_attacks", "test_chain_django",
+    "test_chain_nginx", "test_chain_proxies", "test_demo", "test_deploy_static", "test_nginx_deploy", "test_package",
+    "test_testbed_oidc", "test_testbed_samba", "test_testbed_slapd", "test_netbox",
 }
 
 

@@ -104,7 +104,8 @@ async def test_two_applications_from_two_configurations_live_side_by_side(slapd:
     from tests.conftest import basic, config_for
 
     first = make_app(config_for(slapd, top={"headers": {"user": "X-First-User"}}))
-    second = make_app(config_for(slapd, top={"access": {"default": "deny"}}))
+    rules = [{"path": "/health", "users": ["nobody"]}]
+    second = make_app(config_for(slapd, top={"access": {"default": "deny", "rules": rules}}))
     async with TestClient(TestServer(first)) as one, TestClient(TestServer(second)) as two:
         answer = await one.get("/auth", headers=basic("alice", "alice-pass"))
         assert answer.status == 200 and answer.headers["X-First-User"] == "alice"

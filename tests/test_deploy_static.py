@@ -61,7 +61,11 @@ def test_traefik_shows_the_sidecar_only_its_own_description_of_the_request(traef
     assert forward_auth["address"] == "http://127.0.0.1:9180/auth"
     assert forward_auth["trustForwardHeader"] is False
     # The sidecar prefers X-Original-* (and X-Real-IP) to Traefik's X-Forwarded-*: never the client's.
-    assert sorted(forward_auth["authRequestHeaders"]) == ["Accept", "Authorization", "Cookie", "X-Requested-With"]
+    # X-Request-ID: Traefik makes none; one from a load balancer in front reaches the sidecar's log.
+    passed = set(forward_auth["authRequestHeaders"])
+    assert {"Accept", "Authorization", "Cookie", "X-Requested-With", "X-Request-ID"} <= passed
+    assert not passed & {"X-Original-URL", "X-Original-URI", "X-Original-Method", "X-Real-IP", "X-Forwarded-For",
+                         "X-Forwarded-Host", "X-Forwarded-Uri", "X-Forwarded-Proto", "X-Forwarded-Method"}
     # The client's own X-Original-URL never reaches the sidecar, and no router rewrites the path
     # between the check and the application.
     assert "X-Original-URL" not in forward_auth["authRequestHeaders"]
@@ -99,6 +103,13 @@ def test_traefik_serves_the_sidecars_pages_unchecked_but_not_its_auth_endpoint(t
     assert pages["service"] == "auth-sidecar" and "auth-sidecar" not in pages["middlewares"]
     assert "PathPrefix(`/_sidecar/`)" in pages["rule"] and "!Path(`/_sidecar/auth`)" in pages["rule"]
     assert pages["priority"] > max(r["priority"] for r in traefik["routers"].values() if r["service"] == "netbox")
+
+
+def test_traefik_answers_the_icon_and_robots_txt_from_the_sidecar_unchecked(traefik: dict[str, Any]) -> None:
+    public = traefik["routers"]["auth-sidecar-public"]
+    assert public["service"] == "auth-sidecar" and "middlewares" not in public  # no check, no prefix to strip
+    assert public["rule"] == "Host(`netbox.example.com`) && (Path(`/favicon.ico`) || Path(`/robots.txt`))"
+    assert public["priority"] > max(r["priority"] for r in traefik["routers"].values() if r["service"] == "netbox")
 
 
 # -- Kubernetes / ingress-nginx --------------------------------------------------------------------
@@ -175,12 +186,28 @@ def test_ingress_serves_the_sidecars_pages_unchecked_but_not_its_auth_endpoint(
     pages = kubernetes[("Ingress", "auth-sidecar-pages")]
     assert "auth-url" not in ingress_annotations(kubernetes, "auth-sidecar-pages")
     (rule,) = pages["spec"]["rules"]
-    (path,) = rule["http"]["paths"]
-    assert path["backend"]["service"] == {"name": "auth-sidecar", "port": {"number": 9180}}
+    path, public = rule["http"]["paths"]
+    assert path["backend"]["service"] == public["backend"]["service"] == {"name": "auth-sidecar",
+                                                                         "port": {"number": 9180}}
     # ingress-nginx matches the regex from the start of the path (PCRE, like Python's re here).
     pattern = re.compile("^" + path["path"])
-    assert all(pattern.match(p) for p in ["/_sidecar/login", "/_sidecar/logout", "/_sidecar/static/x.css"])
+    assert all(pattern.match(p) for p in ["/_sidecar/login", "/_sidecar/logout", "/_sidecar/static/x.css",
+                                          "/_sidecar/forbidden", "/_sidecar/signed-out"])
     assert not pattern.match("/_sidecar/auth")
+    # The icon and robots.txt, unchecked; rewrite-target /$1 keeps their names.
+    unchecked = re.compile("^" + public["path"])
+    assert all(unchecked.match(p) for p in ["/favicon.ico", "/robots.txt"])
+    assert not any(unchecked.match(p) for p in ["/favicon.ico/x", "/robots.txt.bak", "/favicon.icon", "/xrobots.txt"])
+    assert ingress_annotations(kubernetes, "auth-sidecar-pages")["rewrite-target"] == "/$1"
+
+
+def test_ingress_shows_the_sidecars_page_for_a_refusal_and_lets_its_request_id_through(
+        kubernetes: dict[tuple[str, str], dict[str, Any]]) -> None:
+    annotations = ingress_annotations(kubernetes, "netbox")
+    # No "=": the status stays 403; the page is the unchecked auth-sidecar-pages Ingress's.
+    assert "error_page 403 /_sidecar/forbidden;" in annotations["configuration-snippet"].splitlines()
+    # ingress-nginx sends X-Request-ID ($req_id) to /auth and to NetBox by itself: once is enough.
+    assert "X-Request-ID" not in annotations["auth-snippet"] + annotations["configuration-snippet"]
 
 
 def test_sidecar_pod_is_locked_down_and_probed(kubernetes: dict[tuple[str, str], dict[str, Any]]) -> None:
@@ -211,7 +238,7 @@ def test_configmap_is_a_valid_configuration_with_secrets_only_in_the_secret(
     pod = kubernetes[("Deployment", "auth-sidecar")]["spec"]["template"]["spec"]
     (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "secrets"]
     secret_keys = set(kubernetes[("Secret", "auth-sidecar")]["stringData"])
-    text = kubernetes[("ConfigMap", "auth-sidecar")]["data"]["sidecar.yaml"]
+    text = kubernetes[("ConfigMap", "auth-sidecar")]["data"]["config.yaml"]
     referenced = set(re.findall(rf"\{{file: {re.escape(mount['mountPath'])}/([\w-]+)\}}", text))
     assert referenced == secret_keys == {"bind-password", "session-secret"}
     for key in secret_keys:  # stand-ins for the mounted Secret
@@ -247,6 +274,47 @@ def test_systemd_unit_is_hardened() -> None:
     }
     assert {key: settings.get(key) for key in expected} == expected
     assert settings["SystemCallFilter"][0] == "@system-service"
+
+
+def test_systemd_unit_reloads_drains_and_keeps_the_admin_socket() -> None:
+    settings = unit_settings()
+    program = "/opt/auth-sidecar/bin/auth-sidecar"
+    assert settings["Type"] == ["notify"]  # serve says READY=1 once it listens
+    assert settings["ExecStart"] == [f"{program} serve --config /etc/auth-sidecar/config.yaml"]
+    # A bad file fails `systemctl reload` itself; then SIGHUP, which the sidecar reloads on.
+    assert settings["ExecReload"] == [f"{program} check-config --config /etc/auth-sidecar/config.yaml",
+                                      "/bin/kill -HUP $MAINPID"]
+    assert settings["KillSignal"] == ["SIGTERM"]
+    stop = settings["TimeoutStopSec"][0]
+    assert stop.endswith("s") and float(stop[:-1]) > 30  # longer than the sidecar's 30 s drain
+    # admin.socket's default, /run/auth-sidecar/admin.sock, in a directory the service may write.
+    assert settings["RuntimeDirectory"] == ["auth-sidecar"] and settings["RuntimeDirectoryMode"] == ["0750"]
+    assert settings["User"] == settings["Group"] == ["auth-sidecar"]
+
+
+# -- Containerfile ---------------------------------------------------------------------------------
+
+
+def containerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) in order, continuation lines joined, comments left out."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Containerfile").read_text())
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip())
+            for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_containerfile_stops_on_sigterm_as_a_non_root_user() -> None:
+    instructions = containerfile_instructions()
+    assert {kind for kind, _ in instructions} <= {"FROM", "WORKDIR", "COPY", "RUN", "ENV", "USER", "VOLUME",
+                                                  "EXPOSE", "STOPSIGNAL", "HEALTHCHECK", "ENTRYPOINT", "CMD"}
+    final = instructions[max(i for i, (kind, _) in enumerate(instructions) if kind == "FROM"):]
+    last = {kind: arguments for kind, arguments in final}  # the last of each kind wins, as in a build
+    assert last["STOPSIGNAL"] == "SIGTERM"
+    assert last["USER"].split(":")[0] not in ("", "0", "root")
+    assert json.loads(last["ENTRYPOINT"]) == ["auth-sidecar"]  # exec form: the sidecar gets the signals
+    assert json.loads(last["CMD"]) == ["serve", "--config", "/etc/auth-sidecar/config.yaml"]
+    assert json.loads(last["VOLUME"]) == ["/run/auth-sidecar"]  # the admin socket under --read-only
+    assert "/healthz" in last["HEALTHCHECK"]
+    assert "EXPOSE" in last and "9180" in last["EXPOSE"].split()
 
 
 @pytest.fixture

@@ -168,6 +168,8 @@ async def test_unexpected_errors_are_503_not_500(slapd: Slapd, aiohttp_client) -
     app = make_app(config_for(slapd))
 
     class Exploding:
+        method = "basic"
+
         async def authenticate(self, request: object) -> None:
             raise RuntimeError("boom")
 

@@ -671,7 +671,7 @@ BOB = dataclasses.replace(ALICE, username="bob")
 
 
 def revocations(clock: Clock, **bounds: int) -> Revocations:
-    return Revocations(lifetime=LIFETIME, clock=clock, **bounds)
+    return Revocations(lifetime=LIFETIME, clock=clock, **bounds)  # type: ignore[arg-type]
 
 
 def test_a_revoked_session_and_its_refreshed_copies_are_refused(codec: SessionCodec, clock: Clock) -> None:

@@ -135,6 +135,51 @@ async def test_wrong_password_and_unknown_user_look_the_same(start: Any, slapd: 
         assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
 
 
+ACTIVE = {"user_flags_by_group": {"is_active": group("active")}}
+
+
+async def test_the_right_password_of_an_inactive_account_says_it_may_not_sign_in(
+        start: Any, slapd: Slapd, caplog: pytest.LogCaptureFixture) -> None:
+    client = await start(settings(slapd, ldap=ACTIVE))
+    refused = await sign_in(client, "dave", "dave-pass")  # not in the is_active group
+    assert refused.status == 403 and SESSION not in set_cookies(refused)
+    page = await refused.text()
+    assert "This account may not sign in." in page and "Wrong username" not in page and 'role="alert"' in page
+    assert any("dave is not in the is_active group" in r.getMessage() for r in caplog.records)
+    # Only the right password says so: any other is wrong, like anyone's.
+    wrong = await sign_in(client, "dave", "not-his")
+    assert wrong.status == 401 and "Wrong username or password." in await wrong.text()
+    assert "may not sign in" not in await wrong.text()
+    # Basic learns it the same way: the right password is a 403, a wrong one a 401.
+    assert (await client.get("/auth", headers=basic("dave", "dave-pass"))).status == 403
+    assert (await client.get("/auth", headers=basic("dave", "nope"))).status == 401
+
+
+async def test_require_and_deny_group_refuse_the_account_the_same_way(start: Any, slapd: Slapd) -> None:
+    client = await start(settings(slapd, ldap={"require_group": group("staff")}))
+    assert "This account may not sign in." in await (await sign_in(client, "carol", "carol-pass")).text()
+    assert (await sign_in(client, "alice", "alice-pass")).status == 303
+
+
+async def test_a_ban_hides_that_the_password_of_an_inactive_account_was_right(start: Any, slapd: Slapd) -> None:
+    client = await start(settings(slapd, ldap=ACTIVE, regulation={"max_failures": 2}))
+    assert (await sign_in(client, "dave", "dave-pass")).status == 403  # known now, in the verdict cache
+    for _ in range(2):
+        assert (await sign_in(client, "dave", "wrong")).status == 401
+    banned = await sign_in(client, "dave", "dave-pass")
+    assert banned.status == 429 and "may not sign in" not in await banned.text()
+    assert (await client.get("/auth", headers=basic("dave", "dave-pass"))).status == 401
+
+
+async def test_a_local_account_that_is_not_active_may_not_sign_in(start: Any, tmp_path: Path) -> None:
+    users = tmp_path / "users.yaml"
+    users.write_text(f"users:\n  ann:\n    password: '{hash_password('ann-pass')}'\n    is_active: false\n")
+    client = await start(settings(None, local_users={"file": str(users)}))
+    refused = await sign_in(client, "ann", "ann-pass")
+    assert refused.status == 403 and "This account may not sign in." in await refused.text()
+    assert "Wrong username or password." in await (await sign_in(client, "ann", "wrong")).text()
+
+
 @pytest.mark.parametrize("problem", ["no-token", "wrong-token", "foreign-origin"])
 async def test_the_form_is_csrf_protected(start: Any, slapd: Slapd, problem: str) -> None:
     client = await start(settings(slapd))
@@ -320,12 +365,30 @@ async def test_logout_clears_the_session(start: Any, slapd: Slapd) -> None:
     token = await form(client, "/logout")
     response = await client.post("/logout", data={"csrf": token},
                                  headers={"Cookie": f"{CSRF}={token}; {SESSION}={session}"}, allow_redirects=False)
-    assert response.status == 303 and response.headers["Location"] == "/_sidecar/login"
+    assert response.status == 303 and response.headers["Location"] == "/_sidecar/signed-out"
     cleared = set_cookies(response)[SESSION]
     assert "Max-Age=0" in cleared and cookie_value(cleared) == ""
     forged = await client.post("/logout", data={"csrf": "x" * 43}, headers={"Cookie": f"{CSRF}={token}"},
                                allow_redirects=False)
     assert forged.status == 400
+
+
+async def test_signing_out_ends_on_a_page_that_says_so(start: Any, slapd: Slapd) -> None:
+    client = await start(settings(slapd))
+    response = await log_out(client, await session_of(client, "alice", "alice-pass"), everywhere=True)
+    assert response.headers["Location"] == "/_sidecar/signed-out?everywhere"
+    for query, said in (("", "You are signed out."), ("?everywhere", "You are signed out, here and on your other")):
+        page = await client.get("/signed-out" + query)
+        assert page.status == 200 and page.headers["Content-Security-Policy"].startswith("default-src 'none'")
+        html = await page.text()
+        assert "<title>Signed out</title>" in html and said in html
+        assert '<a class="button" href="/_sidecar/login">Sign in again</a>' in html
+
+
+async def test_a_logout_redirect_goes_elsewhere(start: Any, slapd: Slapd) -> None:
+    client = await start(settings(slapd, sessions={"logout_redirect": "https://intranet.example.com/bye"}))
+    response = await log_out(client, await session_of(client, "alice", "alice-pass"))
+    assert response.headers["Location"] == "https://intranet.example.com/bye"
 
 
 async def log_out(client: TestClient[Any, Any], session: str, *, everywhere: bool = False) -> Any:
@@ -385,6 +448,72 @@ async def test_the_refreshed_cookie_of_a_signed_out_session_is_refused(start: An
     await log_out(client, session)  # signed out with the old cookie: the new one is the same session
     assert (await auth(client, refreshed)).status == 401
     assert (await auth(client, session)).status == 401
+
+
+# -- not allowed here ----------------------------------------------------------------------------
+
+ADMIN_ONLY = {"rules": [{"path": "/admin", "groups": ["staff"]}, {"path": "/admin", "policy": "deny"}]}
+TO_ADMIN = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "app.test", "X-Forwarded-Uri": "/admin/x"}
+
+
+async def test_the_forbidden_page_names_the_session_s_user(start: Any, slapd: Slapd) -> None:
+    client = await start(settings(slapd, ldap={"find_group_perms": True}))
+    session = await session_of(client, "carol", "carol-pass")
+    page = await client.get("/forbidden", headers={**BROWSER, "Cookie": f"{SESSION}={session}"})
+    assert page.status == 403 and page.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert page.headers["Cache-Control"] == "no-store" and page.headers["X-Frame-Options"] == "DENY"
+    html = await page.text()
+    assert "You are signed in as <strong>carol</strong>" in html and 'href="/_sidecar/logout">Sign out' in html
+    assert 'href="https://app.test/">Back to the start page' in html  # sessions.default_redirect
+    # Any method (a proxy may pass the refused request's on), and a signed-out session names nobody.
+    assert (await client.post("/forbidden", headers={**BROWSER, "Cookie": f"{SESSION}={session}"})).status == 403
+    await log_out(client, session)
+    html = await (await client.get("/forbidden", headers={**BROWSER, "Cookie": f"{SESSION}={session}"})).text()
+    assert "You are not allowed here." in html and "carol" not in html
+
+
+@pytest.mark.parametrize("headers", [{}, {"Accept": "application/json"}, {**BROWSER, "X-Requested-With": "fetch"}])
+async def test_scripts_get_a_plain_403_from_the_forbidden_page(start: Any, slapd: Slapd,
+                                                              headers: dict[str, str]) -> None:
+    client = await start(settings(slapd))
+    session = await session_of(client, "carol", "carol-pass")
+    response = await client.get("/forbidden", headers={**headers, "Cookie": f"{SESSION}={session}"})
+    assert (response.status, await response.text()) == (403, "403 Forbidden\n")
+
+
+async def test_without_sign_in_the_forbidden_page_is_plain(start: Any, slapd: Slapd) -> None:
+    data = settings(slapd)
+    del data["sessions"]
+    client = await start(data)
+    response = await client.get("/forbidden", headers=BROWSER)
+    assert (response.status, await response.text()) == (403, "403 Forbidden\n")
+
+
+@pytest.mark.parametrize("mode", ["forward_auth", "auth_request"])
+async def test_auth_answers_a_refused_browser_with_the_page_in_forward_auth_mode(start: Any, slapd: Slapd,
+                                                                                 mode: str) -> None:
+    client = await start(settings(slapd, server={"mode": mode}, access=ADMIN_ONLY, ldap={"find_group_perms": True}))
+    session = await session_of(client, "carol", "carol-pass")
+    response = await client.get("/auth", headers={**BROWSER, **TO_ADMIN, "Cookie": f"{SESSION}={session}"})
+    assert response.status == 403
+    if mode == "forward_auth":  # Traefik and Caddy hand this answer to the browser as it is
+        assert response.content_type == "text/html" and "Content-Security-Policy" in response.headers
+        assert "You are signed in as <strong>carol</strong>" in await response.text()
+    else:  # nginx, Apache and HAProxy drop the body and fetch /forbidden instead
+        assert await response.text() == "403 Forbidden\n"
+    script = await client.get("/auth", headers={**TO_ADMIN, "Cookie": f"{SESSION}={session}"})
+    assert (script.status, await script.text()) == (403, "403 Forbidden\n")
+
+
+@pytest.mark.parametrize(("path", "kind"), [("/favicon.ico", "image/x-icon"), ("/robots.txt", "text/plain")])
+async def test_the_icon_and_robots_txt_are_served_without_sign_in(start: Any, slapd: Slapd, path: str,
+                                                                  kind: str) -> None:
+    data = settings(slapd)
+    del data["sessions"]  # whatever the configuration: a proxy sends every such request here
+    client = await start(data)
+    response = await client.get(path, headers=BROWSER)
+    assert response.status == 200 and response.content_type == kind
+    assert response.headers["Cache-Control"] == "public, max-age=86400"
 
 
 async def test_single_sign_on_sessions_are_revoked_on_the_way_to_the_provider(start: Any, slapd: Slapd) -> None:

@@ -51,6 +51,10 @@ end
 -- The client's request headers the sidecar reads: credentials, and what tells a
 -- browser (gets the login page) from a script (gets a 401).
 local PASSED = { "Cookie", "Authorization", "Accept", "X-Requested-With" }
+-- htmx's in-page requests (NetBox's tables): the sidecar answers them with
+-- HX-Redirect to the login page, back to the page the browser shows.
+PASSED[#PASSED + 1] = "HX-Request"
+PASSED[#PASSED + 1] = "HX-Current-URL"
 
 -- What the client asked for, as separate values the sidecar parses strictly (a
 -- malformed one is a 400): the Host header, which is what the application
@@ -162,6 +166,10 @@ local function refuse(r, status, answer)
     -- a redirect's answer from headers_out, not err_headers_out.
     r.headers_out["Location"] = answer["location"]
     return 302
+  end
+  if status == 401 and answer["hx-redirect"] then
+    -- An in-page request of htmx: it loads the login page as a whole page.
+    r.err_headers_out["HX-Redirect"] = answer["hx-redirect"]
   end
   if status == 401 and answer["www-authenticate"] then
     r.err_headers_out["WWW-Authenticate"] = answer["www-authenticate"]

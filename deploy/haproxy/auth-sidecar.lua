@@ -8,6 +8,7 @@
 --   txn.auth_status      the sidecar's status (200, 400, 401, 403...; 503 if unreachable)
 --   txn.auth_location    Location of a 401: where to send a browser
 --   txn.auth_challenge   WWW-Authenticate of a 401
+--   txn.auth_hx_redirect HX-Redirect of a 401: the login page, for htmx requests
 --   txn.auth_set_cookie  a session cookie to renew or clear
 --   txn.auth_<header>    each identity header of a 200, e.g. txn.auth_remote_user_email
 --
@@ -40,6 +41,10 @@ local IDENTITY = {
 -- browser (gets the login page) from a script (gets a 401).
 -- x-request-id: haproxy.cfg's own id of this request, which the sidecar logs.
 local PASSED = { "cookie", "authorization", "accept", "x-requested-with", "x-request-id" }
+-- htmx's in-page requests (NetBox's tables): the sidecar answers them with
+-- HX-Redirect to the login page, back to the page the browser shows.
+PASSED[#PASSED + 1] = "hx-request"
+PASSED[#PASSED + 1] = "hx-current-url"
 
 -- What the client asked for, as separate values the sidecar parses strictly (a
 -- malformed one is a 400): the Host header, exactly as the application receives
@@ -114,6 +119,7 @@ local function check(txn)
     auth_set_cookie = first(headers, "set-cookie"),
     auth_location = status == 401 and first(headers, "location"),
     auth_challenge = status == 401 and first(headers, "www-authenticate"),
+    auth_hx_redirect = status == 401 and first(headers, "hx-redirect"),
   }
   for var, value in pairs(optional) do
     if value then

@@ -1,6 +1,6 @@
 """A Flask application behind auth-sidecar, through sidecar.contrib.wsgi.
 
-    pip install auth-sidecar flask gunicorn
+    pip install -e . flask gunicorn      # from the checkout's top (auth-sidecar is not on PyPI)
     gunicorn --bind 127.0.0.1:8000 --chdir examples/flask app:app     # behind deploy/nginx
 
 To accept an identity only with a valid signed assertion, set SIDECAR_ASSERTION_ISSUER,
