@@ -10,6 +10,7 @@ from __future__ import annotations
 from sidecar.config import AccessConfig, AccessRule
 from sidecar.forwarded import Original
 from sidecar.identity import Identity, fold
+from sidecar.queries import holds, shown
 from sidecar.trace import current
 
 
@@ -23,9 +24,12 @@ def _covers(rule: AccessRule, request: Original) -> bool:
 
 
 def _applies_to(rule: AccessRule, identity: Identity) -> bool:
-    if not rule.users and not rule.groups:
+    if not rule.users and not rule.groups and not rule.queries:
         return True
-    return fold(identity.username) in rule.users or bool(rule.groups & identity.rule_groups)
+    if fold(identity.username) in rule.users or rule.groups & identity.rule_groups:
+        return True
+    # Group queries (and / or / not) only where a rule has them: a plain rule costs what it did.
+    return any(holds(query, identity.rule_groups.__contains__) for query in rule.queries)
 
 
 class AccessRules:
@@ -57,4 +61,5 @@ def _shown(rule: AccessRule) -> str:
     parts.append(f"path {rule.path}")
     parts += [f"{what} {', '.join(sorted(names))}" for what, names in
               (("methods", rule.methods), ("users", rule.users), ("groups", rule.groups)) if names]
+    parts += [f"groups {shown(query)}" for query in rule.queries]
     return "(" + "; ".join(parts) + f"; policy {'allow' if rule.allow else 'deny'})"

@@ -23,7 +23,7 @@ from sidecar.assertion import AssertionSigner
 from sidecar.basic import BasicAuthenticator
 from sidecar.bearer import BearerAuthenticator
 from sidecar.cache import VerdictCache
-from sidecar.config import Config, SessionConfig
+from sidecar.config import Config, GroupRules, SessionConfig
 from sidecar.errors import ConfigError, DirectoryUnavailable
 from sidecar.forwarded import ClientAddress
 from sidecar.headers import HeaderWriter, identity_names
@@ -32,14 +32,14 @@ from sidecar.local import LocalUsers
 from sidecar.oidc import HttpClient, Provider, SingleSignOn, StateCookie
 from sidecar.pages import Pages, Theme
 from sidecar.passwords import PasswordVerifier
-from sidecar.policy import GroupPolicy
+from sidecar.policy import GroupPolicy, NamePolicy
 from sidecar.redirects import RedirectPolicy
 from sidecar.routes import SIDECAR, Sidecar, assertion_routes, core_routes, sign_in_routes
 from sidecar.sealing import derive_key
 from sidecar.session_auth import SessionAuthenticator, SessionJar
 from sidecar.sessions import CookieSettings, SessionCodec
 from sidecar.signin import Landing, SignIn
-from sidecar.sources import LdapSource, LocalSource, PasswordSource, Registry, Sources
+from sidecar.sources import LdapSource, LocalSource, PasswordSource, Registry, Sources, directory_lookup
 from sidecar.state import State
 from sidecar.verdict import Authenticator, Verdict
 
@@ -94,28 +94,37 @@ class Passwords:
 
     sources: list[PasswordSource]
     verifier: PasswordVerifier | None
-    directory: Directory | None
+    directory: Directory | None  # the first directory (readiness)
     feature: Feature
+    directories: list[LdapSource] = field(default_factory=list)
+
+    def policy(self, rules: GroupRules, where: str, prefix: str = "") -> NamePolicy:
+        """A source's group rules, with groups from these directories when it asks."""
+        wanted = rules.groups_from_directory
+        lookup = directory_lookup(self.directories, wanted) if wanted is not None and self.directories else None
+        return NamePolicy(rules, where, lookup, prefix)
 
 
 def passwords(config: Config, writer: HeaderWriter, client_address: ClientAddress, state: State) -> Passwords:
     feature = Feature()
-    directory = Directory(config.ldap, state.metrics) if config.ldap is not None else None
-    ldap_source = LdapSource(directory, GroupPolicy(config.ldap)) if directory and config.ldap else None
+    directories = [LdapSource(Directory(ldap, state.metrics), GroupPolicy(ldap)) for ldap in config.directories]
+    directory = directories[0].directory if directories else None
+    found = Passwords([], None, directory, feature, directories)
     local_source = None
     if config.local_users is not None:
         users = LocalUsers(Path(config.local_users.file), reload_every=config.local_users.reload_every)
-        local_source = LocalSource(users)
+        local_source = LocalSource(users, policy=found.policy(config.local_users.rules, "local_users"))
         feature.on_cleanup.append(_quietly(local_source.close))
-    ordered: list[PasswordSource | None] = [ldap_source, local_source]
-    if config.local_users is not None and config.local_users.order == "local_first":
-        ordered.reverse()
-    present = [source for source in ordered if source is not None]
-    if directory is not None:
-        feature.on_startup.append(_check_group_type(directory))
-        feature.on_cleanup.append(_quietly(directory.close))
+    present: list[PasswordSource] = list(directories)
+    if local_source is not None:
+        local_first = config.local_users is not None and config.local_users.order == "local_first"
+        present.insert(0 if local_first else len(present), local_source)
+    found.sources = present
+    for source in directories:
+        feature.on_startup.append(_check_group_type(source.directory))
+        feature.on_cleanup.append(_quietly(source.directory.close))
     if not present:  # single sign-on or Bearer tokens only
-        return Passwords(present, None, directory, feature)
+        return found
     cache_ttl = config.ldap.cache_timeout if config.ldap is not None else LOCAL_ONLY_CACHE_TIMEOUT
     cache: VerdictCache[Verdict] = VerdictCache(ttl=cache_ttl, failure_ttl=config.cache.failure_timeout,
                                                 max_entries=config.cache.max_entries, metrics=state.metrics)
@@ -124,10 +133,10 @@ def passwords(config: Config, writer: HeaderWriter, client_address: ClientAddres
     regulator = (state.regulator(max_failures=regulation.max_failures, window=regulation.window,
                                  ban=regulation.ban, remember=max(cache_ttl, regulation.window))
                  if regulation.enabled else None)
-    verifier = PasswordVerifier(Sources(present), cache, writer, regulator)
+    found.verifier = PasswordVerifier(Sources(present), cache, writer, regulator)
     if config.server.basic_auth:
-        feature.authenticators.append(BasicAuthenticator(verifier, client_address))
-    return Passwords(present, verifier, directory, feature)
+        feature.authenticators.append(BasicAuthenticator(found.verifier, client_address))
+    return found
 
 
 def browser_sign_in(config: Config, writer: HeaderWriter, client_address: ClientAddress, found: Passwords,
@@ -152,8 +161,9 @@ def browser_sign_in(config: Config, writer: HeaderWriter, client_address: Client
     csp = _csp(hosts, sessions.redirect_domains, schemes,
                [p.issuer for p in config.oidc.providers if p.logout and p.issuer])
     redirect_uri = public_url + config.oidc.callback_path
-    providers = [Provider(p, http, redirect_uri=redirect_uri, leeway=config.oidc.leeway, metrics=state.metrics)
-                 for p in config.oidc.providers]
+    providers = [Provider(p, http, redirect_uri=redirect_uri, leeway=config.oidc.leeway, metrics=state.metrics,
+                          policy=found.policy(p.rules, f"oidc.providers[{i}]", p.username_prefix))
+                 for i, p in enumerate(config.oidc.providers)]
     registry = Registry([*found.sources, *providers])
     jar = SessionJar(codec, registry, keep_for=sessions.lifetime,
                      revocations=state.revocations(lifetime=sessions.lifetime),
@@ -172,11 +182,13 @@ def browser_sign_in(config: Config, writer: HeaderWriter, client_address: Client
     return signin, Feature(authenticators=[authenticator], routes=sign_in_routes(signin, config.oidc.callback_path))
 
 
-def bearer_tokens(config: Config, writer: HeaderWriter, http: HttpClient, state: State) -> Feature:
+def bearer_tokens(config: Config, writer: HeaderWriter, http: HttpClient, state: State, found: Passwords) -> Feature:
     if not config.oidc.bearer:
         return Feature()
+    policies = {b.issuer: found.policy(b.rules, f"oidc.bearer[{i}]", b.username_prefix)
+                for i, b in enumerate(config.oidc.bearer)}
     return Feature(authenticators=[BearerAuthenticator(config.oidc.bearer, http, writer, leeway=config.oidc.leeway,
-                                                       metrics=state.metrics)])
+                                                       metrics=state.metrics, policies=policies)])
 
 
 def signed_identity(config: Config) -> tuple[AssertionSigner | None, Feature]:
@@ -202,7 +214,7 @@ def make_app(config: Config, state: State | None = None) -> web.Application:
     found = passwords(config, writer, client_address, state)
     signin, browser = browser_sign_in(config, writer, client_address, found, http, state)
     signer, assertion = signed_identity(config)
-    bearer = bearer_tokens(config, writer, http, state)
+    bearer = bearer_tokens(config, writer, http, state, found)
     # The order ways in are tried: a session, a Bearer token, Basic credentials.
     features = [browser, bearer, found.feature, assertion]
 

@@ -14,7 +14,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -26,7 +26,7 @@ from sidecar.errors import BadRequest, InvalidCredentials, ProviderUnavailable
 from sidecar.headers import HeaderWriter
 from sidecar.jwks import Discovery, JwksCache
 from sidecar.metrics import NO_METRICS, Metrics
-from sidecar.oidc import HttpClient, identity_from_claims
+from sidecar.oidc import Admission, HttpClient, identity_from_claims
 from sidecar.tokens import MAX_TOKEN_BYTES, Expectations, allowed_algorithms
 from sidecar.verdict import Verdict
 
@@ -82,8 +82,9 @@ class BearerAuthenticator:
 
     def __init__(self, issuers: Sequence[BearerIssuer], http: HttpClient, writer: HeaderWriter, *,
                  leeway: float, memo_entries: int = 10_000, clock: Callable[[], float] = time.time,
-                 metrics: Metrics = NO_METRICS) -> None:
+                 metrics: Metrics = NO_METRICS, policies: Mapping[str, Admission] | None = None) -> None:
         self._issuers = {config.issuer: _Issuer(config, http, leeway, metrics) for config in issuers}
+        self._policies = policies or {}  # by issuer: its group rules (sidecar.policy.NamePolicy)
         self._lookups = metrics.lookups("bearer")
         self._writer = writer
         self._clock = clock
@@ -112,6 +113,8 @@ class BearerAuthenticator:
         claims = await issuer.claims(token, now)
         identity = identity_from_claims(claims, issuer.config.claims, issuer.config.allow,
                                         f"bearer:{issuer.config.issuer}", issuer.config.username_prefix)
+        if policy := self._policies.get(issuer.config.issuer):
+            identity = await policy.admit(identity)
         verdict = Verdict.allow(identity, self._writer.render(identity))
         self._memo[key] = (verdict, float(claims["exp"]))
         return verdict

@@ -34,6 +34,7 @@ from sidecar.errors import ConfigError, MalformedRequest, SecretSourceError
 from sidecar.identity import fold
 from sidecar.local import LocalUsers
 from sidecar.pages import Pages, Theme
+from sidecar.queries import MAX_DEPTH, AllOf, AnyOf, Not, Query, leaves, mapped
 from sidecar.redirects import RedirectPolicy
 from sidecar.secrets import Secret, load_secret
 from sidecar.yamlfile import line_of, load_yaml
@@ -42,8 +43,10 @@ T = TypeVar("T")
 S = TypeVar("S", bound=str)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-GroupTypeName = Literal["group_of_names", "nested_group_of_names", "group_of_unique_names", "posix_group",
-                        "member_of", "active_directory"]
+GroupTypeName = Literal["group_of_names", "nested_group_of_names", "group_of_unique_names",
+                        "nested_group_of_unique_names", "organizational_role", "nested_organizational_role",
+                        "member_dn", "nested_member_dn", "posix_group", "member_of", "active_directory"]
+UsernameCase = Literal["lower", "preserve"]
 Scope = Literal["base", "one", "subtree"]
 Flag = Literal["is_active", "is_staff", "is_superuser"]
 Mode = Literal["auth_request", "forward_auth"]
@@ -103,37 +106,72 @@ class Search:
 
 @dataclass(frozen=True)
 class LdapConfig:
+    """One directory: ``ldap:`` as a mapping, or one item of ``ldap:`` as a list (then ``name`` is set)."""
+
     server_uri: tuple[str, ...]
+    name: str = ""  # several directories: each one's name, its identities' source "ldap:<name>"
     bind_dn: str = ""
     bind_password: Secret | None = None
     start_tls: bool = False
     ca_file: str | None = None
+    ca_dir: str | None = None  # every certificate file in it is a trusted CA (NetBox's LDAP_CA_CERT_DIR)
+    client_cert: str | None = None  # mutual TLS: our certificate (PEM) and its key
+    client_key: str | None = None
+    client_key_password: Secret | None = None
     ignore_cert_errors: bool = False
     referrals: bool = False
     connect_timeout: float = 3.0
     timeout: int = 5  # whole seconds: ldap3 packs it as an integer socket option
     retry_dead_after: float = 30.0
-    user_search: Search | None = None
+    user_search: tuple[Search, ...] = ()  # several: a union, the user found in exactly one entry
     user_dn_template: str | None = None
+    refresh_dn_on_bind: bool = False  # bind with user_dn_template (a UPN), then find the entry by user_search
     username_attr: str = "uid"
+    # lower: Remote-User in lower case, as django-auth-ldap creates users (so migrated accounts match)
+    username_case: UsernameCase = "lower"
     user_attr_map: Mapping[str, str] = field(
         default_factory=lambda: MappingProxyType(
             {"first_name": "givenName", "last_name": "sn", "email": "mail"}
         )
     )
-    group_search: Search | None = None
+    group_search: tuple[Search, ...] = ()  # several: their union
     group_type: GroupTypeName | None = None
+    member_attr: str | None = None  # member_dn and nested_member_dn: the attribute listing member DNs
     group_name_attr: str = "cn"
-    require_group: tuple[str, ...] = ()
-    deny_group: tuple[str, ...] = ()
+    # Rules: any of the queries holds (sidecar.queries); a query's groups are DNs here.
+    require_group: tuple[Query, ...] = ()
+    deny_group: tuple[Query, ...] = ()
     mirror_groups: bool | tuple[str, ...] = True
-    user_flags_by_group: Mapping[Flag, tuple[str, ...]] = field(
+    mirror_groups_except: tuple[str, ...] = ()  # every group is published but these
+    user_flags_by_group: Mapping[Flag, tuple[Query, ...]] = field(
         default_factory=lambda: MappingProxyType({})
     )
     find_group_perms: bool = False
     cache_timeout: int = 3600
     max_nesting: int = 16
     threads: int = 8
+
+    @property
+    def source_id(self) -> str:
+        """The id its identities carry (sidecar.sources): ``ldap``, or ``ldap:<name>`` of several."""
+        return f"ldap:{self.name}" if self.name else "ldap"
+
+
+@dataclass(frozen=True)
+class GroupRules:
+    """The group rules of a source that names groups by name (the users file's groups, a provider's
+    groups claim), as ``ldap:`` has them for DNs; and, like django-auth-ldap's AUTHORIZE_ALL_USERS,
+    groups and flags taken from the directory by the user's name."""
+
+    require_group: tuple[Query, ...] = ()
+    deny_group: tuple[Query, ...] = ()
+    user_flags_by_group: Mapping[Flag, tuple[Query, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    # None: not; "": the directories in order (the first that knows the name); else a directory's name
+    groups_from_directory: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.require_group or self.deny_group or self.user_flags_by_group
+                    or self.groups_from_directory is not None)
 
 
 @dataclass(frozen=True)
@@ -152,6 +190,7 @@ class AccessRule:
     methods: frozenset[str] = frozenset()
     users: frozenset[str] = frozenset()
     groups: frozenset[str] = frozenset()
+    queries: tuple[Query, ...] = ()  # group queries (and / or / not) beside the plain names, folded
     allow: bool = True
 
 
@@ -239,6 +278,7 @@ class LocalUsersConfig:
     # the user; local_first: the file first, the directory for names it does not hold.
     order: Order = "ldap_first"
     reload_every: float = 2.0
+    rules: GroupRules = field(default_factory=GroupRules)
 
 
 @dataclass(frozen=True)
@@ -281,6 +321,7 @@ class OidcProvider:
     # the very same names (shares_usernames): a self-chosen GitHub login is no directory user.
     username_prefix: str = ""
     shares_usernames: bool = False
+    rules: GroupRules = field(default_factory=GroupRules)
 
 
 @dataclass(frozen=True)
@@ -295,6 +336,7 @@ class BearerIssuer:
     algorithms: tuple[str, ...] = ()
     username_prefix: str = ""
     shares_usernames: bool = False
+    rules: GroupRules = field(default_factory=GroupRules)
 
 
 @dataclass(frozen=True)
@@ -333,7 +375,7 @@ class RegulationConfig:
 class Config:
     server: ServerConfig
     headers: HeaderConfig
-    ldap: LdapConfig | None
+    ldap: LdapConfig | None  # the first (or only) directory
     cache: CacheConfig
     access: AccessConfig
     log: LogConfig
@@ -346,6 +388,7 @@ class Config:
     metrics: MetricsConfig | None = None  # None: no metrics are kept or served
     admin: AdminConfig = field(default_factory=AdminConfig)
     app_tokens: AppTokensConfig = field(default_factory=AppTokensConfig)
+    directories: tuple[LdapConfig, ...] = ()  # every directory, in the order they are asked
 
 
 class _Problems:
@@ -619,44 +662,135 @@ def _read_search(r: _Reader, *, needs_user: bool) -> Search:
     return Search(base_dn=base_dn, scope=scope, filter=query)
 
 
-def _read_ldap(r: _Reader) -> LdapConfig:
+def _read_searches(r: _Reader, key: str, *, needs_user: bool) -> tuple[Search, ...]:
+    """A search, or a list of them (django-auth-ldap's LDAPSearchUnion)."""
+    if isinstance(r.data.get(key), list):
+        items = r.items(key)
+        if not items:
+            r.problem(key, "an empty list: leave the key out, or name the searches")
+        return tuple(_read_search(item, needs_user=needs_user) for item in items)
+    return (_read_search(r.section(key), needs_user=needs_user),) if r.has(key) else ()
+
+
+# django-auth-ldap's settings that have no key here, written as a key would be, and why.
+ABSENT: Mapping[str, str] = MappingProxyType({
+    "permit_empty_password": "is not available: a bind with a DN and an empty password is an unauthenticated "
+                             "bind, which the directory accepts without checking anything, so an empty password "
+                             "is always refused",
+    "always_update_user": "is not needed: every sign-in (and every sessions.recheck_every) sends the directory's "
+                          "current names, email, groups and flags; sidecar.contrib.django updates the user on "
+                          "every request",
+    "bind_as_authenticating_user": "is not needed: with bind_dn the service account reads the user's entry and "
+                                   "groups; without it (user_dn_template) they are read as the user",
+    "authorize_all_users": "is groups_from_directory here, set on the other source (local_users, "
+                           "oidc.providers[], oidc.bearer[]): its users take their groups and flags from the "
+                           "directory by name",
+    "no_new_users": "is the application's choice: the sidecar creates no accounts (restrict sign-in with "
+                    "require_group, or keep the application from creating users)",
+    "user_query_field": "is not available: the application matches users by Remote-User (username_case "
+                        "lower matches the accounts django-auth-ldap created)",
+    "user_attrlist": "is not needed: the sidecar reads exactly the attributes user_attr_map, username_attr and "
+                     "the group type need",
+    "connection_options": "is not read: write referrals, timeout, connect_timeout, ca_file, ca_dir, client_cert, "
+                          "client_key or ignore_cert_errors instead (auth-sidecar import-netbox translates them)",
+    "global_options": "is not read: write referrals, timeout, connect_timeout, ca_file, ca_dir, client_cert, "
+                      "client_key or ignore_cert_errors instead (auth-sidecar import-netbox translates them)",
+    "ca_cert_file": "is ca_file here (NetBox's LDAP_CA_CERT_FILE)",
+    "ca_cert_dir": "is ca_dir here (NetBox's LDAP_CA_CERT_DIR)",
+    "cache_groups": "is not needed: groups are read with the user and kept as long as cache_timeout",
+    "group_cache_timeout": "is cache_timeout here: groups are read with the user and kept as long",
+    "profile_attr_map": "is user_attr_map here (django-auth-ldap removed profiles)",
+    "profile_flags_by_group": "is user_flags_by_group here (django-auth-ldap removed profiles)",
+})
+DIRECTORY_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+
+
+def _read_directories(top: _Reader) -> tuple[tuple[LdapConfig, ...], list[_Reader]]:
+    """``ldap:`` as one directory (a mapping) or several, tried in order (a list, each named)."""
+    if not isinstance(top.data.get("ldap"), list):
+        if not top.has("ldap"):
+            return (), []
+        reader = top.section("ldap")
+        return (_read_ldap(reader),), [reader]
+    readers = top.items("ldap")
+    if not readers:
+        top.problem("ldap", "an empty list: leave the section out, or list the directories")
+    directories = tuple(_read_ldap(reader, named=True) for reader in readers)
+    names = [d.name for d in directories if d.name]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        top.problem("ldap", f"directory name {name!r} is used twice")
+    return directories, readers
+
+
+def _read_ldap(r: _Reader, *, named: bool = False) -> LdapConfig:
     default = LdapConfig(server_uri=())
-    uris, start_tls, ca_file = _ldap_servers(r, default)
+    name = r.text("name")
+    if named and not DIRECTORY_NAME.match(name):
+        r.problem("name", f"expected 1-32 lower-case letters, digits or - (each directory is named), got {name!r}")
+    elif name and not DIRECTORY_NAME.match(name):
+        r.problem("name", f"expected 1-32 lower-case letters, digits or -, got {name!r}")
+    uris, tls = _ldap_servers(r, default)
     bind_dn, bind_password = _ldap_bind(r, default)
-    user_search, template, username_attr = _ldap_users(r, default)
+    user_search, template, username_attr, refresh = _ldap_users(r, default)
     groups = _ldap_groups(r, default)
     config = LdapConfig(
         server_uri=uris,
+        name=name,
         bind_dn=bind_dn,
         bind_password=bind_password,
-        start_tls=start_tls,
-        ca_file=ca_file,
-        ignore_cert_errors=r.flag("ignore_cert_errors", default.ignore_cert_errors),
+        **tls,
         referrals=r.flag("referrals", default.referrals),
         connect_timeout=r.number("connect_timeout", default.connect_timeout, minimum=0.1),
         timeout=r.integer("timeout", default.timeout, minimum=1),
         retry_dead_after=r.number("retry_dead_after", default.retry_dead_after),
         user_search=user_search,
         user_dn_template=template,
+        refresh_dn_on_bind=refresh,
         username_attr=username_attr,
+        username_case=r.choice("username_case", default.username_case, get_args(UsernameCase)),
         user_attr_map=_ldap_attr_map(r, default),
         group_search=groups.search,
         group_type=groups.type,
+        member_attr=groups.member_attr,
         group_name_attr=r.text("group_name_attr", default.group_name_attr),
         require_group=groups.require,
         deny_group=groups.deny,
         mirror_groups=groups.mirror,
+        mirror_groups_except=groups.mirror_except,
         user_flags_by_group=groups.flags,
         find_group_perms=r.flag("find_group_perms", default.find_group_perms),
         cache_timeout=r.integer("cache_timeout", default.cache_timeout),
         max_nesting=r.integer("max_nesting", default.max_nesting, minimum=1),
         threads=r.integer("threads", default.threads, minimum=1),
     )
+    for key, why in ABSENT.items():
+        if key in r.data:
+            r.known.add(key)
+            r.problem(key, f"django-auth-ldap's AUTH_LDAP_{key.upper()} {why}; remove the line")
     r.done()
     return config
 
 
-def _ldap_servers(r: _Reader, default: LdapConfig) -> tuple[tuple[str, ...], bool, str | None]:
+def ca_dir_pem(directory: str) -> str:
+    """Every certificate (PEM) of the files in ``directory``: the CAs ``ldap.ca_dir`` trusts. Hashed
+    links (c_rehash) and the files they point to count once each; other files are left out."""
+    found: dict[str, None] = {}
+    for path in sorted(Path(directory).iterdir()):
+        try:
+            if not path.is_file():
+                continue
+            text = path.read_text(encoding="ascii", errors="replace")
+        except OSError:
+            continue
+        for block in PEM_CERTIFICATE.findall(text):
+            found[block.strip()] = None
+    return "\n".join(found)
+
+
+PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+
+
+def _ldap_servers(r: _Reader, default: LdapConfig) -> tuple[tuple[str, ...], dict[str, Any]]:
     uris = r.texts("server_uri")
     if not uris and not r.has("server_uri"):
         r.follow_on("server_uri", "is required (a URI or a list of URIs tried in order)")
@@ -671,10 +805,34 @@ def _ldap_servers(r: _Reader, default: LdapConfig) -> tuple[tuple[str, ...], boo
     start_tls = r.flag("start_tls", default.start_tls)
     if start_tls and any(u.startswith("ldaps:") for u in uris):
         r.problem("start_tls", "StartTLS goes with ldap:// URIs; ldaps:// is already encrypted")
-    ca_file = r.optional_text("ca_file", default.ca_file)
-    if ca_file and not Path(ca_file).is_file():
-        r.problem("ca_file", f"no such file: {ca_file}")
-    return uris, start_tls, ca_file
+    return uris, _ldap_tls(r, default, uris, start_tls)
+
+
+def _ldap_tls(r: _Reader, default: LdapConfig, uris: tuple[str, ...], start_tls: bool) -> dict[str, Any]:
+    """Whom we trust (ca_file, ca_dir, or nobody: ignore_cert_errors) and what we present (client_cert)."""
+    files = {key: r.optional_text(key) for key in ("ca_file", "client_cert", "client_key")}
+    for key, path in files.items():
+        if path and not Path(path).is_file():
+            r.problem(key, f"no such file: {path}")
+    ca_dir = r.optional_text("ca_dir", default.ca_dir)
+    if ca_dir and not Path(ca_dir).is_dir():
+        r.problem("ca_dir", f"no such directory: {ca_dir}")
+    elif ca_dir and not ca_dir_pem(ca_dir):
+        r.problem("ca_dir", f"holds no certificate (PEM): {ca_dir}")
+    key_password = r.secret("client_key_password")
+    if bool(files["client_cert"]) != bool(files["client_key"]):
+        r.follow_on("client_key" if files["client_cert"] else "client_cert",
+                    "client_cert and client_key go together (the certificate we present, and its key)")
+    if key_password is not None and not files["client_key"]:
+        r.follow_on("client_key_password", "is set but client_key is not", "client_key")
+    plain = [u for u in uris if not u.startswith("ldaps:")]
+    if files["client_cert"] and plain and not start_tls:
+        r.follow_on("client_cert", f"is presented only over TLS, but {plain[0]} is plain ldap:// without "
+                    "start_tls", "server_uri", "start_tls")
+    return {"start_tls": start_tls, "ca_file": files["ca_file"], "ca_dir": ca_dir,
+                  "client_cert": files["client_cert"], "client_key": files["client_key"],
+                  "client_key_password": key_password,
+                  "ignore_cert_errors": r.flag("ignore_cert_errors", default.ignore_cert_errors)}
 
 
 def _ldap_bind(r: _Reader, default: LdapConfig) -> tuple[str, Secret | None]:
@@ -687,21 +845,27 @@ def _ldap_bind(r: _Reader, default: LdapConfig) -> tuple[str, Secret | None]:
     return bind_dn, bind_password
 
 
-def _ldap_users(r: _Reader, default: LdapConfig) -> tuple[Search | None, str | None, str]:
-    user_search = _read_search(r.section("user_search"), needs_user=True) if r.has("user_search") else None
+def _ldap_users(r: _Reader, default: LdapConfig) -> tuple[tuple[Search, ...], str | None, str, bool]:
+    user_search = _read_searches(r, "user_search", needs_user=True)
     template = r.optional_text("user_dn_template", default.user_dn_template)
-    if user_search and template:
-        r.problem("user_dn_template", "set either user_search or user_dn_template, not both")
+    refresh = r.flag("refresh_dn_on_bind", default.refresh_dn_on_bind)
+    if refresh and not (user_search and template):
+        r.follow_on("refresh_dn_on_bind", "needs user_dn_template (what the user binds as, e.g. "
+                    "%(user)s@corp.example.com) and user_search (how the entry is found after the bind)",
+                    "user_search", "user_dn_template")
+    elif user_search and template and not refresh:
+        r.problem("user_dn_template", "set either user_search or user_dn_template, not both (or "
+                  "refresh_dn_on_bind: true: bind with the template, then find the entry with the search)")
     if not user_search and not template:
         r.follow_on("user_search", "set user_search or user_dn_template to find users", "user_dn_template")
     if template and USER_PLACEHOLDER not in template:
         r.problem("user_dn_template", f"must contain {USER_PLACEHOLDER}, got {template!r}")
-    username_attr = r.optional_text("username_attr") or _username_attr(user_search, template)
+    username_attr = r.optional_text("username_attr") or _username_attr(user_search, None if refresh else template)
     if username_attr is None and (user_search or template):
         r.follow_on("username_attr", "cannot be derived from the user search filter: set it "
                     "(the attribute holding the canonical login name, e.g. sAMAccountName)",
                     paths=(r.where("user_search") + ".filter",))
-    return user_search, template, username_attr or default.username_attr
+    return user_search, template, username_attr or default.username_attr, refresh
 
 
 def _ldap_attr_map(r: _Reader, default: LdapConfig) -> Mapping[str, str]:
@@ -716,37 +880,123 @@ def _ldap_attr_map(r: _Reader, default: LdapConfig) -> Mapping[str, str]:
 
 class _Groups(NamedTuple):
     type: GroupTypeName | None
-    search: Search | None
-    require: tuple[str, ...]
-    deny: tuple[str, ...]
-    flags: Mapping[Flag, tuple[str, ...]]
+    member_attr: str | None
+    search: tuple[Search, ...]
+    require: tuple[Query, ...]
+    deny: tuple[Query, ...]
+    flags: Mapping[Flag, tuple[Query, ...]]
     mirror: bool | tuple[str, ...]
+    mirror_except: tuple[str, ...]
+
+
+MEMBER_ATTR_TYPES = ("member_dn", "nested_member_dn")
 
 
 def _ldap_groups(r: _Reader, default: LdapConfig) -> _Groups:
     group_type = _group_type(r)
-    group_search = (_read_search(r.section("group_search"), needs_user=False)
-                    if r.has("group_search") else None)
+    member_attr = r.optional_text("member_attr", default.member_attr)
+    if group_type in MEMBER_ATTR_TYPES and not member_attr:
+        r.follow_on("member_attr", f"is required with group_type {group_type} (the attribute listing "
+                    "member DNs, e.g. member or uniqueMember)", "group_type")
+    if member_attr and group_type not in MEMBER_ATTR_TYPES:
+        r.follow_on("member_attr", f"is for group_type {' or '.join(MEMBER_ATTR_TYPES)} only "
+                    "(each other type knows its attribute)", "group_type")
+    group_search = _read_searches(r, "group_search", needs_user=False)
     if group_search and not group_type:
         r.follow_on("group_type", "is required with group_search")
     if group_type and group_type != "member_of" and not group_search:
         r.follow_on("group_search", f"is required with group_type {group_type}")
-    require = r.texts("require_group")
-    deny = r.texts("deny_group")
-    flags: dict[Flag, tuple[str, ...]] = {}
-    flag_reader = r.section("user_flags_by_group")
-    for flag in FLAGS:
-        if flag_reader.has(flag):
-            flags[flag] = flag_reader.texts(flag)
-    flag_reader.done()
+    require = _group_rule(r, "require_group")
+    deny = _group_rule(r, "deny_group")
+    flags = _flag_rules(r)
     mirror = r.get("mirror_groups", (bool, list), default.mirror_groups)
     if isinstance(mirror, list):
         mirror = r.texts("mirror_groups")
+    mirror_except = r.texts("mirror_groups_except")
+    if mirror_except and r.has("mirror_groups"):
+        r.problem("mirror_groups_except", "and mirror_groups say two things: every group but these, or "
+                  "those mirror_groups names; choose one")
     group_rules = [require, deny, *flags.values(), mirror if isinstance(mirror, tuple) else ()]
     if any(group_rules) and not group_type:
         r.follow_on("group_type", "is required by require_group, deny_group, mirror_groups "
                     "(as a list) and user_flags_by_group")
-    return _Groups(group_type, group_search, require, deny, MappingProxyType(flags), mirror)
+    return _Groups(group_type, member_attr, group_search, require, deny, flags, mirror, mirror_except)
+
+
+def _flag_rules(r: _Reader) -> Mapping[Flag, tuple[Query, ...]]:
+    flags: dict[Flag, tuple[Query, ...]] = {}
+    flag_reader = r.section("user_flags_by_group")
+    for flag in FLAGS:
+        if flag_reader.has(flag):
+            flags[flag] = _group_rule(flag_reader, flag)
+    flag_reader.done()
+    return MappingProxyType(flags)
+
+
+QUERY_WORDS = ("and", "or", "not")
+
+
+def _group_rule(r: _Reader, key: str) -> tuple[Query, ...]:
+    """A group, a group query, or a list of them (any of which may hold): see sidecar.queries."""
+    r.known.add(key)
+    value = r.data.get(key)
+    if value is None:
+        return ()
+    if isinstance(value, list) and not value:
+        r.problem(key, "an empty list: leave the key out for the default, or name what you mean")
+        return ()
+    items = value if isinstance(value, list) else [value]
+    found = []
+    for index, item in enumerate(items):
+        path = r.where(key) + (f"[{index}]" if isinstance(value, list) else "")
+        line = (line_of(value, index) if isinstance(value, list) else None) or r.line_of(key)
+        query = _query(r.problems, path, item, line, 1)
+        if query is not None:
+            found.append(query)
+    return tuple(found) if len(found) == len(items) else ()
+
+
+def _query(problems: _Problems, path: str, value: object, line: int | None, depth: int) -> Query | None:
+    if isinstance(value, str) and value:
+        return value
+    if not isinstance(value, dict) or len(value) != 1:
+        problems.add(path, "expected a group, or one of {and: [...]}, {or: [...]}, {not: ...}, got "
+                     f"{_kind(value)} {_show(value)}", line)
+        return None
+    if depth > MAX_DEPTH:
+        problems.add(path, f"group queries nested deeper than {MAX_DEPTH}", line)
+        return None
+    ((word, inner),) = value.items()
+    where, inner_line = f"{path}.{word}", line_of(value, word) or line
+    if word not in QUERY_WORDS:
+        meant = difflib.get_close_matches(str(word), QUERY_WORDS, n=1)
+        problems.add(where, "unknown key" + (f" (did you mean {meant[0]}?)" if meant else
+                                             " (a query is and, or or not)"), inner_line)
+        return None
+    if word == "not":
+        part = _query(problems, where, inner, inner_line, depth + 1)
+        return None if part is None else Not(part)
+    if not isinstance(inner, list) or not inner:
+        problems.add(where, f"expected a non-empty list of groups or queries, got {_kind(inner)} {_show(inner)}",
+                     inner_line)
+        return None
+    parts = [_query(problems, f"{where}[{i}]", item, line_of(inner, i) or inner_line, depth + 1)
+             for i, item in enumerate(inner)]
+    if any(part is None for part in parts):
+        return None
+    kind = AllOf if word == "and" else AnyOf
+    return kind(tuple(part for part in parts if part is not None))
+
+
+def _read_group_rules(r: _Reader) -> GroupRules:
+    """require_group, deny_group, user_flags_by_group (group names) and groups_from_directory, on a source
+    that is not a directory."""
+    source = r.get("groups_from_directory", (bool, str), False)
+    if isinstance(source, str) and not source:
+        r.problem("groups_from_directory", "expected true or a directory's name")
+    return GroupRules(require_group=_group_rule(r, "require_group"), deny_group=_group_rule(r, "deny_group"),
+                      user_flags_by_group=_flag_rules(r),
+                      groups_from_directory=("" if source is True else source or None))
 
 
 def _group_type(r: _Reader) -> GroupTypeName | None:
@@ -757,10 +1007,10 @@ def _group_type(r: _Reader) -> GroupTypeName | None:
     return name
 
 
-def _username_attr(search: Search | None, template: str | None) -> str | None:
+def _username_attr(searches: tuple[Search, ...], template: str | None) -> str | None:
     if template:
         return template.split("=", 1)[0].strip() or None
-    attrs = set(FILTER_USER_ATTR.findall(search.filter)) if search else set()
+    attrs = {attr for search in searches for attr in FILTER_USER_ATTR.findall(search.filter)}
     return attrs.pop() if len(attrs) == 1 else None
 
 
@@ -786,13 +1036,20 @@ def _read_access(r: _Reader) -> AccessConfig:
             host=_rule_host(item),
             methods=frozenset(m.upper() for m in item.texts("methods")),
             users=frozenset(fold(u) for u in item.texts("users")),
-            groups=frozenset(fold(g) for g in item.texts("groups")),
+            **_rule_groups(item),
             allow=item.choice("policy", "allow" if rule.allow else "deny", POLICIES) == "allow",
         ))
         item.done()
     access = AccessConfig(rules=tuple(rules), default=r.choice("default", default.default, POLICIES))
     r.done()
     return access
+
+
+def _rule_groups(r: _Reader) -> dict[str, Any]:
+    """An access rule's groups: names (folded, compared as a set) and group queries (and / or / not)."""
+    found = [mapped(query, fold) for query in _group_rule(r, "groups")]
+    return {"groups": frozenset(q for q in found if isinstance(q, str)),
+            "queries": tuple(q for q in found if not isinstance(q, str))}
 
 
 def _rule_path(r: _Reader, default: str) -> str:
@@ -983,7 +1240,8 @@ def _read_local_users(r: _Reader) -> LocalUsersConfig:
     else:
         r.report(LocalUsers.problems(Path(path)), {"path": "file"})
     local = LocalUsersConfig(file=path, order=r.choice("order", default.order, get_args(Order)),
-                             reload_every=r.number("reload_every", default.reload_every))
+                             reload_every=r.number("reload_every", default.reload_every),
+                             rules=_read_group_rules(r))
     r.done()
     return local
 
@@ -1035,7 +1293,7 @@ def _read_provider(r: _Reader) -> OidcProvider:
         allow=_read_allow(r.section("allow"), default.allow),
         use_userinfo=r.flag("use_userinfo", kind == "oauth2"), logout=r.flag("logout", default.logout),
         algorithms=r.texts("algorithms") or default.algorithms, username_prefix=prefix, shares_usernames=shares,
-        **urls,
+        rules=_read_group_rules(r), **urls,
     )
     r.done()
     return provider
@@ -1075,7 +1333,7 @@ def _read_bearer(r: _Reader) -> BearerIssuer:
                           claims=_read_claims(r.section("claims"), default.claims),
                           allow=_read_allow(r.section("allow"), default.allow),
                           algorithms=r.texts("algorithms") or default.algorithms,
-                          username_prefix=prefix, shares_usernames=shares)
+                          username_prefix=prefix, shares_usernames=shares, rules=_read_group_rules(r))
     r.done()
     return bearer
 
@@ -1178,6 +1436,7 @@ SECTIONS: dict[str, Callable[[_Reader], Any]] = {
     "log": _read_log, "login_page": _read_login_page, "regulation": _read_regulation, "oidc": _read_oidc,
     "admin": _read_admin, "app_tokens": _read_app_tokens,
 }
+# ldap: one directory (a mapping) or several (a list): read by _read_directories.
 OPTIONAL_SECTIONS: dict[str, Callable[[_Reader], Any]] = {
     "ldap": _read_ldap, "sessions": _read_sessions, "local_users": _read_local_users, "assertion": _read_assertion,
     "metrics": _read_metrics,
@@ -1192,12 +1451,17 @@ def parse_config(data: object) -> Config:
     """
     problems = _Problems()
     top = _Reader(data, "", problems)
-    sections = {name: top.section(name) for name in [*SECTIONS, *OPTIONAL_SECTIONS]}
+    sections = {name: top.section(name) for name in [*SECTIONS, *OPTIONAL_SECTIONS] if name != "ldap"}
     parts = {name: read(sections[name]) for name, read in SECTIONS.items()}
     for name, read in OPTIONAL_SECTIONS.items():
-        parts[name] = read(sections[name]) if top.has(name) else None
+        if name != "ldap":
+            parts[name] = read(sections[name]) if top.has(name) else None
+    directories, readers = _read_directories(top)
+    sections["ldap"] = readers[0] if readers else _Reader(None, "ldap", problems)
+    parts["ldap"], parts["directories"] = (directories[0] if directories else None), directories
     top.done()
     _check_together(parts, sections)
+    _check_directories(directories, readers, parts, sections)
     if found := problems.messages():
         raise ConfigError(found)
     return Config(**parts)
@@ -1206,12 +1470,13 @@ def parse_config(data: object) -> Config:
 def _check_together(parts: dict[str, Any], sections: dict[str, _Reader]) -> None:
     """What the sections say together: where users come from, what sessions need."""
     _check_sources(parts, sections)
-    ldap: LdapConfig | None = parts["ldap"]
     sessions: SessionConfig | None = parts["sessions"]
     server: ServerConfig = parts["server"]
     access: AccessConfig = parts["access"]
-    local_groups = parts["local_users"] is not None
-    if any(rule.groups for rule in access.rules) and not (local_groups or (ldap and ldap.find_group_perms)):
+    # Group names reach access rules from the users file, a provider's claims, or a directory's find_group_perms.
+    named_groups = parts["local_users"] is not None or parts["oidc"].providers or parts["oidc"].bearer
+    if any(rule.groups or rule.queries for rule in access.rules) and not (
+            named_groups or any(d.find_group_perms for d in parts["directories"])):
         sections["access"].follow_on("rules", "rules name groups but ldap.find_group_perms is false, "
                                      "so no group would ever match", paths=("ldap.find_group_perms",))
     if sessions is not None and server.public_url is None:
@@ -1224,15 +1489,14 @@ def _check_together(parts: dict[str, Any], sections: dict[str, _Reader]) -> None
                                          "on to the application, so oidc.bearer would never see one: "
                                          "give the application's tokens' prefix (NetBox: nbt_)",
                                          paths=("oidc.bearer",))
-    if ldap is not None and ldap.group_search is not None:
-        _check_group_dns(sections["ldap"], ldap, ldap.group_search.base_dn)
     if access.default == "deny" and not access.rules:
         sections["access"].follow_on("default", "is deny and there are no rules: every request would be refused "
                                      "(name who may pass in access.rules)", "rules")
     if not server.basic_auth and sessions is None and not parts["oidc"].bearer:
         sections["server"].follow_on("basic_auth", "is off and there are no sessions: nobody could sign in",
                                      paths=("sessions", "oidc.bearer"))
-    if (sessions and sessions.recheck_every and ldap and ldap.user_dn_template and not ldap.bind_dn):
+    if (sessions and sessions.recheck_every
+            and any(d.user_dn_template and not d.bind_dn for d in parts["directories"])):
         sections["sessions"].follow_on("recheck_every", "re-checking a session needs ldap.bind_dn (without a "
                                        "password the directory can only be read by a service account)",
                                        paths=("ldap.bind_dn",))
@@ -1249,7 +1513,7 @@ def _check_sources(parts: dict[str, Any], sections: dict[str, _Reader]) -> None:
                                    paths=("sessions",))
     namespaced: list[tuple[str, str, OidcProvider | BearerIssuer]] = [
         *(("providers", p.name, p) for p in oidc.providers), *(("bearer", b.issuer, b) for b in oidc.bearer)]
-    password_sources = (parts["ldap"] is not None) + (parts["local_users"] is not None)
+    password_sources = len(parts["directories"]) + (parts["local_users"] is not None)
     if password_sources + len(namespaced) > 1:
         for key, name, source in namespaced:
             if not source.username_prefix and not source.shares_usernames:
@@ -1259,16 +1523,42 @@ def _check_sources(parts: dict[str, Any], sections: dict[str, _Reader]) -> None:
                     "the directory's own (a provider federated with the same directory)")
 
 
-def _check_group_dns(r: _Reader, ldap: LdapConfig, base_dn: str) -> None:
-    """Every group type leaves out the groups outside group_search's base: a group named outside it
+def _check_directories(directories: tuple[LdapConfig, ...], readers: list[_Reader], parts: dict[str, Any],
+                       sections: dict[str, _Reader]) -> None:
+    """Each directory's groups against its group search, and what other sources ask of the directories."""
+    for ldap, r in zip(directories, readers, strict=True):
+        if ldap.group_search:
+            _check_group_dns(r, ldap)
+    names = {d.name for d in directories}
+    asking = [("local_users", parts["local_users"].rules if parts["local_users"] else None)]
+    asking += [(f"oidc.providers[{i}]", p.rules) for i, p in enumerate(parts["oidc"].providers)]
+    asking += [(f"oidc.bearer[{i}]", b.rules) for i, b in enumerate(parts["oidc"].bearer)]
+    for path, rules in asking:
+        wanted = rules.groups_from_directory if rules is not None else None
+        if wanted is None:
+            continue
+        reader = sections["local_users"] if path == "local_users" else sections["oidc"]
+        key = "groups_from_directory" if path == "local_users" else \
+            f"{path.removeprefix('oidc.')}.groups_from_directory"
+        if not directories:
+            reader.follow_on(key, "needs an ldap section to read the groups from", paths=("ldap",))
+        elif wanted and wanted not in names:
+            reader.follow_on(key, f"names no directory: {wanted!r} (ldap[].name: {', '.join(sorted(names - {''}))})")
+
+
+def _check_group_dns(r: _Reader, ldap: LdapConfig) -> None:
+    """Every group type leaves out the groups outside group_search's bases: a group named outside them
     could never match, and a deny_group that never matches lets everyone in."""
-    base = normalize_dn(base_dn)
-    named = [("require_group", dn) for dn in ldap.require_group] + [("deny_group", dn) for dn in ldap.deny_group]
-    named += [("user_flags_by_group", dn) for dns in ldap.user_flags_by_group.values() for dn in dns]
+    bases = [normalize_dn(search.base_dn) for search in ldap.group_search]
+    shown = " or ".join(repr(search.base_dn) for search in ldap.group_search)
+    named = [("require_group", dn) for query in ldap.require_group for dn in leaves(query)]
+    named += [("deny_group", dn) for query in ldap.deny_group for dn in leaves(query)]
+    named += [("user_flags_by_group", dn) for queries in ldap.user_flags_by_group.values()
+              for query in queries for dn in leaves(query)]
     for key, dn in named:
-        if not within(normalize_dn(dn), base):
-            r.follow_on(key, f"{dn!r} is outside group_search.base_dn {base_dn!r}: groups there are never read, "
-                        "so it could never match", paths=("ldap.group_search",))
+        if not any(within(normalize_dn(dn), base) for base in bases):
+            r.follow_on(key, f"{dn!r} is outside group_search.base_dn {shown}: groups there are never read, "
+                        "so it could never match", paths=(r.where("group_search"),))
 
 
 def _check_cookie_reach(r: _Reader, public: SplitResult, sessions: SessionConfig) -> None:

@@ -67,8 +67,8 @@ class GroupSearch(Protocol):
     """What a group type may ask of the directory."""
 
     def groups(self, clause: str) -> tuple[Group, ...]:
-        """Every group ``ldap.group_search`` finds with this filter clause added, named by
-        ``ldap.group_name_attr``; DirectoryUnavailable unless the answer is complete."""
+        """Every group ``ldap.group_search`` finds with this filter clause added (of several searches,
+        their union), named by ``ldap.group_name_attr``; DirectoryUnavailable unless every answer is complete."""
         ...
 
 
@@ -148,6 +148,9 @@ class NestedMemberDN(MemberDN):
     def from_config(cls, config: LdapConfig) -> Self:
         return cls(max_nesting=config.max_nesting)
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self.member_attr}, max_nesting={self.max_nesting}>"
+
     def user_groups(self, user: UserEntry, search: GroupSearch) -> tuple[Group, ...]:
         """Up the member links level by level; a DN already seen is never asked for again.
         Groups nested deeper than max_nesting are an incomplete answer: DirectoryUnavailable."""
@@ -199,6 +202,41 @@ class GroupOfUniqueNames(MemberDN):
     member_attr = "uniqueMember"
 
 
+class NestedGroupOfUniqueNames(NestedMemberDN):
+    name = "nested_group_of_unique_names"
+    member_attr = "uniqueMember"
+
+
+class OrganizationalRole(MemberDN):
+    name = "organizational_role"
+    member_attr = "roleOccupant"
+
+
+class NestedOrganizationalRole(NestedMemberDN):
+    name = "nested_organizational_role"
+    member_attr = "roleOccupant"
+
+
+class AnyMemberDN(MemberDN):
+    """Groups listing member DNs in the configured ``ldap.member_attr`` (django-auth-ldap's MemberDNGroupType)."""
+
+    name = "member_dn"
+
+    @classmethod
+    def from_config(cls, config: LdapConfig) -> Self:
+        return cls(config.member_attr)
+
+
+class NestedAnyMemberDN(NestedMemberDN):
+    """Nested groups listing member DNs in ``ldap.member_attr`` (NestedMemberDNGroupType)."""
+
+    name = "nested_member_dn"
+
+    @classmethod
+    def from_config(cls, config: LdapConfig) -> Self:
+        return cls(config.member_attr, max_nesting=config.max_nesting)
+
+
 class ActiveDirectory(MemberDN):
     """Active Directory's groups, nested to any depth: the server walks them (its in-chain
     matching rule), which only Active Directory does."""
@@ -229,17 +267,17 @@ class PosixGroup(GroupType):
 
 class MemberOf(GroupType):
     """The user entry's own ``memberOf`` (direct groups), named by their RDN; those outside
-    ``group_search``'s base, when there is one, left out. Nothing is searched."""
+    ``group_search``'s bases, when there are some, left out. Nothing is searched."""
 
     name = "member_of"
     user_attributes = ("memberOf",)
 
-    def __init__(self, base_dn: str = "") -> None:
-        self.base = normalize_dn(base_dn) if base_dn else ""
+    def __init__(self, *base_dns: str) -> None:
+        self.bases = tuple(normalize_dn(dn) for dn in base_dns if dn)
 
     @classmethod
     def from_config(cls, config: LdapConfig) -> Self:
-        return cls(config.group_search.base_dn if config.group_search else "")
+        return cls(*(search.base_dn for search in config.group_search))
 
     def user_groups(self, user: UserEntry, search: GroupSearch) -> tuple[Group, ...]:
         if any(";range=" in key for key in user.attributes):
@@ -251,7 +289,7 @@ class MemberOf(GroupType):
             if isinstance(value, bytes):  # not UTF-8: a group we cannot compare with any DN
                 raise AccessDenied(f"a memberOf value is not UTF-8: {value!r}")
             dn = str(value)
-            if not self.base or within(normalize_dn(dn), self.base):
+            if not self.bases or any(within(normalize_dn(dn), base) for base in self.bases):
                 groups.append(Group.named(dn, rdn_value(dn)))
         return tuple(groups)
 
@@ -259,7 +297,8 @@ class MemberOf(GroupType):
 # Every name ``ldap.group_type`` accepts, and its type.
 TYPES: Mapping[str, type[GroupType]] = MappingProxyType({
     kind.name: kind
-    for kind in (GroupOfNames, NestedGroupOfNames, GroupOfUniqueNames, PosixGroup, MemberOf, ActiveDirectory)
+    for kind in (GroupOfNames, NestedGroupOfNames, GroupOfUniqueNames, NestedGroupOfUniqueNames, OrganizationalRole,
+                 NestedOrganizationalRole, AnyMemberDN, NestedAnyMemberDN, PosixGroup, MemberOf, ActiveDirectory)
 })
 
 

@@ -52,7 +52,7 @@ import ssl
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,7 +63,7 @@ from ldap3.core import exceptions as lx
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn, to_dn
 
-from sidecar.config import LdapConfig, Search
+from sidecar.config import LdapConfig, Search, ca_dir_pem
 from sidecar.entries import first, fold, matching_value, normalize_dn, rdn_value, values
 from sidecar.errors import (
     AccessDenied,
@@ -352,6 +352,8 @@ class Directory:
     def _check_on(self, uri: str, username: str, box: list[bytes], admit: _Once) -> DirectoryUser:
         config = self.config
         service = self._service(uri)
+        if config.refresh_dn_on_bind:
+            return self._check_then_find(uri, username, box, admit, service)
         if config.user_dn_template is not None:
             dn = config.user_dn_template % {"user": escape_rdn(username)}
             if (trace := current()) is not None:
@@ -359,22 +361,74 @@ class Directory:
             if service is None:
                 # Nobody may read the entry before the bind: the typed name is all there is.
                 admit(username)
-                user_conn = self._bind(uri, dn, box)
+                try:
+                    user_conn = self._bind(uri, dn, box)
+                except InvalidCredentials:
+                    if self._absent(uri, dn):  # the next source may know the name (local_users)
+                        raise UnknownUser(f"no such user {username!r} (no entry {dn})") from None
+                    raise
                 return self._describe(user_conn, username, dn, self._read_entry(user_conn, dn))
             entry = self._read_entry(service, dn)
             if not entry:
                 self._unknown(uri, username, dn, box, admit)
             reader = service
         else:
-            assert config.user_search is not None
             reader = service or self._anonymous(uri)
             found = self._find_user(reader, config.user_search, username)
             if found is None:
-                self._unknown(uri, username, f"{ABSENT_RDN},{config.user_search.base_dn}", box, admit)
+                self._unknown(uri, username, f"{ABSENT_RDN},{config.user_search[0].base_dn}", box, admit)
             dn, entry = found
         admit(matching_value(entry, config.username_attr, username) or username)
         self._bind(uri, dn, box)
         return self._describe(reader, username, dn, entry)
+
+    def _check_then_find(self, uri: str, username: str, box: list[bytes], admit: _Once,
+                         service: ldap3.Connection | None) -> DirectoryUser:
+        """refresh_dn_on_bind: bind as user_dn_template makes the name (a UPN such as erin@corp.example.com,
+        which is no DN), then find the user's real entry with user_search, as the user (django-auth-ldap's
+        REFRESH_DN_ON_BIND). A refused bind is an unknown name when the search, as the service account
+        or anonymously, finds no such user."""
+        config = self.config
+        assert config.user_dn_template is not None
+        bind_name = config.user_dn_template % {"user": escape_rdn(username)}
+        if (trace := current()) is not None:
+            trace.step("user DN", f"bind as {bind_name} (ldap.user_dn_template), then ldap.user_search finds the "
+                                  "entry (ldap.refresh_dn_on_bind)")
+        admit(username)
+        try:
+            user_conn = self._bind(uri, bind_name, box)
+        except InvalidCredentials:
+            reader = service or self._anonymous(uri)
+            try:
+                unknown = self._find_user(reader, config.user_search, username) is None
+            except (DirectoryUnavailable, InvalidCredentials):
+                unknown = False  # cannot say: the refusal stands
+            if unknown:
+                raise UnknownUser(f"no such user {username!r}") from None
+            raise
+        found = self._find_user(service or user_conn, config.user_search, username)
+        if found is None:
+            # The directory took the password but the search does not find whom for: nobody to describe.
+            raise AccessDenied(f"{bind_name} was accepted, but ldap.user_search finds no entry for {username!r}")
+        dn, entry = found
+        return self._describe(service or user_conn, username, dn, entry)
+
+    def _absent(self, uri: str, dn: str) -> bool:
+        """Whether the directory says, to an anonymous reader, that there is no entry ``dn`` while its
+        parent exists: only then is a refused bind an unknown name. Anything else (the entry, a
+        refusal, a hidden entry) leaves the bind's refusal as it was."""
+        try:
+            result = _read_base(self._anonymous(uri), dn)
+        except TRANSPORT_ERRORS:
+            self._drop_connections(uri)
+            return False
+        parent = _parent_dn(dn)
+        said = result.get("result") == NO_SUCH_OBJECT and bool(parent) and \
+            normalize_dn(str(result.get("dn") or "")) == normalize_dn(parent)
+        if (trace := current()) is not None:
+            trace.step("found", f"no entry {dn} (anonymously: its parent exists, it does not): an unknown name"
+                       if said else f"the refusal stands: anonymously, {dn} is {result.get('description')}")
+        return said
 
     def _unknown(self, uri: str, username: str, absent_dn: str, box: list[bytes], admit: _Once) -> NoReturn:
         """No such user: the same admission and bind round trip as a wrong password, then say so."""
@@ -391,13 +445,12 @@ class Directory:
     def _lookup_on(self, uri: str, username: str) -> DirectoryUser:
         config = self.config
         reader = self._service(uri) or self._anonymous(uri)
-        if config.user_dn_template is not None:
+        if config.user_dn_template is not None and not config.refresh_dn_on_bind:
             dn = config.user_dn_template % {"user": escape_rdn(username)}
             entry = self._read_entry(reader, dn)
             if not entry:
                 raise UnknownUser(f"no such user {username!r}")
         else:
-            assert config.user_search is not None
             found = self._find_user(reader, config.user_search, username)
             if found is None:
                 raise UnknownUser(f"no such user {username!r}")
@@ -443,11 +496,20 @@ class Directory:
             return [*self._user_attrs, "memberOf"]  # traced: the user's direct groups, for the paths
         return self._user_attrs
 
-    def _find_user(self, conn: ldap3.Connection, search: Search,
+    def _find_user(self, conn: ldap3.Connection, searches: tuple[Search, ...],
                    username: str) -> tuple[str, dict[str, Any]] | None:
-        query = search.filter % {"user": escape_filter_chars(username)}
-        entries = self._search(conn, search.base_dn, search.scope, query, self._user_attributes(),
-                               limit=USER_CANDIDATES, configured="ldap.user_search.base_dn")
+        """The one entry the user search (of several, their union) finds for this name; None for none.
+        An entry two searches find counts once; two entries are nobody (ambiguous)."""
+        union: dict[str, tuple[str, dict[str, Any]]] = {}
+        queries = []
+        for search in searches:
+            query = search.filter % {"user": escape_filter_chars(username)}
+            queries.append(query)
+            for entry in self._search(conn, search.base_dn, search.scope, query, self._user_attributes(),
+                                      limit=USER_CANDIDATES, configured="ldap.user_search.base_dn"):
+                union.setdefault(normalize_dn(entry[0]), entry)
+        entries = list(union.values())
+        query = " or ".join(dict.fromkeys(queries))
         if len(entries) >= USER_CANDIDATES:
             raise InvalidCredentials(f"user search is ambiguous: {len(entries)} or more entries for {query}")
         if len(entries) > 1:
@@ -533,8 +595,8 @@ class Directory:
             as_user = config.user_dn_template is not None and not config.bind_dn
             for dn, key in self._searched_bases(everything=True):
                 checks.append(self._base_check(conn, dn, key, as_user=as_user and key != "ldap.user_search.base_dn"))
-            if config.group_search is not None and not isinstance(self.group_type, MemberOf | NoGroups):
-                checks.append(self._group_search_check(conn, config.group_search, as_user=as_user))
+            if not isinstance(self.group_type, MemberOf | NoGroups):
+                checks += [self._group_search_check(conn, search, as_user=as_user) for search in config.group_search]
             checks += self._group_type_checks(uri, {str(v) for v in values(root, "supportedCapabilities")})
         except TRANSPORT_ERRORS as exc:
             self._drop_connections(uri)
@@ -548,13 +610,12 @@ class Directory:
         user_dn_template's entries and groups are read as the user, so only ``everything`` has those."""
         config = self.config
         as_user = config.user_dn_template is not None and not config.bind_dn
-        bases = []
-        if config.user_search is not None:
-            bases.append((config.user_search.base_dn, "ldap.user_search.base_dn"))
-        if config.user_dn_template is not None and (everything or not as_user):
+        bases: list[tuple[str, str]] = []
+        bases += [(search.base_dn, "ldap.user_search.base_dn") for search in config.user_search]
+        if config.user_dn_template is not None and not config.refresh_dn_on_bind and (everything or not as_user):
             bases.append((template_parent(config.user_dn_template), "the parent of ldap.user_dn_template"))
-        if config.group_search is not None and (everything or not as_user):
-            bases.append((config.group_search.base_dn, "ldap.group_search.base_dn"))
+        if everything or not as_user:
+            bases += [(search.base_dn, "ldap.group_search.base_dn") for search in config.group_search]
         return bases
 
     def _base_check(self, conn: ldap3.Connection, dn: str, key: str, *, as_user: bool) -> Check:
@@ -673,7 +734,9 @@ class Directory:
 
     def _bind_service(self, uri: str) -> ldap3.Connection:
         conn = self._connect(uri)
-        if (reason := self._authenticate(conn)) is not None:
+        with _closed_on_failure(conn):
+            reason = self._authenticate(conn)
+        if reason is not None:
             conn.unbind()
             raise DirectoryUnavailable(f"service account {self.config.bind_dn!r} refused: {reason}")
         return conn
@@ -690,7 +753,8 @@ class Directory:
 
     def _bind_anonymous(self, uri: str) -> ldap3.Connection:
         conn = self._connect(uri)
-        accepted = conn.bind(read_server_info=False)
+        with _closed_on_failure(conn):
+            accepted = conn.bind(read_server_info=False)
         if (trace := current()) is not None:
             trace.step("bind", "anonymously (no ldap.bind_dn): " + ("accepted" if accepted else "refused"))
         return conn
@@ -765,13 +829,23 @@ class Directory:
         how = "TLS (ldaps)" if uri.lower().startswith("ldaps:") else "StartTLS"
         if config.ignore_cert_errors:
             return f"{how}, the certificate NOT checked (ldap.ignore_cert_errors)"
-        return f"{how}, the certificate checked against " + (config.ca_file or "the system's CAs")
+        trusted = " and ".join(filter(None, [config.ca_file, config.ca_dir and f"the CAs in {config.ca_dir}"]))
+        ours = f", our certificate {config.client_cert} presented" if config.client_cert else ""
+        return f"{how}, the certificate checked against " + (trusted or "the system's CAs") + ours
 
     @staticmethod
     def _make_tls(config: LdapConfig) -> ldap3.Tls:
+        """Certificates checked against ca_file and the CAs of ca_dir (the system's without either); ours
+        presented when the directory asks for one (mutual TLS)."""
+        client: dict[str, Any] = {}
+        if config.client_cert:
+            client = {"local_certificate_file": config.client_cert, "local_private_key_file": config.client_key,
+                      "local_private_key_password": config.client_key_password.reveal()
+                      if config.client_key_password else None}
         if config.ignore_cert_errors:
-            return ldap3.Tls(validate=ssl.CERT_NONE)
-        return ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=config.ca_file)
+            return ldap3.Tls(validate=ssl.CERT_NONE, **client)
+        return ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=config.ca_file,
+                         ca_certs_data=ca_dir_pem(config.ca_dir) if config.ca_dir else None, **client)
 
 
 @dataclass(frozen=True, slots=True)
@@ -779,16 +853,20 @@ class _GroupSearch:
     """``ldap.group_search`` over one connection, paged: the GroupSearch a group type is given."""
 
     conn: ldap3.Connection
-    search: Search | None
+    searches: tuple[Search, ...]
     name_attr: str
     parents_attr: str | None = None  # traced only: an attribute naming each group's own groups
 
     def groups(self, clause: str) -> tuple[Group, ...]:
         # The configuration requires group_search with every group type that searches.
-        assert self.search is not None
-        search, name_attr, parents = self.search, self.name_attr, self.parents_attr
-        entries = self._all(search.base_dn, search.scope, f"(&{search.filter}{clause})",
-                            [name_attr, parents] if parents else [name_attr])
+        assert self.searches
+        name_attr, parents = self.name_attr, self.parents_attr
+        union: dict[str, tuple[str, dict[str, Any]]] = {}
+        for search in self.searches:  # of several, the union: a group two of them find counts once
+            for dn, attrs in self._all(search.base_dn, search.scope, f"(&{search.filter}{clause})",
+                                       [name_attr, parents] if parents else [name_attr]):
+                union.setdefault(normalize_dn(dn), (dn, attrs))
+        entries = list(union.values())
         if parents and (trace := current()) is not None:
             for dn, attrs in entries:
                 for parent in values(attrs, parents):
@@ -883,6 +961,19 @@ def _simple_bind(conn: ldap3.Connection, dn: str, password: bytes) -> bool:
         return bool(conn.bind(read_server_info=False))
     finally:
         conn.request = None  # ldap3's copy of the last request, password and all
+
+
+@contextlib.contextmanager
+def _closed_on_failure(conn: ldap3.Connection) -> Iterator[None]:
+    """A connection not yet kept is closed when its first bind fails in transit (a directory that
+    refuses our TLS session once it sees no client certificate): nobody else would close it."""
+    try:
+        yield
+    except TRANSPORT_ERRORS:
+        _unbind_quietly(conn)
+        with contextlib.suppress(Exception):
+            conn.socket.close()
+        raise
 
 
 def _unbind_quietly(conn: ldap3.Connection) -> None:
@@ -998,12 +1089,12 @@ def _found(entries: list[tuple[str, dict[str, Any]]]) -> str:
 def _how_groups_are_found(kind: GroupType, config: LdapConfig) -> str:
     if isinstance(kind, NoGroups):
         return "no ldap.group_type: the user is in no groups"
-    search = config.group_search
-    among = f" under {search.base_dn} ({search.scope}, {search.filter})" if search else ""
+    among = " under " + " and ".join(f"{s.base_dn} ({s.scope}, {s.filter})" for s in config.group_search) \
+        if config.group_search else ""
     name = f"ldap.group_type {kind.name}"
     if isinstance(kind, MemberOf):
         return f"{name}: the user entry's memberOf, direct groups only" + (
-            f", those under {search.base_dn}" if search else "")
+            ", those under " + " or ".join(s.base_dn for s in config.group_search) if config.group_search else "")
     if isinstance(kind, ActiveDirectory):
         return f"{name}: one search{among}; the server walks nested groups (matching rule {AD_MATCHING_RULE_IN_CHAIN})"
     if isinstance(kind, NestedMemberDN):

@@ -18,7 +18,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlencode
@@ -169,13 +169,23 @@ class Grant:
     refresh_token: str | None
 
 
+class Admission(Protocol):
+    """A source's group rules: the identity admitted as they make it, or AccountRefused."""
+
+    def __bool__(self) -> bool: ...
+
+    def admit(self, identity: Identity) -> Awaitable[Identity]: ...
+
+
 class Provider:
     """One configured provider: its metadata and keys, the code exchange, refresh and logout."""
 
     def __init__(self, config: OidcProvider, http: HttpClient, *, redirect_uri: str, leeway: float,
-                 clock: Callable[[], float] = time.time, metrics: Metrics = NO_METRICS) -> None:
+                 clock: Callable[[], float] = time.time, metrics: Metrics = NO_METRICS,
+                 policy: Admission | None = None) -> None:
         self.config = config
         self._metrics = metrics
+        self._policy = policy  # the provider's group rules (sidecar.policy.NamePolicy)
         self._refreshes = metrics.refreshes(config.name)
         self.name = config.name
         self.id = f"oidc:{config.name}"  # the identity source: sidecar.sources
@@ -262,6 +272,8 @@ class Provider:
         refresh = tokens.get("refresh_token")
         identity = identity_from_claims(claims, self.config.claims, self.config.allow, self.id,
                                         self.config.username_prefix)
+        if self._policy:
+            identity = await self._policy.admit(identity)
         return Grant(identity, refresh if isinstance(refresh, str) else None)
 
     async def _verified(self, id_token: str, nonce: str | None) -> dict[str, Any]:

@@ -9,21 +9,28 @@ groups read again after a restart, through whichever source signed it in.
 Password sources also check a username and password; :class:`Sources` asks them in the configured
 order. The next is asked only when one does not know the user or cannot be reached; a wrong
 password for a user a source knows ends the search.
+
+Several directories (``ldap:`` as a list) are asked in order, and a name none of them knows goes on
+to the next source. A directory that cannot answer (down, or an incomplete answer) ends the search
+through the directories: the ones after it are not asked, since the same name there may be somebody
+else. The users file is still asked (the seed's "fall back to built-in users in the event of a
+failure": its names are the operator's own); when it does not know the name either, the answer is
+the outage (503), never "no such user".
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar
 
 from sidecar.errors import AccountRefused, AuthError, DirectoryUnavailable, InvalidCredentials, UnknownUser
 from sidecar.identity import Identity
-from sidecar.ldap import Directory
+from sidecar.ldap import Directory, DirectoryUser
 from sidecar.local import LocalUsers
-from sidecar.policy import GroupPolicy
+from sidecar.policy import GroupPolicy, NamePolicy
 from sidecar.sessions import Session
 from sidecar.trace import current
 
@@ -54,11 +61,12 @@ async def _read_again(source: PasswordSource, session: Session) -> Session:
 
 
 class LdapSource:
-    id = "ldap"
+    """A directory; its identities' source is ``ldap``, or ``ldap:<name>`` of several."""
 
     def __init__(self, directory: Directory, policy: GroupPolicy) -> None:
         self.directory = directory
         self.policy = policy
+        self.id = directory.config.source_id
 
     async def check_password(self, username: str, password: str, admit: Admit | None = None) -> Identity:
         return self.policy.identity(await self.directory.check_password(username, password, admit))
@@ -66,18 +74,41 @@ class LdapSource:
     async def lookup(self, username: str) -> Identity:
         return self.policy.identity(await self.directory.lookup(username))
 
+    def unknown(self, username: str) -> Identity:
+        """The identity of a name this directory does not know, under its rules: no groups, no flags
+        (refused when its rules require a group)."""
+        return self.policy.identity(DirectoryUser(dn="", username=username, attributes={}, groups=()))
+
     async def renew(self, session: Session) -> Session:
         return await _read_again(self, session)
 
 
+def directory_lookup(directories: Sequence[LdapSource], wanted: str) -> Callable[[str], Awaitable[Identity]]:
+    """groups_from_directory: the identity the directory named ``wanted`` ("": each in order, the first
+    that knows the name) gives a name. One that cannot answer raises, and no later one is asked."""
+    chosen = [d for d in directories if not wanted or d.directory.config.name == wanted]
+
+    async def lookup(username: str) -> Identity:
+        for source in chosen:
+            try:
+                return await source.lookup(username)
+            except UnknownUser:
+                continue
+        return chosen[0].unknown(username)
+
+    return lookup
+
+
 class LocalSource:
-    """The users file. Hashing is slow on purpose, so it runs in this source's own threads."""
+    """The users file. Hashing is slow on purpose, so it runs in this source's own threads. Its
+    ``local_users`` group rules (and groups from the directory) apply to every user it vouches for."""
 
     id = "local"
 
-    def __init__(self, users: LocalUsers, threads: int = 2) -> None:
+    def __init__(self, users: LocalUsers, threads: int = 2, policy: NamePolicy | None = None) -> None:
         self.users = users
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="hash")
+        self._policy = policy
 
     async def check_password(self, username: str, password: str, admit: Admit | None = None) -> Identity:
         if admit is not None and (known := self.users.lookup(username)) is not None:
@@ -91,13 +122,13 @@ class LocalSource:
             if self.users.lookup(username) is None:  # fresh: verify has just re-read the file
                 raise UnknownUser(f"no local user {username!r}")
             raise InvalidCredentials(f"wrong password for local user {username!r}")
-        return self._allowed(user.identity(), user.is_active)
+        return await self._allowed(user.identity(), user.is_active)
 
     async def lookup(self, username: str) -> Identity:
         user = await self._run(self.users.lookup, username)  # it may re-read a changed file
         if user is None:
             raise UnknownUser(f"local user {username!r} is gone")
-        return self._allowed(user.identity(), user.is_active)
+        return await self._allowed(user.identity(), user.is_active)
 
     async def renew(self, session: Session) -> Session:
         return await _read_again(self, session)
@@ -105,11 +136,10 @@ class LocalSource:
     async def _run(self, function: Callable[..., T], *args: str) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
-    @staticmethod
-    def _allowed(identity: Identity, active: bool) -> Identity:
+    async def _allowed(self, identity: Identity, active: bool) -> Identity:
         if not active:
             raise AccountRefused(f"local user {identity.username} is not active")
-        return identity
+        return identity if not self._policy else await self._policy.admit(identity)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -125,19 +155,30 @@ class Sources:
 
     async def check_password(self, username: str, password: str, admit: Admit | None = None) -> Identity:
         passed_over: AuthError | None = None
+        outage: DirectoryUnavailable | None = None
         trace = current()
         for source in self.sources:
+            if outage is not None and isinstance(source, LdapSource):
+                # An earlier directory could not say whether the name is its user's: this one's
+                # user of that name may be somebody else.
+                if trace is not None:
+                    trace.step("source", f"{source.id} is not asked: an earlier directory could not answer")
+                continue
             if trace is not None:
                 trace.step("source", f"asking {source.id}")
             try:
                 return await source.check_password(username, password, admit)
             except (UnknownUser, DirectoryUnavailable) as exc:
                 passed_over = exc  # this source cannot say: ask the next one
+                if isinstance(exc, DirectoryUnavailable) and outage is None:
+                    outage = exc
                 if trace is not None:
                     more = "the next source is asked" if source is not self.sources[-1] else "no other source"
                     trace.step("source", f"{source.id} cannot say ({exc.reason}): {more}")
-        assert passed_over is not None
-        raise passed_over
+        # Nobody knows the name, but a directory could not answer: that is the answer (503), not "no such user".
+        failure = outage or passed_over
+        assert failure is not None
+        raise failure
 
 
 class Registry:

@@ -17,7 +17,7 @@ import yaml
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from sidecar.config import load_config, parse_config
+from sidecar.config import GROUP_TYPES, load_config, parse_config
 from sidecar.errors import ConfigError
 from sidecar.secrets import Secret
 
@@ -75,9 +75,9 @@ def test_every_problem_is_reported_at_once_with_its_path() -> None:
         "headers: header name 'x-mail' is used twice",
         "ldap.server_uri: expected ldap://HOST[:PORT] or ldaps://..., got 'http://x'",
         "ldap.user_search.filter: must contain %(user)s (the login name), got '(uid=bob)'",
-        "ldap.user_dn_template: set either user_search or user_dn_template, not both",
-        "ldap.group_type: must be one of group_of_names, nested_group_of_names, "
-        "group_of_unique_names, posix_group, member_of, active_directory, got 'weird'",
+        "ldap.user_dn_template: set either user_search or user_dn_template, not both (or refresh_dn_on_bind: "
+        "true: bind with the template, then find the entry with the search)",
+        f"ldap.group_type: must be one of {', '.join(GROUP_TYPES)}, got 'weird'",
         "ldap.cache_timeout: expected an integer, got a boolean True",
         "ldap.colour: unknown key",
     ]
@@ -197,8 +197,10 @@ def test_check_config_exits_2_listing_every_problem(tmp_path: Path) -> None:
 # Where a field's YAML key is not its name, and keys that set no field of their own.
 YAML_KEYS = {("ServerConfig", "host"): "listen", ("ServerConfig", "port"): "listen",
              ("MetricsConfig", "host"): "listen", ("MetricsConfig", "port"): "listen",
-             ("AccessRule", "allow"): "policy"}
+             ("AccessRule", "allow"): "policy", ("AccessRule", "queries"): "groups",
+             ("Config", "directories"): "ldap"}
 YAML_ONLY = {"AdminConfig": ("enabled",)}
+FLATTENED = ("GroupRules",)  # its keys are written in the section that holds it
 
 
 def documented_keys(cls: type, path: str = "") -> Iterator[tuple[str, str, tuple[str, ...]]]:
@@ -209,7 +211,12 @@ def documented_keys(cls: type, path: str = "") -> Iterator[tuple[str, str, tuple
     keys += [(key, bool) for key in YAML_ONLY.get(cls.__name__, ())]
     for key, hint in dict(keys).items():
         where = f"{path}.{key}" if path else key
-        nested = [(arg, suffix) for arg, suffix in _unwrap(hint) if dataclasses.is_dataclass(arg)]
+        # A group query (sidecar.queries) is a value, not a section of keys.
+        nested = [(arg, suffix) for arg, suffix in _unwrap(hint)
+                  if dataclasses.is_dataclass(arg) and getattr(arg, "__module__", "") != "sidecar.queries"]
+        if any(getattr(arg, "__name__", "") in FLATTENED for arg, _ in nested):
+            yield from documented_keys(nested[0][0], path)  # type: ignore[arg-type]
+            continue
         if not path:  # a section: a heading of the file, not a key to look up in the text
             yield where, "", ()
         else:
@@ -517,8 +524,7 @@ def test_a_typo_is_one_problem_with_a_suggestion(data: dict[str, Any], expected:
 @pytest.mark.parametrize(("ldap", "expected"), [
     # A value that cannot be used is reported; what its absence would imply is not.
     ({"group_type": "weird", "group_search": {"base_dn": "dc=x"}},
-     ["ldap.group_type: must be one of group_of_names, nested_group_of_names, group_of_unique_names, "
-      "posix_group, member_of, active_directory, got 'weird'"]),
+     [f"ldap.group_type: must be one of {', '.join(GROUP_TYPES)}, got 'weird'"]),
     ({"bind_dn": "cn=sa", "bind_password": {"env": "SIDECAR_SURELY_UNSET"}},
      ["ldap.bind_password: environment variable SIDECAR_SURELY_UNSET is not set"]),
     ({"group_type": 5, "require_group": "cn=a"}, ["ldap.group_type: expected a string, got an integer 5"]),
@@ -554,8 +560,10 @@ def test_enumerations_are_literals_of_the_same_strings() -> None:
         literal = next(a for a in (hint, *typing.get_args(hint)) if typing.get_origin(a) is typing.Literal)
         return typing.get_args(literal)
 
-    assert choices(c.LdapConfig, "group_type") == ("group_of_names", "nested_group_of_names", "group_of_unique_names",
-                                                   "posix_group", "member_of", "active_directory")
+    assert choices(c.LdapConfig, "group_type") == (
+        "group_of_names", "nested_group_of_names", "group_of_unique_names", "nested_group_of_unique_names",
+        "organizational_role", "nested_organizational_role", "member_dn", "nested_member_dn", "posix_group",
+        "member_of", "active_directory")
     assert choices(c.ServerConfig, "mode") == ("auth_request", "forward_auth")
     assert choices(c.LocalUsersConfig, "order") == ("ldap_first", "local_first")
     assert choices(c.Search, "scope") == ("base", "one", "subtree")

@@ -62,9 +62,10 @@ class FakeSearch:
 
 
 def config(group_type: str | None, **settings: Any) -> LdapConfig:
-    search = None if group_type in ("member_of", None) else Search(GROUPS)
+    search = () if group_type in ("member_of", None) else (Search(GROUPS),)
+    member_attr = "member" if group_type in ("member_dn", "nested_member_dn") else None
     fields: dict[str, Any] = {"server_uri": ("ldap://127.0.0.1",), "group_type": group_type,
-                              "group_search": search, **settings}
+                              "group_search": search, "member_attr": member_attr, **settings}
     return LdapConfig(**fields)
 
 
@@ -106,10 +107,13 @@ def test_no_group_type_is_no_groups_and_no_search() -> None:
 def test_the_settings_a_type_needs_come_from_the_configuration() -> None:
     nested = group_type_for(config("nested_group_of_names", max_nesting=3))
     assert isinstance(nested, NestedMemberDN) and nested.max_nesting == 3
-    member_of = group_type_for(config("member_of", group_search=Search("OU=Groups, DC=Example,DC=com")))
-    assert isinstance(member_of, MemberOf) and member_of.base == GROUPS.lower()
+    member_of = group_type_for(config("member_of", group_search=(Search("OU=Groups, DC=Example,DC=com"),)))
+    assert isinstance(member_of, MemberOf) and member_of.bases == (GROUPS.lower(),)
     without_base = group_type_for(config("member_of"))
-    assert isinstance(without_base, MemberOf) and without_base.base == ""
+    assert isinstance(without_base, MemberOf) and without_base.bases == ()
+    custom = group_type_for(config("nested_member_dn", member_attr="roleOccupant", max_nesting=4))
+    assert isinstance(custom, NestedMemberDN) and (custom.member_attr, custom.max_nesting) == ("roleOccupant", 4)
+    assert custom.clause("cn=x") == "(roleOccupant=cn=x)"
 
 
 def test_the_attributes_each_type_reads_on_the_user_entry() -> None:
@@ -118,6 +122,11 @@ def test_the_attributes_each_type_reads_on_the_user_entry() -> None:
         "group_of_names": (),
         "nested_group_of_names": (),
         "group_of_unique_names": (),
+        "nested_group_of_unique_names": (),
+        "organizational_role": (),
+        "nested_organizational_role": (),
+        "member_dn": (),
+        "nested_member_dn": (),
         "posix_group": ("uid", "gidNumber"),
         "member_of": ("memberOf",),
         "active_directory": (),

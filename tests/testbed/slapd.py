@@ -86,6 +86,7 @@ argsfile "$workdir/slapd.args"
 TLSCACertificateFile "$ca_file"
 TLSCertificateFile "$cert_file"
 TLSCertificateKeyFile "$key_file"
+$verify_client
 
 database mdb
 maxsize 104857600
@@ -156,11 +157,12 @@ class Slapd(ManagedProcess):
     stop_timeout = 5.0
     new_session = True
 
-    def __init__(self, workdir: Path, *, size_limit: int | None = None) -> None:
+    def __init__(self, workdir: Path, *, size_limit: int | None = None, require_client_cert: bool = False) -> None:
         """size_limit: slapd's sizelimit for dc=example,dc=com, and a pager account exempt from
         it when it pages (see LIMITS); None: slapd's defaults, the shared test directory's."""
         self.workdir = workdir.resolve()
         self.size_limit = size_limit
+        self.require_client_cert = require_client_cert  # TLS sessions need a certificate the test CA signed
         self.port = free_port()
         self.ldaps_port = free_port()
         while self.ldaps_port == self.port:  # two quick free_port() calls may agree
@@ -293,6 +295,7 @@ class Slapd(ManagedProcess):
         config.write_text(
             CONFIG.substitute(
                 limits=limits,
+                verify_client="TLSVerifyClient demand" if self.require_client_cert else "",
                 workdir=self.workdir,
                 ca_file=self.pki.ca_file,
                 cert_file=self.pki.cert_file,

@@ -21,6 +21,8 @@ class Pki:
     cert_file: Path  # server certificate for DNS:localhost and IP:127.0.0.1
     key_file: Path  # its private key, mode 0600
     other_ca_file: Path  # a CA that signed nothing here: trusting it alone must fail
+    client_cert_file: Path | None = None  # a client certificate the CA signed (mutual TLS), and its key
+    client_key_file: Path | None = None
 
 
 def make_pki(directory: Path) -> Pki:
@@ -36,11 +38,17 @@ def make_pki(directory: Path) -> Pki:
         cert_file=directory / "server.crt",
         key_file=directory / "server.key",
         other_ca_file=directory / "other-ca.crt",
+        client_cert_file=directory / "client.crt",
+        client_key_file=directory / "client.key",
     )
     _write_cert(pki.ca_file, ca_cert)
     _write_cert(pki.other_ca_file, other_ca_cert)
     _write_cert(pki.cert_file, server_cert)
     _write_key(pki.key_file, server_key)
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    assert pki.client_cert_file is not None and pki.client_key_file is not None
+    _write_cert(pki.client_cert_file, _make_client_cert(client_key, ca_key, ca_cert))
+    _write_key(pki.client_key_file, client_key)
     return pki
 
 
@@ -83,6 +91,18 @@ def _make_server_cert(
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+def _make_client_cert(
+    key: ec.EllipticCurvePrivateKey, ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate
+) -> x509.Certificate:
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "auth-sidecar")])
+    return (
+        _builder(subject, ca_cert.subject, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
 
