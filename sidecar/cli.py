@@ -35,6 +35,10 @@ COMMANDS = [
             "DN, the search and its entries, the groups and how they were found, the flags, the access "
             "verdict, and the exact headers /auth would answer with (or the refusal and its reason). The "
             "password is read without echo, or from standard input."),
+    Command("import-netbox", "importer", "print the ldap: section of a NetBox ldap_config.py",
+            "Read NetBox's ldap_config.py (django-auth-ldap's AUTH_LDAP_* settings) without executing it and print "
+            "the equivalent ldap: section, each key commented with the setting it came from, and a WARNING line "
+            "for each setting that has no equivalent, and why."),
     Command("admin", "admin", "talk to a running sidecar over its local socket",
             "Bans, sessions, reload and status of a running sidecar, through its admin socket "
             "(admin.socket, only its owner can open it)."),
