@@ -12,6 +12,8 @@
         "GROUP_SEPARATOR": "|",
         "CREATE_GROUPS": True,      # create groups named in the header that do not exist yet
         "SYNC_GROUPS": True,        # remove the user from groups the header does not name
+        "MIRROR_GROUPS": None,      # a list: only these groups are added and removed, others left alone
+        "MIRROR_GROUPS_EXCEPT": None,  # a list: these groups are never added or removed
         "STAFF_GROUPS": None,       # a list: is_staff = member of one of them (instead of the flag header)
         "SUPERUSER_GROUPS": None,   # a list: is_superuser likewise
         "ASSERTION": None,          # {"issuer", "audience", "jwks_url" or "jwks"}: require a signed identity
@@ -64,7 +66,8 @@ from sidecar.identity import Identity
 
 log = logging.getLogger("sidecar.contrib")
 
-KEYS = ("HEADERS", "GROUP_SEPARATOR", "CREATE_GROUPS", "SYNC_GROUPS", "STAFF_GROUPS", "SUPERUSER_GROUPS",
+KEYS = ("HEADERS", "GROUP_SEPARATOR", "CREATE_GROUPS", "SYNC_GROUPS", "MIRROR_GROUPS", "MIRROR_GROUPS_EXCEPT",
+        "STAFF_GROUPS", "SUPERUSER_GROUPS",
         "ASSERTION")
 # Where a request keeps its identity once read, so the middleware and the backend check it once.
 _CACHE = "_sidecar_identity"
@@ -80,6 +83,10 @@ class Options:
     sync_groups: bool = True
     staff_groups: frozenset[str] | None = None
     superuser_groups: frozenset[str] | None = None
+    # django-auth-ldap's AUTH_LDAP_MIRROR_GROUPS as a list, and MIRROR_GROUPS_EXCEPT: the groups the
+    # header speaks for; the application's other groups are left alone.
+    mirror_groups: frozenset[str] | None = None
+    mirror_groups_except: frozenset[str] = frozenset()
 
 
 @functools.cache
@@ -105,7 +112,8 @@ def load_options(raw: object) -> Options:
     flags = {key: raw.get(key, True) for key in ("CREATE_GROUPS", "SYNC_GROUPS")}
     problems += [f"{key}: must be True or False, got {value!r}" for key, value in flags.items()
                  if not isinstance(value, bool)]
-    group_lists = {key: raw.get(key) for key in ("STAFF_GROUPS", "SUPERUSER_GROUPS")}
+    group_lists = {key: raw.get(key) for key in ("STAFF_GROUPS", "SUPERUSER_GROUPS", "MIRROR_GROUPS",
+                                                 "MIRROR_GROUPS_EXCEPT")}
     problems += [f"{key}: must be None or a list of group names, got {value!r}"
                  for key, value in group_lists.items() if value is not None and not _names(value)]
     separator = raw.get("GROUP_SEPARATOR", "|")
@@ -122,9 +130,13 @@ def load_options(raw: object) -> Options:
         problems.append(f"ASSERTION: {exc}")
     if problems or names is None:
         raise ImproperlyConfigured("SIDECAR: " + "; ".join(problems))
-    staff, superuser = (None if value is None else frozenset(value) for value in group_lists.values())
+    if group_lists["MIRROR_GROUPS"] is not None and group_lists["MIRROR_GROUPS_EXCEPT"] is not None:
+        raise ImproperlyConfigured("SIDECAR: MIRROR_GROUPS and MIRROR_GROUPS_EXCEPT: set one of them")
+    staff, superuser, mirror, mirror_except = (None if value is None else frozenset(value)
+                                               for value in group_lists.values())
     return Options(IdentityReader(names, separator, verifier), create_groups=flags["CREATE_GROUPS"],
-                   sync_groups=flags["SYNC_GROUPS"], staff_groups=staff, superuser_groups=superuser)
+                   sync_groups=flags["SYNC_GROUPS"], staff_groups=staff, superuser_groups=superuser,
+                   mirror_groups=mirror, mirror_groups_except=mirror_except or frozenset())
 
 
 def _names(value: object) -> bool:
@@ -178,14 +190,30 @@ def sync_user(identity: Identity, user: Any = None) -> Any:
         return None
     wanted = _wanted_fields(model, identity, opts)
     if user is None:
-        lookup = {model.USERNAME_FIELD: identity.username}
-        user, created = model._default_manager.get_or_create(**lookup, defaults=wanted)
-        if not created:
+        user = _existing(model, identity.username)
+        if user is None:
+            lookup = {model.USERNAME_FIELD: identity.username}
+            user, created = model._default_manager.get_or_create(**lookup, defaults=wanted)
+            if not created:
+                _update(user, wanted)
+        else:
             _update(user, wanted)
     else:
         _update(user, wanted)
     _sync_groups(user, identity.groups, opts)
     return user
+
+
+def _existing(model: Any, username: str) -> Any:
+    """The account of this name, its case aside, as django-auth-ldap finds users (``__iexact``): ``Erin``
+    signs in to the ``erin`` it created. Of several accounts that differ only in case, the one spelt
+    exactly so, else none is chosen (a new one is not created either: get_or_create finds the exact one)."""
+    field = model.USERNAME_FIELD
+    found = list(model._default_manager.filter(**{f"{field}__iexact": username})[:8])
+    if len(found) == 1:
+        return found[0]
+    exact = [user for user in found if getattr(user, field) == username]
+    return exact[0] if exact else None
 
 
 def _wanted_fields(model: Any, identity: Identity, opts: Options) -> dict[str, Any]:
@@ -221,8 +249,8 @@ def _update(user: Any, wanted: Mapping[str, Any]) -> None:
 def _sync_groups(user: Any, names: tuple[str, ...], opts: Options) -> None:
     group_model: Any = user.groups.model
     limit = group_model._meta.get_field("name").max_length
-    wanted = [name for name in names if limit is None or len(name) <= limit]
-    current = {group.name: group for group in user.groups.all()}
+    wanted = [name for name in names if (limit is None or len(name) <= limit) and _mirrored(name, opts)]
+    current = {group.name: group for group in user.groups.all() if _mirrored(group.name, opts)}
     missing = [name for name in wanted if name not in current]
     if missing:
         found = {group.name: group for group in group_model._default_manager.filter(name__in=missing)}
@@ -236,6 +264,13 @@ def _sync_groups(user: Any, names: tuple[str, ...], opts: Options) -> None:
         stale = [group for name, group in current.items() if name not in set(wanted)]
         if stale:
             user.groups.remove(*stale)
+
+
+def _mirrored(name: str, opts: Options) -> bool:
+    """Whether the group header speaks for this group (MIRROR_GROUPS / MIRROR_GROUPS_EXCEPT)."""
+    if name in opts.mirror_groups_except:
+        return False
+    return opts.mirror_groups is None or name in opts.mirror_groups
 
 
 class SidecarBackend(RemoteUserBackend):
@@ -295,7 +330,8 @@ class SidecarMiddleware(RemoteUserMiddleware):
                 _log_out_header_session(request)
             return
         api_client = is_api_client(request)
-        if current.is_authenticated and current.get_username() == identity.username:
+        # The same account, its case aside (sync_user finds it so): no new login for Erin as erin.
+        if current.is_authenticated and current.get_username().lower() == identity.username.lower():
             sync_user(identity, current)
         else:
             if current.is_authenticated:
