@@ -269,7 +269,7 @@ def check_sidecar(block: Block, workdir: Path, monkeypatch: pytest.MonkeyPatch) 
     # What a fragment showing a section or two leans on: where the sign-in pages are, and a
     # directory (the parts of one a fragment of `ldap:` leaves out).
     data["server"] = {"public_url": "https://netbox.example.com/_sidecar", **data.get("server", {})}
-    if "local_users" not in data or "ldap" in data:
+    if ("local_users" not in data or "ldap" in data) and not isinstance(data.get("ldap"), list):
         ldap = data.setdefault("ldap", {})
         ldap.setdefault("server_uri", "ldaps://ldap.example.com")
         if "bind_password" in ldap:
