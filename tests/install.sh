@@ -36,7 +36,7 @@ test_packages=(
   apache2 lua-socket caddy haproxy                             # the other reverse proxies we ship files for
   systemd                                                      # systemd-analyze checks the unit file
   chromium fonts-dejavu-core                                   # a real browser for sign-in tests
-  wrk libldap2-dev libsasl2-dev                                # bench/: load, and the peer's LDAP build
+  wrk libldap2-dev libsasl2-dev                                # bench/: load; python-ldap (the peer, django-auth-ldap) builds
   iproute2                                                     # ip: the Samba DC brings up its own loopback
   postgresql redis-server libpq-dev                            # a real NetBox (tests/test_netbox.py); psycopg's C build
 )
