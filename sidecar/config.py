@@ -1530,16 +1530,21 @@ def _check_directories(directories: tuple[LdapConfig, ...], readers: list[_Reade
         if ldap.group_search:
             _check_group_dns(r, ldap)
     names = {d.name for d in directories}
-    asking = [("local_users", parts["local_users"].rules if parts["local_users"] else None)]
-    asking += [(f"oidc.providers[{i}]", p.rules) for i, p in enumerate(parts["oidc"].providers)]
-    asking += [(f"oidc.bearer[{i}]", b.rules) for i, b in enumerate(parts["oidc"].bearer)]
-    for path, rules in asking:
+    asking = [("local_users", parts["local_users"].rules if parts["local_users"] else None, "")]
+    asking += [(f"oidc.providers[{i}]", p.rules, p.username_prefix) for i, p in enumerate(parts["oidc"].providers)]
+    asking += [(f"oidc.bearer[{i}]", b.rules, b.username_prefix) for i, b in enumerate(parts["oidc"].bearer)]
+    for path, rules, prefix in asking:
         wanted = rules.groups_from_directory if rules is not None else None
         if wanted is None:
             continue
         reader = sections["local_users"] if path == "local_users" else sections["oidc"]
         key = "groups_from_directory" if path == "local_users" else \
             f"{path.removeprefix('oidc.')}.groups_from_directory"
+        if prefix:
+            # The directory's user of that name is somebody else: the prefix says these names are not its.
+            reader.problem(key, f"reads the groups of the directory's user of the same name, but username_prefix "
+                           f"{prefix!r} says this source's names are not the directory's: use "
+                           "shares_usernames: true instead (the provider is federated with the directory)")
         if not directories:
             reader.follow_on(key, "needs an ldap section to read the groups from", paths=("ldap",))
         elif wanted and wanted not in names:

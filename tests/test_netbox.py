@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import socket
 import textwrap
 import time
@@ -55,6 +56,7 @@ CSRF = "c" * 43  # the sidecar's forms accept a token the browser already holds 
 ADMIN, ADMIN_PASS = "nb-alice", "nb-alice-pass"
 USER, USER_PASS = "nb-bob", "nb-bob-pass"
 JOSE, JOSE_PASS = "nb-jose", "nb-jose-pass"
+ERIN, ERIN_PASS = "NB-Erin", "nb-erin-pass"  # the directory spells it in capitals; django-auth-ldap did not
 BREAK_GLASS, BREAK_GLASS_PASS = "netbox-admin", "example-only-password"  # examples/users.yaml
 
 
@@ -141,8 +143,10 @@ def people(slapd: Slapd) -> Iterator[None]:
     slapd.add_user(USER, USER_PASS, given_name="Bob", sn="User", mail="nb-bob@example.com",
                    groups=("active", "netbox-users"))
     slapd.add_user(JOSE, JOSE_PASS, given_name="José", sn="山田", mail="nb-jose@example.com")
+    slapd.add_user(ERIN, ERIN_PASS, given_name="Erin", sn="Upper", mail="nb-erin@example.com",
+                   groups=("active", "netbox-users"))
     yield
-    for uid in (ADMIN, USER, JOSE):
+    for uid in (ADMIN, USER, JOSE, ERIN):
         slapd.delete_user(uid)
 
 
@@ -286,6 +290,19 @@ def test_non_ascii_names(site: Site) -> None:
         assert (user["first_name"], user["last_name"]) == ("José", "山田")
     else:  # NetBox's own backend stores gunicorn's latin-1 reading of the UTF-8 bytes
         assert (user["first_name"], user["last_name"]) == (utf8("José"), utf8("山田"))
+
+
+def test_an_account_django_auth_ldap_made_is_the_one_a_capitalised_directory_name_signs_in_to(site: Site) -> None:
+    """django-auth-ldap created ``nb-erin`` for the directory's ``NB-Erin``; after the migration the
+    sidecar (ldap.username_case: lower, its default) signs her in to that account, never a second one."""
+    made = site.netbox.api("/api/users/users/", method="POST",
+                           body={"username": ERIN.lower(), "password": secrets.token_urlsafe(24)})
+    for typed in (ERIN, ERIN.lower(), ERIN.upper()):
+        netbox_json(site.get("/api/users/config/", [auth(typed, ERIN_PASS)]))
+    accounts = site.db.psql(f"SELECT id FROM users_user WHERE lower(username) = '{ERIN.lower()}'", site.database)
+    assert accounts.split() == [str(made["id"])]
+    erin = site.user(ERIN.lower())
+    assert erin is not None and (erin["first_name"], erin["email"]) == ("Erin", "nb-erin@example.com")
 
 
 def test_a_group_removed_in_the_directory_leaves_netbox_within_cache_timeout(site: Site, slapd: Slapd) -> None:
