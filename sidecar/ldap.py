@@ -67,6 +67,7 @@ from sidecar.config import LdapConfig, Search, ca_dir_pem
 from sidecar.entries import first, fold, matching_value, normalize_dn, rdn_value, values
 from sidecar.errors import (
     AccessDenied,
+    AccountRefused,
     AuthError,
     BindUnanswered,
     ConfigError,
@@ -118,6 +119,9 @@ AD_REASONS = {
     "773": "user must change password",
     "775": "account locked out",
 }
+# Sub-codes Active Directory gives only for the right password (775, locked out, comes for a wrong
+# one too): the account may not sign in, and the person at the keyboard is its owner (AccountRefused).
+RIGHT_PASSWORD_REFUSALS = frozenset({"530", "531", "532", "533", "701", "773"})
 # Failures of the server or the network, as opposed to answers from the server.
 TRANSPORT_ERRORS = (
     lx.LDAPSocketOpenError,
@@ -197,12 +201,16 @@ class ServerReport:
 
 def refusal_reason(result: Mapping[str, Any]) -> str:
     """Why the directory refused a bind, with Active Directory's sub-code spelled out."""
-    message = str(result.get("message") or "")
-    code = AD_SUB_CODE.search(message)
-    if code:
-        sub = code.group(1).lower()
+    sub = ad_sub_code(result)
+    if sub is not None:
         return f"{AD_REASONS.get(sub, 'refused')} (AD sub-code {sub})"
     return str(result.get("description") or "refused")
+
+
+def ad_sub_code(result: Mapping[str, Any]) -> str | None:
+    """Active Directory's sub-code of a refused bind (``data 533``), lower case; None elsewhere."""
+    code = AD_SUB_CODE.search(str(result.get("message") or ""))
+    return code.group(1).lower() if code else None
 
 
 class Directory:
@@ -785,6 +793,8 @@ class Directory:
             trace.step("bind", f"as {dn}: " + ("password accepted" if reason is None else f"refused: {reason}"))
         if reason is None:
             return conn
+        if ad_sub_code(conn.result or {}) in RIGHT_PASSWORD_REFUSALS:
+            raise AccountRefused(f"directory accepted the password for {dn} but refused the sign-in: {reason}")
         raise InvalidCredentials(f"directory refused the password for {dn}: {reason}")
 
     def _connect(self, uri: str) -> ldap3.Connection:

@@ -101,23 +101,27 @@ async def test_start_tls_with_ca_file(start: Any, ad: SambaDC) -> None:
     assert (await client.get("/auth", headers=basic("alice", "Passw0rd!Alice"))).status == 200
 
 
-@pytest.mark.parametrize(("user", "reason"), [
-    ("disabled-user", "account disabled (AD sub-code 533)"),
-    ("expired-user", "account expired (AD sub-code 701)"),
-    ("mustchange-user", "user must change password (AD sub-code 773)"),
-    ("locked-user", "account locked out (AD sub-code 775)"),
+@pytest.mark.parametrize(("user", "reason", "status"), [
+    # AD says these only for the right password: the owner is told the account may not sign in (403).
+    ("disabled-user", "account disabled (AD sub-code 533)", 403),
+    ("expired-user", "account expired (AD sub-code 701)", 403),
+    ("mustchange-user", "user must change password (AD sub-code 773)", 403),
+    # A locked account answers 775 to a wrong password too: it says nothing of the password.
+    ("locked-user", "account locked out (AD sub-code 775)", 401),
 ])
 async def test_refusal_sub_codes_are_logged_and_hidden_from_the_client(
-    start: Any, ad: SambaDC, caplog: pytest.LogCaptureFixture, user: str, reason: str
+    start: Any, ad: SambaDC, caplog: pytest.LogCaptureFixture, user: str, reason: str, status: int
 ) -> None:
     client = await start()
     with caplog.at_level(logging.INFO, logger="sidecar"):
         response = await client.get("/auth", headers=basic(user, ad.users[user]))
-    assert response.status == 401
+    assert response.status == status
     body = await response.text()
     assert "533" not in body and "775" not in body and "AD" not in body
     lines = [r.getMessage() for r in caplog.records if r.name == "sidecar.auth"]
     assert len(lines) == 1 and reason in lines[0], lines
+    wrong = await client.get("/auth", headers=basic(user, "not-the-password"))
+    assert wrong.status == 401  # a wrong password learns nothing of the account's state
 
 
 async def test_wrong_password_is_logged_as_such(start: Any, caplog: pytest.LogCaptureFixture) -> None:
