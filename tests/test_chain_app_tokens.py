@@ -10,10 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -21,17 +18,12 @@ import yaml
 
 from tests.conftest import group, ldap_settings, need
 from tests.testbed import ROOT, free_port
-from tests.testbed.apache import Apache
-from tests.testbed.caddy import Caddy
-from tests.testbed.haproxy import HAProxy
-from tests.testbed.nginx import Nginx, render_site
+from tests.testbed.proxies import BINARIES, PROXIES, mode, proxy_server
 from tests.testbed.rawhttp import SPOOFS, Headers, Response, identity_seen, send
 from tests.testbed.sidecar import SidecarProcess
 from tests.testbed.slapd import Slapd
 from tests.testbed.upstream import EchoApp, header_values
 
-PROXIES = ["nginx", "apache", "caddy", "haproxy"]
-BINARIES = {"nginx": "nginx", "apache": "apache2", "caddy": "caddy", "haproxy": "haproxy"}
 TOKEN = "Token 0123456789abcdef0123456789abcdef01234567"
 V2 = "Bearer nbt_sidecartest1.S3cretSidecarTestTokenValue0123456789abc"
 
@@ -50,16 +42,6 @@ class Chain:
         return send(self.port, path, headers)
 
 
-def proxy_server(proxy: str, workdir: Path, *, listen_port: int, sidecar_port: int,
-                 app_port: int) -> AbstractContextManager[Any]:
-    ports: dict[str, Any] = {"listen_port": listen_port, "sidecar_port": sidecar_port, "app_port": app_port}
-    if proxy == "nginx":
-        return Nginx(workdir, render_site(**ports))
-    if proxy == "apache":
-        return Apache(**ports)
-    if proxy == "caddy":
-        return Caddy(workdir, **ports)
-    return HAProxy(workdir, **ports)
 
 
 @pytest.fixture(scope="module", params=PROXIES)
@@ -71,7 +53,7 @@ def chain(request: pytest.FixtureRequest, slapd: Slapd, tmp_path_factory: pytest
     base = f"http://localhost:{listen_port}"
     config = {
         "server": {"listen": f"127.0.0.1:{sidecar_port}", "public_url": f"{base}/_sidecar",
-                   "mode": "forward_auth" if proxy == "caddy" else "auth_request"},
+                   "mode": mode(proxy)},
         "ldap": ldap_settings(slapd, user_flags_by_group={"is_active": group("active")}),
         "sessions": {"keys": [{"id": "k1", "secret": "t" * 40}], "secure": False, "default_redirect": f"{base}/"},
         "app_tokens": {"rules": [{"scheme": "Token", "paths": ["/api/"]},

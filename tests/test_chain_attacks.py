@@ -27,9 +27,7 @@ import json
 import posixpath
 import uuid
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlencode
 
@@ -41,17 +39,12 @@ from sidecar.contrib.headers import decode
 from tests.conftest import basic, group, ldap_settings, need
 from tests.django_project import need_module
 from tests.testbed import free_port
-from tests.testbed.apache import Apache
-from tests.testbed.caddy import Caddy
 from tests.testbed.gunicorn import Gunicorn
-from tests.testbed.haproxy import HAProxy
-from tests.testbed.nginx import Nginx, render_site
+from tests.testbed.proxies import BINARIES, PROXIES, mode, proxy_server
 from tests.testbed.rawhttp import SPOOFS, Headers, Response, exchange, raw_request, send, utf8
 from tests.testbed.sidecar import SidecarProcess
 from tests.testbed.slapd import Slapd
 
-PROXIES = ["nginx", "apache", "caddy", "haproxy"]
-BINARIES = {"nginx": "nginx", "apache": "apache2", "caddy": "caddy", "haproxy": "haproxy"}
 HOST = "app.test"
 ADMIN_HOST = "admin.app.test"
 EXTRA = "Remote-User-Department"  # headers.extra: department, from the directory's cn
@@ -225,7 +218,7 @@ def sidecar_config(proxy: str, slapd: Slapd, *, sidecar_port: int, listen_port: 
     return {
         # Caddy hands non-2xx answers to the client as they are: browsers need the 302 itself.
         "server": {"listen": f"127.0.0.1:{sidecar_port}", "public_url": f"{base}/_sidecar",
-                   "mode": "forward_auth" if proxy == "caddy" else "auth_request"},
+                   "mode": mode(proxy)},
         "ldap": ldap_settings(
             slapd,
             group_type="nested_group_of_names",
@@ -244,18 +237,6 @@ def sidecar_config(proxy: str, slapd: Slapd, *, sidecar_port: int, listen_port: 
     }
 
 
-def proxy_server(proxy: str, workdir: Path, *, listen_port: int, sidecar_port: int,
-                 app_port: int) -> AbstractContextManager[Any]:
-    ports = {"listen_port": listen_port, "sidecar_port": sidecar_port, "app_port": app_port}
-    # Each with the lines its README asks for per headers.extra name.
-    if proxy == "nginx":
-        return Nginx(workdir, render_site(listen_port=listen_port, sidecar_port=sidecar_port, app_port=app_port,
-                                          extra=[EXTRA], snippets=workdir / "snippets"))
-    if proxy == "apache":
-        return Apache(**ports, extra=[EXTRA])
-    if proxy == "caddy":
-        return Caddy(workdir, **ports, extra=[EXTRA])
-    return HAProxy(workdir, **ports, extra=[EXTRA])
 
 
 @pytest.fixture(scope="module")
@@ -275,7 +256,7 @@ def stack(request: pytest.FixtureRequest, slapd: Slapd, django: Gunicorn,
     sidecar_port, listen_port = free_port(), free_port()
     config = sidecar_config(proxy, slapd, sidecar_port=sidecar_port, listen_port=listen_port)
     with SidecarProcess(workdir, config) as sidecar:
-        with proxy_server(proxy, workdir / proxy, listen_port=listen_port, sidecar_port=sidecar_port,
+        with proxy_server(proxy, workdir / proxy, listen_port=listen_port, sidecar_port=sidecar_port, extra=[EXTRA],
                           app_port=django.port) as server:
             stack = Stack(proxy, listen_port, sidecar, django, server)
             for user in PASSWORDS:

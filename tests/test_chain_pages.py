@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,18 +24,13 @@ import pytest
 from sidecar.pages import public_files
 from tests.conftest import basic, need
 from tests.testbed import free_port
-from tests.testbed.apache import Apache
-from tests.testbed.caddy import Caddy
-from tests.testbed.haproxy import HAProxy
-from tests.testbed.nginx import Nginx, render_site
+from tests.testbed.proxies import BINARIES, PROXIES, mode, proxy_server
 from tests.testbed.rawhttp import Headers, Response, send
 from tests.testbed.sidecar import SidecarProcess
 from tests.testbed.upstream import EchoApp, header_values
 
 pytestmark = pytest.mark.server
 
-PROXIES = ["nginx", "apache", "caddy", "haproxy"]
-BINARIES = {"nginx": "nginx", "apache": "apache2", "caddy": "caddy", "haproxy": "haproxy"}
 # Built-in users: carol may not open /admin, dave's account is inactive, erin is for one test only.
 USERS = {"carol": ("carol-pass", True), "dave": ("dave-pass", False), "erin": ("erin-pass", True)}
 BROWSER = ("Accept", "text/html,application/xhtml+xml")
@@ -94,7 +88,7 @@ def sidecar_config(proxy: str, workdir: Path, *, sidecar_port: int, listen_port:
     return {
         # Caddy hands non-2xx answers to the client as they are: the 403 page comes with /auth's answer.
         "server": {"listen": f"127.0.0.1:{sidecar_port}", "public_url": f"{base}/_sidecar",
-                   "mode": "forward_auth" if proxy == "caddy" else "auth_request"},
+                   "mode": mode(proxy)},
         "local_users": {"file": str(users_file(workdir / "users.yaml"))},
         "access": {"rules": [{"path": "/admin", "policy": "deny"}]},
         "sessions": {"keys": [{"id": "k1", "secret": "s" * 40}], "secure": False, "default_redirect": f"{base}/"},
@@ -102,16 +96,6 @@ def sidecar_config(proxy: str, workdir: Path, *, sidecar_port: int, listen_port:
     }
 
 
-def proxy_server(proxy: str, workdir: Path, *, listen_port: int, sidecar_port: int,
-                 app_port: int) -> AbstractContextManager[Any]:
-    ports: dict[str, Any] = {"listen_port": listen_port, "sidecar_port": sidecar_port, "app_port": app_port}
-    if proxy == "nginx":
-        return Nginx(workdir, render_site(**ports))
-    if proxy == "apache":
-        return Apache(**ports)
-    if proxy == "caddy":
-        return Caddy(workdir, **ports)
-    return HAProxy(workdir, **ports)
 
 
 @pytest.fixture(scope="module", params=PROXIES)

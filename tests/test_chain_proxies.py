@@ -12,7 +12,6 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,16 +24,15 @@ from sidecar.contrib.assertion import AssertionVerifier
 from sidecar.contrib.headers import decode
 from tests.conftest import basic, group, ldap_settings, need
 from tests.testbed import free_port
-from tests.testbed.apache import Apache
-from tests.testbed.caddy import Caddy
 from tests.testbed.gunicorn import Gunicorn
-from tests.testbed.haproxy import HAProxy
+from tests.testbed.proxies import BINARIES, Proxy, mode, proxy_server
+from tests.testbed.proxies import PROXIES as ALL_PROXIES
 from tests.testbed.rawhttp import SPOOFS, Headers, Response, identity_seen, send
 from tests.testbed.sidecar import SidecarProcess
 from tests.testbed.slapd import Slapd
 from tests.testbed.upstream import Echo, EchoApp, header_values
 
-PROXIES = ["apache", "caddy", "haproxy"]
+PROXIES = [proxy for proxy in ALL_PROXIES if proxy != "nginx"]  # nginx: test_chain_nginx.py
 SIGNING_KEY = generate_key()
 VERIFIER = AssertionVerifier(issuer="https://sidecar.test", audience="app",
                              jwks=AssertionSigner([("k1", SIGNING_KEY)], issuer="https://sidecar.test",
@@ -42,7 +40,6 @@ VERIFIER = AssertionVerifier(issuer="https://sidecar.test", audience="app",
 PLAIN = {"user": "remote-user", "first_name": "remote-user-first-name", "last_name": "remote-user-last-name",
          "email": "remote-user-email", "groups": "remote-user-group", "is_staff": "remote-user-staff",
          "is_superuser": "remote-user-superuser"}
-BINARIES = {"apache": "apache2", "caddy": "caddy", "haproxy": "haproxy"}
 
 ALICE = {
     "remote-user": "alice",
@@ -72,7 +69,7 @@ class Chain:
     port: int
     app: EchoApp
     sidecar: SidecarProcess
-    server: Apache | Caddy | HAProxy
+    server: Proxy
 
     @property
     def base(self) -> str:
@@ -98,7 +95,7 @@ def sidecar_config(proxy: str, slapd: Slapd, *, sidecar_port: int, listen_port: 
     return {
         # Caddy hands non-2xx answers to the client as they are: browsers need the 302 itself.
         "server": {"listen": f"127.0.0.1:{sidecar_port}", "public_url": f"{base}/_sidecar",
-                   "mode": "forward_auth" if proxy == "caddy" else "auth_request"},
+                   "mode": mode(proxy)},
         "ldap": ldap_settings(
             slapd,
             group_type="nested_group_of_names",
@@ -117,14 +114,6 @@ def sidecar_config(proxy: str, slapd: Slapd, *, sidecar_port: int, listen_port: 
     }
 
 
-def proxy_server(proxy: str, workdir: Path, *, listen_port: int, sidecar_port: int,
-                 app_port: int) -> AbstractContextManager[Apache | Caddy | HAProxy]:
-    ports: dict[str, Any] = {"listen_port": listen_port, "sidecar_port": sidecar_port, "app_port": app_port}
-    if proxy == "apache":
-        return Apache(**ports)
-    if proxy == "caddy":
-        return Caddy(workdir, **ports)
-    return HAProxy(workdir, **ports)
 
 
 @pytest.fixture(scope="module", params=PROXIES)
