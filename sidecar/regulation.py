@@ -320,8 +320,9 @@ class Regulator:
         fleet = self._fleet
         if fleet is None:
             return
+        # Kept when the store is down: a failure written late still counts (its place expires anyway).
         fleet.spawn("settle", functools.partial(fleet.store.settle, ticket, list(budgets), outcome, self.rules),
-                    then=self._started_in_fleet)
+                    keep=outcome == "failed", then=self._started_in_fleet)
 
     def _started_in_fleet(self, found: object) -> None:
         for kind, value in found if isinstance(found, list) else []:

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from sidecar.config import StateConfig
@@ -126,8 +127,9 @@ return 0
 """
 
 
-def client_for(config: StateConfig) -> aioredis.Redis:
-    """The asyncio client ``state:`` describes: one Redis, or the master the sentinels name."""
+def client_for(config: StateConfig) -> tuple[aioredis.Redis, list[aioredis.Redis]]:
+    """The asyncio client ``state:`` describes: one Redis, or the master the sentinels name (then
+    with the sentinels' own clients, to be closed with it)."""
     password = config.password.reveal() if config.password is not None else None
     tls = config.url.startswith("rediss:")
     common: dict[str, Any] = {"username": config.username, "password": password, "db": config.database,
@@ -139,19 +141,21 @@ def client_for(config: StateConfig) -> aioredis.Redis:
             common["ssl_ca_certs"] = config.ca_file
     sentinel = config.sentinel
     if sentinel is None:
-        return aioredis.Redis.from_url(config.url, **{k: v for k, v in common.items() if k != "ssl"})
+        return aioredis.Redis.from_url(config.url, **{k: v for k, v in common.items() if k != "ssl"}), []
     sentinel_password = sentinel.password.reveal() if sentinel.password is not None else None
     sentinels = Sentinel(list(sentinel.addresses),  # type: ignore[no-untyped-call]
                          sentinel_kwargs={"password": sentinel_password, "socket_timeout": config.timeout,
                                           "socket_connect_timeout": config.connect_timeout},
                          **common)
     master: aioredis.Redis = sentinels.master_for(sentinel.master)
-    return master
+    return master, list(sentinels.sentinels)
 
 
 class RedisStore:
-    def __init__(self, client: aioredis.Redis, *, prefix: str, timeout: float) -> None:
+    def __init__(self, client: aioredis.Redis, *, prefix: str, timeout: float,
+                 others: list[aioredis.Redis] | None = None) -> None:
         self._client = client
+        self._others = others or []
         self._prefix = prefix
         self.timeout = timeout
         self._channel = prefix + "events"
@@ -165,12 +169,18 @@ class RedisStore:
 
     @classmethod
     def from_config(cls, config: StateConfig) -> RedisStore:
-        return cls(client_for(config), prefix=config.key_prefix, timeout=config.timeout)
+        client, others = client_for(config)
+        return cls(client, prefix=config.key_prefix, timeout=config.timeout, others=others)
 
     async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()`` within the timeout. A connection found closed (Redis restarted, a failover) is
+        tried once more at once, on a new one: every operation here is idempotent."""
         try:
             async with asyncio.timeout(self.timeout):
-                return await call()
+                try:
+                    return await call()
+                except RedisConnectionError:
+                    return await call()
         except TimeoutError:
             raise StoreUnavailable(f"{what}: no answer within {self.timeout:g} s") from None
         except (RedisError, OSError) as exc:
@@ -297,7 +307,8 @@ class RedisStore:
             await asyncio.sleep(RECONNECT_EVERY)
 
     async def close(self) -> None:
-        await _quietly(self._client.aclose())
+        for client in [self._client, *self._others]:
+            await _quietly(client.aclose())
 
 
 def _ms(seconds: float) -> int:
