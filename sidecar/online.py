@@ -15,8 +15,8 @@ words, and exit status 1 when a check fails:
 
 - the shared state store (``state.backend: redis``): reachable (through the sentinels when they are
   configured: which master they name), signed in, a version with what the scripts use (Redis 6.2),
-  allowed to run scripts and to write and read under ``state.key_prefix`` (an ACL that forbids it
-  would make every replica count alone), and its clock.
+  allowed to run scripts that read its clock (TIME) and to write and read under
+  ``state.key_prefix`` (an ACL that forbids it would make every replica count alone), and its clock.
 
 A clock further from ours than ``oidc.leeway`` fails: tokens would be refused as not yet valid or
 expired. The store's may be off by ``STORE_CLOCK`` at most: sign-outs expire by our clocks, bans
@@ -172,13 +172,15 @@ async def _store(config: Config) -> list[Check]:
             key = state.key_prefix + "check-config"
             try:
                 await client.set(key, "1", px=10_000)
-                ran = await client.eval("return redis.call('GET', KEYS[1])", 1, key)
+                # The scripts read the store's clock (TIME): an ACL must allow it, not only @scripting.
+                ran = await client.eval("redis.call('TIME') return redis.call('GET', KEYS[1])", 1, key)
                 await client.delete(key)
                 await client.publish(state.key_prefix + "events", "[]")
             except (RedisError, OSError) as exc:
                 checks.append((False, f"writing under {state.key_prefix!r} and running scripts: {exc}"))
             else:
-                checks.append((ran == "1", f"writes and reads under {state.key_prefix!r}, runs scripts, publishes"))
+                checks.append((ran == "1", f"writes and reads under {state.key_prefix!r}, runs scripts (TIME too), "
+                                           "publishes"))
             seconds, micros = await client.time()
             off = seconds + micros / 1e6 - time.time()
             checks.append((abs(off) <= STORE_CLOCK, f"clock: {off:+.1f} s from ours" + (

@@ -273,7 +273,7 @@ def test_the_state_store_is_checked_and_a_stopped_one_fails(tmp_path: Path) -> N
         assert f"state store {redis.url}" in result.stdout
         assert lines[0] == "ok    reachable (plain, no TLS), signed in"
         assert re.fullmatch(r"ok    version \d+\.\d+\.\d+", lines[1])
-        assert lines[2] == "ok    writes and reads under 'checked:', runs scripts, publishes"
+        assert lines[2] == "ok    writes and reads under 'checked:', runs scripts (TIME too), publishes"
         assert lines[3].startswith("ok    clock: ")
         with redis.client() as client:
             assert client.keys("checked:*") == []
