@@ -174,12 +174,13 @@ class Supervisor:
                     if not slot.running:
                         return 2  # the worker said why on standard error
                     await self._changed(slot)
-            if not self.stopping.is_set():
-                self._keepers = [asyncio.ensure_future(self._keep(slot)) for slot in self.slots]
-                notify("READY=1")
-                log.info("%d workers answering on %s:%d", len(self.slots), self.config.server.host,
-                         self.config.server.port, extra={"event": "start"})
-                await self.stopping.wait()
+            if self.stopping.is_set():
+                return 0  # stopped while starting: systemd was never told it was ready
+            self._keepers = [asyncio.ensure_future(self._keep(slot)) for slot in self.slots]
+            notify("READY=1")
+            log.info("%d workers answering on %s:%d", len(self.slots), self.config.server.host,
+                     self.config.server.port, extra={"event": "start"})
+            await self.stopping.wait()
             notify("STOPPING=1")
             log.info("stopping: the workers drain the requests in flight", extra={"event": "stop"})
         finally:

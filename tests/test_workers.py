@@ -256,6 +256,22 @@ def test_a_port_in_use_is_one_line_and_exit_2_before_any_worker(tmp_path: Path, 
         f"auth-sidecar: cannot listen on 127.0.0.1:{port}: Address already in use"], result.stderr
 
 
+def test_a_worker_s_metrics_port_in_use_is_one_line_and_exit_2(tmp_path: Path, slapd: Slapd,
+                                                               redis_server: RedisServer) -> None:
+    scrape = two_free_ports()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", scrape + 1))  # worker 1's
+        taken.listen()
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(settings(slapd, redis_server, free_port(),
+                                                metrics={"listen": f"127.0.0.1:{scrape}"})))
+        result = subprocess.run([sys.executable, "-m", "sidecar", "serve", "--config", str(path)],
+                                capture_output=True, text=True, cwd=ROOT, timeout=WAIT * 2)
+    assert result.returncode == 2, result
+    assert result.stderr.strip().splitlines() == [
+        f"auth-sidecar: cannot listen on 127.0.0.1:{scrape + 1} (metrics of worker 1): Address already in use"]
+
+
 def test_workers_is_fixed_at_start(tmp_path: Path, slapd: Slapd, redis_server: RedisServer) -> None:
     port = free_port()
     config = settings(slapd, redis_server, port)
