@@ -295,15 +295,16 @@ def _session(known: Known) -> dict[str, Any]:
 async def sessions(request: web.Request) -> web.Response:
     user = await _field(request, "user")
     index = _jar(request).index
-    found = index.sessions(user) if index is not None else []
-    return web.json_response({"user": user, "sessions": [_session(known) for known in found]})
+    found, whole = await index.everywhere(user) if index is not None else ([], True)
+    return web.json_response({"user": user, "sessions": [_session(known) for known in found],
+                              "scope": _scope(request.app[SERVER], whole)})
 
 
 async def revoke(request: web.Request) -> web.Response:
     user = await _field(request, "user")
     jar = _jar(request)
     index = jar.index
-    known = index.sessions(user) if index is not None else []
+    known, _ = await index.everywhere(user) if index is not None else ([], True)
     names = sorted({user, *(k.username for k in known)})
     sources = list(dict.fromkeys([*jar.sources.ids(), *(k.source for k in known)]))
     for source in sources:

@@ -169,10 +169,11 @@ def browser_sign_in(config: Config, writer: HeaderWriter, client_address: Client
                  for i, p in enumerate(config.oidc.providers)]
     registry = Registry([*found.sources, *providers])
     revocations = state.revocations(lifetime=sessions.lifetime)
+    index = state.session_index(lifetime=sessions.lifetime, idle_timeout=sessions.idle_timeout)
     if fleet is not None:
         revocations.share(fleet)
-    jar = SessionJar(codec, registry, keep_for=sessions.lifetime, revocations=revocations,
-                     index=state.session_index(lifetime=sessions.lifetime, idle_timeout=sessions.idle_timeout),
+        index.share(fleet)
+    jar = SessionJar(codec, registry, keep_for=sessions.lifetime, revocations=revocations, index=index,
                      metrics=state.metrics, fleet=fleet)
     landing = Landing(pages=pages, jar=jar, cookie=cookie, max_age=int(sessions.lifetime), path=public_path, csp=csp)
     sso = None

@@ -22,8 +22,9 @@ from sidecar.config import StateConfig
 from sidecar.errors import Throttled
 from sidecar.identity import Identity
 from sidecar.regulation import Regulator
+from sidecar.session_index import SessionIndex
 from sidecar.sessions import Revocations, Session
-from sidecar.store import Event, Revoked, Rules, Store
+from sidecar.store import Event, Revoked, Rules, Seen, Store
 from sidecar.store.fleet import Fleet
 from sidecar.store.memory import MemoryStore
 from sidecar.store.redis_store import RedisStore
@@ -219,6 +220,20 @@ async def test_a_lock_has_one_holder_and_an_expiry(views: tuple[Store, Store]) -
     await eventually(expired, "a lock past its time is free")
 
 
+async def test_sessions_noted_are_listed_by_any_spelling_and_bounded(views: tuple[Store, Store]) -> None:
+    a, b = views
+    now = time.time()
+    for n in range(4):
+        await a.note_session(Seen(f"s{n}", "Alice", "ldap", now, now + n, None if n else "192.0.2.1"), 60, 3)
+    found = sorted(await b.sessions_of("ALICE"))
+    assert [(s.id, s.username, s.client) for s in found] == [("s1", "Alice", None), ("s2", "Alice", None),
+                                                              ("s3", "Alice", None)]  # the least recent went
+    await b.forget_sessions("alice", "s2")
+    assert sorted(s.id for s in await a.sessions_of("alice")) == ["s1", "s3"]
+    await b.forget_sessions("alice")
+    assert await a.sessions_of("alice") == [] and await a.sessions_of("nobody") == []
+
+
 # -- the fleet's guarantees, through two regulators and two revocation lists --------------------------
 
 
@@ -311,3 +326,23 @@ async def test_a_sign_out_reaches_the_other_instance(fleets: tuple[Fleet, Fleet]
     late.share(Fleet(fleets[1].store, poll_every=5))
     await late._resync()
     assert late.is_revoked(mine) and late.is_revoked(theirs) and not late.is_revoked(session("dave", "s-d"))
+
+
+async def test_the_session_index_lists_the_sessions_of_every_instance(fleets: tuple[Fleet, Fleet]) -> None:
+    here, there = (SessionIndex(lifetime=3600, idle_timeout=600) for _ in range(2))
+    here.share(fleets[0])
+    there.share(fleets[1])
+    here.issued(session("alice", "s-here"), "192.0.2.1")
+    there.issued(session("alice", "s-there"), None)
+
+    async def both() -> bool:
+        return len((await there.everywhere("Alice"))[0]) == 2
+
+    await eventually(both, "both sessions listed")
+    here.forget("alice")
+
+    async def one_left() -> bool:
+        found, whole = await there.everywhere("alice")
+        return whole and [k.id for k in found] == ["s-there"]  # the other instance still knows its own
+
+    await eventually(one_left, "the forgotten sessions go")

@@ -92,6 +92,17 @@ class Revoked:
     id: str = ""
 
 
+class Seen(NamedTuple):
+    """One session as the fleet knows it, for ``auth-sidecar admin sessions`` (epoch seconds)."""
+
+    id: str
+    username: str
+    source: str
+    issued: float
+    last_seen: float
+    client: str | None
+
+
 # A change another instance made, as pub/sub carries it: ("ban", budget, seconds), ("lift", budget, 0),
 # ("revoke", Revoked).
 Event = tuple[Literal["ban", "lift"], Budget, float] | tuple[Literal["revoke"], Revoked]
@@ -127,6 +138,18 @@ class Store(Protocol):
         ...
 
     async def groups(self, user: User) -> Groups | None:
+        ...
+
+    async def note_session(self, seen: Seen, ttl: float, per_user: int) -> None:
+        """Remember a session of the user (the ``per_user`` last seen are kept), for ``ttl`` seconds."""
+        ...
+
+    async def sessions_of(self, username: str) -> list[Seen]:
+        """Every session noted for the user (any spelling: names are casefolded)."""
+        ...
+
+    async def forget_sessions(self, username: str, session_id: str | None = None) -> None:
+        """Forget one session of the user, or (None) all of them."""
         ...
 
     async def lock(self, name: str, ttl: float) -> str | None:

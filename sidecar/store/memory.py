@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from sidecar.store import Ban, Budget, Event, Groups, Listener, Outcome, Revoked, Rules, Spent, User
+from sidecar.store import Ban, Budget, Event, Groups, Listener, Outcome, Revoked, Rules, Seen, Spent, User
 
 
 @dataclass
@@ -31,6 +31,7 @@ class MemoryStore:
         self._revoked: dict[tuple[str, str, str], Revoked] = {}
         self._groups: dict[User, tuple[Groups, float]] = {}
         self._locks: dict[str, tuple[str, float]] = {}
+        self._seen: dict[str, tuple[dict[str, Seen], float]] = {}  # casefolded name -> (sessions, until)
         self._listeners: list[Listener] = []
 
     def _budget(self, budget: Budget, rules: Rules, now: float) -> _Budget:
@@ -114,6 +115,26 @@ class MemoryStore:
     async def groups(self, user: User) -> Groups | None:
         found = self._groups.get(user)
         return found[0] if found is not None and found[1] > self._clock() else None
+
+    async def note_session(self, seen: Seen, ttl: float, per_user: int) -> None:
+        key = seen.username.casefold()
+        held, until = self._seen.get(key, ({}, 0.0))
+        sessions = held if until > self._clock() else {}
+        sessions[seen.id] = seen
+        while len(sessions) > per_user:
+            del sessions[min(sessions.values(), key=lambda s: s.last_seen).id]
+        self._seen[key] = (sessions, self._clock() + ttl)
+
+    async def sessions_of(self, username: str) -> list[Seen]:
+        sessions, until = self._seen.get(username.casefold(), ({}, 0.0))
+        return list(sessions.values()) if until > self._clock() else []
+
+    async def forget_sessions(self, username: str, session_id: str | None = None) -> None:
+        key = username.casefold()
+        if session_id is None:
+            self._seen.pop(key, None)
+        elif key in self._seen:
+            self._seen[key][0].pop(session_id, None)
 
     async def lock(self, name: str, ttl: float) -> str | None:
         now = self._clock()

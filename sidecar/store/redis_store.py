@@ -30,7 +30,20 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from sidecar.config import StateConfig
-from sidecar.store import Ban, Budget, Event, Groups, Listener, Outcome, Revoked, Rules, Spent, StoreUnavailable, User
+from sidecar.store import (
+    Ban,
+    Budget,
+    Event,
+    Groups,
+    Listener,
+    Outcome,
+    Revoked,
+    Rules,
+    Seen,
+    Spent,
+    StoreUnavailable,
+    User,
+)
 
 log = logging.getLogger("sidecar.store")
 
@@ -121,6 +134,22 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return redis.call('ZRANGE', KEYS[1], now, '+inf', 'BYSCORE', 'WITHSCORES')
 """
 
+# KEYS: the user's sessions (a hash by id). ARGV: the id, the session (JSON, last seen 5th), ttl (ms), per user.
+NOTE_SESSION = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if redis.call('HLEN', KEYS[1]) > tonumber(ARGV[4]) then
+  local all, oldest, at = redis.call('HGETALL', KEYS[1]), nil, math.huge
+  for i = 1, #all, 2 do
+    local ok, seen = pcall(cjson.decode, all[i + 1])
+    local when = ok and tonumber(seen[5]) or 0
+    if when < at then oldest, at = all[i], when end
+  end
+  redis.call('HDEL', KEYS[1], oldest)
+end
+return 1
+"""
+
 UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -166,6 +195,7 @@ class RedisStore:
         self._revoke = client.register_script(REVOKE)
         self._read_revoked = client.register_script(REVOCATIONS)
         self._unlock = client.register_script(UNLOCK)
+        self._note_session = client.register_script(NOTE_SESSION)
 
     @classmethod
     def from_config(cls, config: StateConfig) -> RedisStore:
@@ -277,6 +307,33 @@ class RedisStore:
         except (ValueError, TypeError):
             log.warning("state store: unreadable group list for %s, ignored", user[1])
             return None
+
+    def _sessions_key(self, username: str) -> str:
+        return self._prefix + "sessions:" + username.casefold()
+
+    async def note_session(self, seen: Seen, ttl: float, per_user: int) -> None:
+        value = json.dumps(list(seen))
+        await self._call("note session", lambda: self._note_session(
+            keys=[self._sessions_key(seen.username)], args=[seen.id, value, _ms(ttl), per_user]))
+
+    async def sessions_of(self, username: str) -> list[Seen]:
+        found = await self._call("sessions", lambda: self._client.hgetall(self._sessions_key(username)))
+        sessions = []
+        for value in found.values():
+            try:
+                session_id, name, source, issued, last_seen, client = json.loads(value)
+                sessions.append(Seen(str(session_id), str(name), str(source), float(issued), float(last_seen),
+                                     None if client is None else str(client)))
+            except (ValueError, TypeError):
+                continue
+        return sessions
+
+    async def forget_sessions(self, username: str, session_id: str | None = None) -> None:
+        key = self._sessions_key(username)
+        if session_id is None:
+            await self._call("forget sessions", lambda: self._client.delete(key))
+        else:
+            await self._call("forget session", lambda: self._client.hdel(key, session_id))
 
     async def lock(self, name: str, ttl: float) -> str | None:
         token = secrets.token_hex(8)
