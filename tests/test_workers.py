@@ -168,6 +168,46 @@ def test_a_killed_worker_is_started_again_and_no_queued_connection_is_lost(
         assert fleet.process is not None and fleet.process.poll() is None
 
 
+def test_a_worker_that_keeps_dying_waits_longer_each_time(tmp_path: Path, slapd: Slapd,
+                                                           redis_server: RedisServer) -> None:
+    port = free_port()
+    with Fleet(tmp_path, settings(slapd, redis_server, port)) as fleet:
+        for _ in range(3):  # each killed as soon as it is started: a quick death every time
+            pid = fleet.workers()[1]
+            os.kill(pid, signal.SIGKILL)
+            until(lambda: fleet.workers()[1] != pid, "worker 1 started again")  # noqa: B023
+        delays = re.findall(r"worker 1 \(pid \d+\) exited with signal SIGKILL; starting it again in (\S+) s",
+                            fleet.log())
+        assert delays == ["0.5", "1", "2"], fleet.log()
+        with fleet.only(1):
+            assert get(port, ALICE)[0] == 200
+
+
+def test_a_sighup_while_a_worker_starts_reloads_it_once_it_is_ready(tmp_path: Path, slapd: Slapd,
+                                                                     redis_server: RedisServer) -> None:
+    """Before its handler is in place a SIGHUP would end a worker: the supervisor holds it back."""
+    port = free_port()
+    config = settings(slapd, redis_server, port)
+    with Fleet(tmp_path, config) as fleet:
+        assert fleet.process is not None
+        old = fleet.workers()[1]
+        os.kill(old, signal.SIGKILL)
+        until(lambda: fleet.workers()[1] != old, "worker 1 started again")
+        new = fleet.workers()[1]
+        os.kill(new, signal.SIGSTOP)  # held in its start (it takes far longer than this to be ready)
+        try:
+            config["server"]["realm"] = "reloaded"
+            fleet.config_file.write_text(yaml.safe_dump(config))
+            fleet.process.send_signal(signal.SIGHUP)
+            until(lambda: "reload: passing SIGHUP" in fleet.log(), "the supervisor passing the reload on")
+        finally:
+            os.kill(new, signal.SIGCONT)
+        for index in fleet.workers():
+            with fleet.only(index):
+                until(lambda: realm(port) == "reloaded", f"worker {index} reloaded")
+        assert fleet.workers()[1] == new and "exited with" not in fleet.log().split(f"(pid {new})", 1)[1]
+
+
 def test_sighup_reloads_every_worker(tmp_path: Path, slapd: Slapd, redis_server: RedisServer) -> None:
     port = free_port()
     config = settings(slapd, redis_server, port)
