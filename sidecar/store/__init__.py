@@ -160,6 +160,10 @@ class Store(Protocol):
         """Let ``name`` go, if ``token`` still holds it."""
         ...
 
+    async def revision(self) -> int:
+        """A number that changes with every ban, lift and revocation: what a poll compares."""
+        ...
+
     async def ping(self) -> None:
         ...
 

@@ -33,6 +33,7 @@ class MemoryStore:
         self._locks: dict[str, tuple[str, float]] = {}
         self._seen: dict[str, tuple[dict[str, Seen], float]] = {}  # casefolded name -> (sessions, until)
         self._listeners: list[Listener] = []
+        self._revision = 0
 
     def _budget(self, budget: Budget, rules: Rules, now: float) -> _Budget:
         found = self._budgets.setdefault(budget, _Budget())
@@ -149,6 +150,9 @@ class MemoryStore:
         if self._locks.get(name, ("", 0.0))[0] == token:
             del self._locks[name]
 
+    async def revision(self) -> int:
+        return self._revision
+
     async def ping(self) -> None:
         return None
 
@@ -164,5 +168,6 @@ class MemoryStore:
         return None
 
     def _tell(self, event: Event) -> None:
+        self._revision += 1
         for listener in list(self._listeners):
             listener(event)

@@ -10,6 +10,7 @@ that makes it, so no change is published without being stored or stored without 
 
 Every command is bounded by ``state.timeout``; a failure of any kind is :class:`StoreUnavailable`.
 The asyncio client reconnects by itself, so a Redis that returns is used again without a restart.
+A ``revision`` counter, raised by the same scripts, lets a poll see that nothing changed with one GET.
 Not for Redis Cluster: a script's keys may lie in different slots.
 """
 
@@ -70,15 +71,15 @@ end
 return {0, 0, 0, 0}
 """
 
-# KEYS: as RESERVE, then the events channel's name. ARGV: ticket, outcome, max_failures, window, ban
-# (ms), then each budget's kind and value (for the ban events).
+# KEYS: as RESERVE, then the events channel's name and the revision. ARGV: ticket, outcome,
+# max_failures, window, ban (ms), then each budget's kind and value (for the ban events).
 SETTLE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ticket, outcome = ARGV[1], ARGV[2]
 local max, window, ban = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local started = {}
-for i = 1, #KEYS - 1, 3 do
+for i = 1, #KEYS - 2, 3 do
   local n = (i + 2) / 3
   local kind, value = ARGV[4 + 2 * n], ARGV[5 + 2 * n]
   redis.call('ZREM', KEYS[i + 1], ticket)
@@ -91,7 +92,8 @@ for i = 1, #KEYS - 1, 3 do
       redis.call('SET', KEYS[i + 2], now, 'PX', ban)
       redis.call('DEL', KEYS[i])
       table.insert(started, n)
-      redis.call('PUBLISH', KEYS[#KEYS], cjson.encode({'ban', kind, value, ban / 1000}))
+      redis.call('INCR', KEYS[#KEYS])
+      redis.call('PUBLISH', KEYS[#KEYS - 1], cjson.encode({'ban', kind, value, ban / 1000}))
     end
   elseif outcome == 'succeeded' and kind == 'user' and not banned then
     redis.call('DEL', KEYS[i])
@@ -100,29 +102,32 @@ end
 return started
 """
 
-# KEYS: as RESERVE, then the events channel. ARGV: window (ms), then each budget's kind and value.
+# KEYS: as RESERVE, then the events channel and the revision. ARGV: window (ms), then each budget's
+# kind and value.
 LIFT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local found = {}
-for i = 1, #KEYS - 1, 3 do
+for i = 1, #KEYS - 2, 3 do
   local n = (i + 2) / 3
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - tonumber(ARGV[1]))
   local ban, failures = redis.call('PTTL', KEYS[i + 2]), redis.call('ZCARD', KEYS[i])
   if ban < 0 then ban = 0 end
   if ban > 0 or failures > 0 then table.insert(found, {n, ban, failures}) end
   redis.call('DEL', KEYS[i], KEYS[i + 2])
-  redis.call('PUBLISH', KEYS[#KEYS], cjson.encode({'lift', ARGV[2 * n], ARGV[2 * n + 1], 0}))
+  redis.call('INCR', KEYS[#KEYS])
+  redis.call('PUBLISH', KEYS[#KEYS - 1], cjson.encode({'lift', ARGV[2 * n], ARGV[2 * n + 1], 0}))
 end
 return found
 """
 
-# KEYS: revoked, events. ARGV: the member (JSON), when it expires (ms).
+# KEYS: revoked, events, the revision. ARGV: the member (JSON), when it expires (ms).
 REVOKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[1])
+redis.call('INCR', KEYS[3])
 redis.call('PUBLISH', KEYS[2], cjson.encode({'revoke', ARGV[1], ARGV[2]}))
 return 1
 """
@@ -189,6 +194,8 @@ class RedisStore:
         self.timeout = timeout
         self._channel = prefix + "events"
         self._revoked = prefix + "revoked"
+        self._revision = prefix + "revision"  # counts the changes a poll must read again: bans, lifts, sign-outs
+        self._tail = [self._channel, self._revision]
         self._reserve = client.register_script(RESERVE)
         self._settle = client.register_script(SETTLE)
         self._lift = client.register_script(LIFT)
@@ -240,7 +247,7 @@ class RedisStore:
             return []
         args: list[str | int] = [ticket, outcome, rules.max_failures, _ms(rules.window), _ms(rules.ban),
                                  *self._names(budgets)]
-        started = await self._call("settle", lambda: self._settle(keys=[*self._keys(budgets), self._channel],
+        started = await self._call("settle", lambda: self._settle(keys=[*self._keys(budgets), *self._tail],
                                                                   args=args))
         return [budgets[int(n) - 1] for n in started]
 
@@ -277,12 +284,13 @@ class RedisStore:
         if not budgets:
             return []
         args: list[str | int] = [_ms(rules.window), *self._names(budgets)]
-        found = await self._call("lift", lambda: self._lift(keys=[*self._keys(budgets), self._channel], args=args))
+        found = await self._call("lift", lambda: self._lift(keys=[*self._keys(budgets), *self._tail],
+                                                                                args=args))
         return [Ban(*budgets[int(n) - 1], int(ban) / 1000, int(failures)) for n, ban, failures in found]
 
     async def revoke(self, revoked: Revoked) -> None:
         member = _member(revoked)
-        await self._call("revoke", lambda: self._revoke(keys=[self._revoked, self._channel],
+        await self._call("revoke", lambda: self._revoke(keys=[self._revoked, *self._tail],
                                                         args=[member, _ms(revoked.expires)]))
 
     async def revocations(self) -> list[Revoked]:
@@ -343,6 +351,10 @@ class RedisStore:
 
     async def unlock(self, name: str, token: str) -> None:
         await self._call("unlock", lambda: self._unlock(keys=[self._prefix + "lock:" + name], args=[token]))
+
+    async def revision(self) -> int:
+        found = await self._call("revision", lambda: self._client.get(self._revision))
+        return int(found or 0)
 
     async def ping(self) -> None:
         await self._call("ping", self._client.ping)
