@@ -240,3 +240,24 @@ async def test_a_slow_redis_costs_at_most_the_timeout_and_falls_back(
             return await readyz(client) == "ready\n"
 
         await eventually(back, "the store answers again once it is fast")
+
+
+def store_operations(state: State) -> dict[str, float]:
+    registry = state.metrics.registry
+    assert registry is not None
+    return {f"{sample.labels['operation']} {sample.labels['outcome']}": sample.value
+            for family in registry.collect() if family.name == "auth_sidecar_state_store_operations"
+            for sample in family.samples if sample.name.endswith("_total")}
+
+
+async def test_the_cookie_path_asks_the_store_nothing(start: Start, redis_server: RedisServer) -> None:
+    client, state = await start(url=redis_server.url)
+    alice = await session_of(client, "alice", "alice-pass")
+    assert await cookie(client, alice) == 200
+    await asyncio.sleep(0.1)  # what the sign-in wrote in the background is written
+    before = store_operations(state)
+    assert before["reserve ok"] == 1 and before["note session ok"] == 1  # the sign-in's
+    answers = [await cookie(client, alice) for _ in range(200)]
+    after = store_operations(state)
+    assert set(answers) == {200}
+    assert {op for op in after if after[op] != before.get(op)} <= {"revision ok", "revocations ok", "bans ok"}
