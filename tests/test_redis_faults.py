@@ -186,7 +186,7 @@ async def test_a_sentinel_failover_while_requests_run_keeps_the_bans(start: Star
     need("redis-sentinel")
     with RedisFleet(tmp_path / "fleet") as fleet:
         sentinel = {"master": fleet.master_name, "addresses": fleet.sentinel_addresses}
-        client, _ = await start(url="redis://sentinel", sentinel=sentinel)
+        client, state = await start(url="redis://sentinel", sentinel=sentinel)
         alice = await session_of(client, "alice", "alice-pass")
         await fail_three_times(client, "jose")
 
@@ -198,10 +198,17 @@ async def test_a_sentinel_failover_while_requests_run_keeps_the_bans(start: Star
         answers: list[int] = []
         running = True
 
+        down: list[float] = []  # when a password check found the store unreachable (it went on locally)
+
         async def traffic() -> None:
+            n = 0
             while running:
                 answers.append(await cookie(client, alice))
                 answers.append(await status(client, **basic("jose", "jose-pass", "198.51.100.30")))
+                n += 1  # a wrong password for a name and from an address of its own: each asks the store
+                assert await status(client, **basic(f"nobody-{n}", "wrong", f"10.0.{n // 250}.{n % 250 + 1}")) == 401
+                if store_up(state) == 0:
+                    down.append(time.monotonic())
                 await asyncio.sleep(0.01)
 
         load = asyncio.ensure_future(traffic())
@@ -213,6 +220,9 @@ async def test_a_sentinel_failover_while_requests_run_keeps_the_bans(start: Star
             running = False
             await load
         assert answers and 500 not in answers and set(answers[::2]) == {200} and set(answers[1::2]) == {401}
+        # The figure for the README (printed, never asserted): how long password checks counted locally.
+        print(f"\nfailover: the store was unreachable for {down[-1] - down[0] if down else 0:.2f} s "
+              f"({len(down)} checks counted locally)")
         after, _ = await start(url="redis://sentinel", sentinel=sentinel)  # a new replica: only Redis knows
         assert await status(after, **basic("jose", "jose-pass", "198.51.100.31")) == 401
         await fail_three_times(after, "carol")  # the new master takes writes
