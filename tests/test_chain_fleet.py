@@ -1,6 +1,7 @@
 """A fleet through the real chain: nginx (deploy/nginx, one upstream of three sidecars, round robin)
 -> three `auth-sidecar serve` processes sharing one real redis-server (state.backend: redis) ->
-slapd, in front of gunicorn serving tests/django_project.
+slapd, in front of gunicorn serving tests/django_project. Redis runs deploy/kubernetes/redis.yaml's
+ACL and the sidecars sign in as its user: whatever the fleet needs of Redis, the shipped ACL allows.
 
 What one sidecar learns, the others enforce: a ban earned through one, a sign-out on one (the time
 it took to reach the others is printed, and recorded as the test's ``revocation_seconds``); a
@@ -24,11 +25,11 @@ import pytest
 
 from tests.conftest import basic, group, ldap_settings, need
 from tests.django_project import need_module
+from tests.test_deploy_fleet import ShippedAclRedis
 from tests.testbed import free_port
 from tests.testbed.gunicorn import Gunicorn
 from tests.testbed.nginx import Nginx, render_site
 from tests.testbed.rawhttp import Headers, Response, send
-from tests.testbed.redis import RedisServer
 from tests.testbed.sidecar import SidecarProcess
 from tests.testbed.slapd import Slapd
 
@@ -48,7 +49,7 @@ class Fleet:
     port: int  # nginx
     sidecars: list[SidecarProcess]
     django: Gunicorn
-    redis: RedisServer
+    redis: ShippedAclRedis
 
     @property
     def base(self) -> str:
@@ -100,7 +101,7 @@ class Fleet:
         return "\n".join(f"--- sidecar {i}\n{s.log()[-2000:]}" for i, s in enumerate(self.sidecars))
 
 
-def sidecar_config(slapd: Slapd, redis: RedisServer, *, port: int, listen_port: int) -> dict[str, Any]:
+def sidecar_config(slapd: Slapd, redis: ShippedAclRedis, *, port: int, listen_port: int) -> dict[str, Any]:
     base = f"http://localhost:{listen_port}"
     flags = {"is_active": group("active"), "is_staff": group("staff"), "is_superuser": group("superuser")}
     return {
@@ -109,7 +110,7 @@ def sidecar_config(slapd: Slapd, redis: RedisServer, *, port: int, listen_port: 
         # One key for the fleet: a cookie sealed by one is opened by every one.
         "sessions": {"keys": [{"id": "k1", "secret": "s" * 40}], "secure": False, "default_redirect": f"{base}/"},
         "regulation": {"max_failures": MAX_FAILURES, "ban": 600},
-        "state": {"backend": "redis", "url": redis.url, "key_prefix": f"fleet-{listen_port}:"},
+        "state": redis.state(),  # the shipped ACL's user, under its prefix (the default)
         "admin": {"enabled": False},
     }
 
@@ -129,7 +130,7 @@ def fleet(slapd: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fl
     workdir = tmp_path_factory.mktemp("chain-fleet")
     listen = free_port()
     with contextlib.ExitStack() as stack:
-        redis = stack.enter_context(RedisServer(workdir / "redis"))
+        redis = stack.enter_context(ShippedAclRedis(workdir / "redis"))
         django = stack.enter_context(Gunicorn(workdir / "django", free_port()))
         sidecars = []
         for index in range(REPLICAS):

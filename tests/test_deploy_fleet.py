@@ -8,6 +8,8 @@ store sends (scripts, scans, pipelines, pub/sub) and some it must not (FLUSHALL,
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,9 +18,10 @@ import pytest
 import yaml
 
 from sidecar.config import parse_config
-from tests.conftest import need
+from tests.conftest import ldap_settings, need
 from tests.testbed import ROOT
 from tests.testbed.redis import RedisServer
+from tests.testbed.slapd import Slapd
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 UNIT = ROOT / "deploy" / "systemd" / "auth-sidecar.service"
@@ -96,7 +99,10 @@ def test_the_acl_user_is_the_sidecar_s_limited_to_its_prefix(manifests: Document
     (line,) = [line for line in acl.splitlines() if line.startswith(f"user {state['username']} ")]
     rules = line.split()
     assert "on" in rules and f"~{prefix}*" in rules and f"&{prefix}*" in rules
-    assert rules.index("-@all") < rules.index("-@dangerous") == len(rules) - 1
+    # Everything taken away first, categories given back, the dangerous taken away again: only
+    # single commands (TIME, INFO) come after.
+    assert rules.index("-@all") < rules.index("-@dangerous")
+    assert all(not rule.startswith("+@") for rule in rules[rules.index("-@dangerous"):])
     password = next(rule[1:] for rule in rules if rule.startswith(">"))
     assert manifests[("Secret", "auth-sidecar")]["stringData"]["redis-password"] == password
 
@@ -125,29 +131,45 @@ def test_the_systemd_unit_signals_the_supervisor_alone_and_kills_the_rest_at_the
     assert float(found["TimeoutStopSec"].rstrip("s")) >= 40  # the workers' drain, and the supervisor's wait
 
 
+class ShippedAclRedis(RedisServer):
+    """A redis-server with deploy/kubernetes/redis.yaml's ACL: nobody as default, the sidecar's user
+    as shipped; ``username`` and ``password`` are what state: signs in with."""
+
+    username = "auth-sidecar"
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        acl = documents("redis.yaml")[("Secret", "auth-sidecar-redis")]["stringData"]["users.acl"]
+        (workdir / "users.acl").write_text(acl)
+        found = re.search(rf"^user {self.username} .*>(\S+)", acl, re.M)
+        assert found is not None, acl
+        self.acl_password = found.group(1)
+
+    def prepare(self) -> None:
+        super().prepare()
+        with (self.workdir / "redis.conf").open("a") as conf:
+            conf.write(f'aclfile "{self.workdir / "users.acl"}"\n')
+
+    def state(self) -> dict[str, Any]:
+        """A state: section signing in as the shipped user (the password from a file, as deployed)."""
+        secret = self.workdir / "redis-password"
+        secret.write_text(self.acl_password)
+        return {"backend": "redis", "url": self.url, "username": self.username, "password": {"file": str(secret)}}
+
+
 @pytest.mark.server
-def test_the_acl_allows_what_the_store_does_and_nothing_else(manifests: Documents, tmp_path: Path) -> None:
+def test_the_acl_allows_what_the_store_does_and_nothing_else(tmp_path: Path) -> None:
     """A real redis-server with the shipped ACL line: the store's kinds of command pass, others not."""
     need("redis-server")
-    acl = manifests[("Secret", "auth-sidecar-redis")]["stringData"]["users.acl"]
-    password = re.search(r">(\S+)", acl)
-    assert password is not None
-    (tmp_path / "users.acl").write_text(acl)
+    import redis
 
-    class WithAcl(RedisServer):
-        def prepare(self) -> None:
-            super().prepare()
-            with (self.workdir / "redis.conf").open("a") as conf:
-                conf.write(f'aclfile "{tmp_path / "users.acl"}"\n')
-
-    with WithAcl(tmp_path / "redis") as server:
-        import redis
-
-        client = redis.Redis(port=server.port, username="auth-sidecar", password=password.group(1),
+    with ShippedAclRedis(tmp_path / "redis") as server:
+        client = redis.Redis(port=server.port, username=server.username, password=server.acl_password,
                              socket_timeout=5)
-        script = client.register_script("redis.call('set', KEYS[1], ARGV[1], 'px', 60000); "
+        script = client.register_script("local t = redis.call('TIME'); "
+                                        "redis.call('set', KEYS[1], ARGV[1], 'px', 60000); "
                                         "redis.call('publish', 'auth-sidecar:events', 'x'); "
-                                        "return redis.call('zadd', KEYS[2], 1, 'a')")
+                                        "return redis.call('zadd', KEYS[2], t[1], 'a')")
         assert script(keys=["auth-sidecar:ban:user:x", "auth-sidecar:fail:user:x"], args=["1"]) == 1
         assert sorted(client.scan_iter(match="auth-sidecar:*")) == [b"auth-sidecar:ban:user:x",
                                                                     b"auth-sidecar:fail:user:x"]
@@ -155,16 +177,31 @@ def test_the_acl_allows_what_the_store_does_and_nothing_else(manifests: Document
         pipe.zcount("auth-sidecar:fail:user:x", 0, "+inf")
         pipe.pttl("auth-sidecar:ban:user:x")
         assert pipe.execute()[0] == 1
+        assert client.time() and client.info("server")["redis_version"]
         pubsub = client.pubsub()
         pubsub.subscribe("auth-sidecar:events")
         pubsub.close()
         for refused in (lambda: client.set("elsewhere", 1), client.flushall, lambda: client.config_get("*"),
-                        lambda: client.keys("*")):
+                        lambda: client.keys("*"), lambda: client.publish("elsewhere", "x")):
             with pytest.raises(redis.exceptions.NoPermissionError):
                 refused()
         with pytest.raises(redis.exceptions.AuthenticationError):
             redis.Redis(port=server.port, socket_timeout=5).set("auth-sidecar:x", 1)
         client.close()
+
+
+@pytest.mark.server
+def test_check_config_online_passes_through_the_shipped_acl(tmp_path: Path, slapd: Slapd) -> None:
+    """What `check-config --online` asks of the store (scripts reading TIME, writes, publishing,
+    the version, the clock) is what the shipped ACL allows."""
+    need("redis-server")
+    with ShippedAclRedis(tmp_path / "redis") as server:
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump({"ldap": ldap_settings(slapd), "state": server.state()}))
+        result = subprocess.run([sys.executable, "-m", "sidecar", "check-config", "--online", "--config",
+                                 str(config)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "runs scripts (TIME too)" in result.stdout + result.stderr
 
 
 def test_kubernetes_readme_lists_redis_yaml() -> None:
