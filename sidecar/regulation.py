@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from cachetools import TTLCache
 
 from sidecar.errors import Throttled
+from sidecar.logs import audit
 from sidecar.metrics import NO_METRICS, Metrics
 from sidecar.store import Ban, Budget, Event, Outcome, Rules, Spent, StoreUnavailable
 from sidecar.store.fleet import Fleet
@@ -225,21 +226,28 @@ class Regulator:
         fleet = self._fleet
         assert fleet is not None
         ticket.shared, ticket.loop = secrets.token_hex(12), loop
-        while True:
-            try:
-                spent = await fleet.call("reserve", functools.partial(fleet.store.reserve, ticket.shared, keys,
-                                                                      self.rules))
-            except StoreUnavailable:
-                return  # counted here only (Fleet said so once)
-            if spent is None:
-                ticket.budgets.extend(keys)
-                return
-            if spent.banned_for:
-                self._mirror((spent.kind, spent.value), spent.banned_for)
-            if not spent.busy or loop.time() >= end:
-                self.settle(ticket, "unknown")
-                raise Throttled(_fleet_reason(spent, self.wait))
-            await asyncio.sleep(BUSY_POLL)
+        # Held from before the call: a caller that leaves while it runs returns what it may have taken,
+        # and a failure counts in the fleet even when the store could not be asked first.
+        ticket.budgets.extend(keys)
+        try:
+            while True:
+                try:
+                    spent = await fleet.call("reserve", functools.partial(fleet.store.reserve, ticket.shared, keys,
+                                                                          self.rules))
+                except StoreUnavailable:
+                    return  # counted here only until the store is back (Fleet said so once)
+                if spent is None:
+                    return
+                if spent.banned_for:
+                    self._mirror((spent.kind, spent.value), spent.banned_for)
+                if not spent.busy or loop.time() >= end:
+                    ticket.budgets.clear()  # no place was taken there
+                    self.settle(ticket, "unknown")
+                    raise Throttled(_fleet_reason(spent, self.wait))
+                await asyncio.sleep(BUSY_POLL)
+        except asyncio.CancelledError:
+            self.settle(ticket, "unknown")  # the local places would otherwise be held for good
+            raise
 
     def admit_resolved(self, ticket: Ticket, username: str) -> None:
         """Also draw on the budget of the name as the directory spelled it (from any thread)."""
@@ -326,10 +334,10 @@ class Regulator:
 
     def _started_in_fleet(self, found: object) -> None:
         for kind, value in found if isinstance(found, list) else []:
-            log.warning("regulation: %s %r banned in the fleet for %g s after %d failures in %g s",
-                        kind, value, self.ban, self.max_failures, self.window,
-                        extra={"event": "ban", "user": value if kind == "user" else None,
-                               "client": value if kind == "client" else None, "reason": "fleet"})
+            why = f"{kind} {value!r} banned in the fleet for {self.ban:g} s after {self.max_failures} failures " \
+                  f"in {self.window:g} s"
+            log.warning("regulation: %s", why, extra=audit("ban", user=value if kind == "user" else None,
+                                                          client=value if kind == "client" else None, reason=why))
 
     # -- the fleet's bans, mirrored here ------------------------------------------------------------
 
