@@ -180,12 +180,13 @@ class Fleet:
         """Write what waited for the store, then read everything again (with ``if_changed``, only
         when the store's revision moved since the last time)."""
         pending, self._pending = self._pending, []
-        for index, (what, call) in enumerate(pending):
-            try:
+        written = 0
+        try:
+            for what, call in pending:
                 await self.call(what, call)
-            except StoreUnavailable:
-                self._pending[:0] = pending[index:]
-                raise
+                written += 1
+        finally:  # the store went away again, or the work was cancelled: what is left waits on
+            self._pending[:0] = pending[written:]
         revision = await self.call("revision", self.store.revision)  # before: a change while reading is read next time
         if if_changed and revision == self._revision:
             return

@@ -371,6 +371,8 @@ class RedisStore:
                         listener(event)
             except (StoreUnavailable, RedisError, OSError, TimeoutError) as exc:
                 log.debug("state store: subscription lost (%s), subscribing again", exc)
+            except Exception:  # a change that could not be read: the next resync reads it again
+                log.exception("state store: the subscription failed, subscribing again")
             finally:
                 await _quietly(pubsub.aclose())  # type: ignore[no-untyped-call]
             await asyncio.sleep(RECONNECT_EVERY)
