@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -25,8 +26,9 @@ from urllib.error import HTTPError
 import pytest
 import yaml
 
-from tests.conftest import ldap_settings, need
+from tests.conftest import PEOPLE, ldap_settings, need
 from tests.testbed import ROOT, free_port
+from tests.testbed.delay import DelayedDirectory
 from tests.testbed.redis import RedisServer
 from tests.testbed.sidecar import SidecarProcess
 from tests.testbed.slapd import Slapd
@@ -247,6 +249,36 @@ def test_sigterm_stops_every_worker_and_exits_0(tmp_path: Path, slapd: Slapd, re
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=5).close()
         assert "Traceback" not in fleet.log()
+
+
+def test_sigterm_lets_each_worker_finish_its_request_in_flight(tmp_path: Path, slapd: Slapd,
+                                                              redis_server: RedisServer) -> None:
+    port = free_port()
+    # Long enough for both requests to be on their way before the stop (they still finish if not).
+    with DelayedDirectory(slapd.port, delay=3.0, only_binds_under=PEOPLE) as far:
+        config = settings(slapd, redis_server, port)
+        config["ldap"]["server_uri"] = far.uri
+        with Fleet(tmp_path, config) as fleet:
+            assert fleet.process is not None
+            answered: list[int] = []
+
+            def ask(index: int, user: str) -> threading.Thread:
+                """alice's, then carol's, password check, held by the slow directory, on one worker each."""
+                credentials = base64.b64encode(f"{user}:{user}-pass".encode()).decode()
+                thread = threading.Thread(target=lambda: answered.append(
+                    get(port, {**ALICE, "Authorization": f"Basic {credentials}"})[0]))
+                with fleet.only(index):
+                    thread.start()
+                    until(lambda: far.binds_as(f"uid={user},{PEOPLE}") == 1, f"{user}'s bind on its way")
+                return thread
+
+            threads = [ask(0, "alice"), ask(1, "carol")]
+            fleet.process.send_signal(signal.SIGTERM)
+            for thread in threads:
+                thread.join(WAIT)
+            assert answered == [200, 200]
+            assert fleet.process.wait(timeout=WAIT * 2) == 0
+            assert fleet.log().count("stopping: draining") == 2 and "Traceback" not in fleet.log()
 
 
 def test_a_supervisor_killed_leaves_no_worker_behind(tmp_path: Path, slapd: Slapd,
