@@ -16,6 +16,12 @@ With --observed, basic-warm and cookie-warm are measured once more as pairs: a s
 its own nginx, both loaded at the same time (--rounds times), so that the one ratio compares the
 two under the same conditions.
 
+With --fleet, a private redis-server (tests/testbed/redis.py) and cookie-warm twice more: paired
+in the same way, `state.backend: memory` against `redis` (`-memory`, `-redis`); then with
+`backend: redis`, one worker against `server.workers: 2` (`-1-worker`, `-2-workers`), loaded in
+turns (--rounds times each, alternating), since two loads at once would share the cores the second
+worker is meant to use.
+
 The table is printed and written to bench/results.md. Every process is stopped at the end, also on
 Ctrl-C, SIGTERM or an error.
 """
@@ -50,6 +56,7 @@ sys.path.insert(0, str(ROOT))  # tests/testbed is imported from the work tree, n
 
 from tests.testbed import free_port, substitute, wait_for_port  # noqa: E402
 from tests.testbed.nginx import Nginx, render_site, static_app  # noqa: E402
+from tests.testbed.redis import RedisServer  # noqa: E402
 from tests.testbed.sidecar import SidecarProcess  # noqa: E402
 from tests.testbed.slapd import Slapd  # noqa: E402
 
@@ -81,6 +88,7 @@ BEARER_ISSUER = "https://issuer.bench.test"
 BEARER_TARGET = 0.15  # bearer-warm / ceiling
 PEER_TARGET = 15.0  # basic-warm / peer-cookie
 OBSERVED_TARGET = 0.95  # with metrics and JSON logs / without
+REDIS_TARGET = 0.90  # cookie-warm with state.backend: redis / memory
 
 
 # -- processes ------------------------------------------------------------------------------------
@@ -185,10 +193,14 @@ def sidecar_config(slapd: Slapd, port: int, *, cache: bool, sessions: bool = Fal
 
 @contextlib.contextmanager
 def sidecar_process(workdir: Path, slapd: Slapd, *, cache: bool, sessions: bool = False,
-                    extra: dict[str, object] | None = None, log_level: str | None = "warning") -> Iterator[Running]:
-    """One sidecar process (`python -m sidecar serve`). log_level None: the configuration's."""
+                    extra: dict[str, object] | None = None, log_level: str | None = "warning",
+                    server: dict[str, object] | None = None) -> Iterator[Running]:
+    """One sidecar process (`python -m sidecar serve`). log_level None: the configuration's; server:
+    keys added to its server: section."""
     port = free_port()
     config = {**sidecar_config(slapd, port, cache=cache, sessions=sessions), **(extra or {})}
+    if server:
+        config["server"] = {**config["server"], **server}  # type: ignore[dict-item]
     with SidecarProcess(workdir, config, log_level=log_level) as process:
         assert process.process is not None
         progress(f"sidecar pid {process.process.pid} on 127.0.0.1:{port}")  # for py-spy --pid
@@ -209,9 +221,18 @@ class Running:
     pid: int
 
     def cpu_seconds(self) -> float:
-        """User and system CPU time the process has used so far (/proc/PID/stat, fields 14 and 15)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User and system CPU time the process and its live children (a supervisor's workers) have
+        used so far (/proc/PID/stat, fields 14 and 15)."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        return sum(_cpu_seconds(int(pid)) for pid in [self.pid, *children])
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def sidecar_login(port: int) -> str:
@@ -551,6 +572,85 @@ def paired(bench: Bench, name: str, *, sessions: bool) -> list[Result]:
         return [combined(label, results) for label, results in runs.items()]
 
 
+def fleet(bench: Bench) -> list[Result]:
+    """cookie-warm with the state in Redis against in the process (paired, loaded at once), then one
+    worker against two (in turns), all against one private redis-server."""
+    with RedisServer(bench.dir("redis")) as redis:
+        def state(backend: str, label: str) -> dict[str, object]:
+            return {"state": {"backend": backend, "url": redis.url, "key_prefix": f"bench-{label}:"}}
+
+        results = paired_variants(bench, "cookie-warm", {"memory": state("memory", "memory"),
+                                                          "redis": state("redis", "redis")})
+        with contextlib.ExitStack() as stack:
+            paths: dict[str, tuple[int, dict[str, str], Running]] = {}
+            for label, workers in (("cookie-warm-1-worker", 1), ("cookie-warm-2-workers", 2)):
+                extra = {**state("redis", label), "server": {"workers": workers}}
+                paths[label] = stack.enter_context(behind_nginx(bench, label, extra=extra, log_level="info",
+                                                                workers=workers))
+            runs: dict[str, list[Result]] = {label: [] for label in paths}
+            for round_ in range(1, bench.args.rounds + 1):
+                for label, (listen, headers, running) in paths.items():
+                    progress(f"{label}, round {round_}: wrk {bench.args.duration}s, "
+                             f"{bench.args.connections} connections")
+                    used = running.cpu_seconds()
+                    result = wrk(label, listen, headers, bench.args, ())
+                    cpu = (running.cpu_seconds() - used) / max(1, result.requests) * 1e6
+                    runs[label].append(result := dataclasses.replace(result, cpu_us=cpu))
+                    progress(f"{label}: {result.rps:,.0f} req/s, p99 {result.p99_ms:.2f} ms, "
+                             f"sidecar CPU {result.cpu_us:.1f} µs/request, {result.errors} errors")
+            results += [combined(label, found) for label, found in runs.items()]
+    return results
+
+
+@contextlib.contextmanager
+def behind_nginx(bench: Bench, label: str, *, extra: dict[str, object], log_level: str | None,
+                 workers: int = 1) -> Iterator[tuple[int, dict[str, str], Running]]:
+    """A cookie-warm path: a sidecar (or a supervisor of ``workers``) signed in to, behind its own
+    nginx, checked; yields nginx's port, the headers and the sidecar."""
+    workdir = bench.dir(label)
+    server = extra.get("server", {})
+    assert isinstance(server, dict)
+    with sidecar_process(workdir, bench.slapd, cache=True, sessions=True, log_level=log_level,
+                         extra={k: v for k, v in extra.items() if k != "server"}, server=server) as running:
+        if workers > 1:
+            wait_for_log(workdir / "sidecar.log", f"{workers} workers answering")
+        headers = {"Cookie": f"{SESSION_COOKIE}={sidecar_login(running.port)}"}
+        listen, app = distinct_ports(2)
+        site = render_site(listen_port=listen, sidecar_port=running.port, app_port=app)
+        with nginx(workdir / "nginx", bench.site(site, app)):
+            check(label, listen, headers)
+            yield listen, headers, running
+
+
+def wait_for_log(log: Path, text: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while text not in (log.read_text(errors="replace") if log.exists() else ""):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{log}: no {text!r} within {START_TIMEOUT:g} s:\n{tail(log)}")
+        time.sleep(0.05)
+
+
+def paired_variants(bench: Bench, name: str, variants: dict[str, dict[str, object]]) -> list[Result]:
+    """name once per variant (extra configuration), all up and loaded at once, --rounds times."""
+    with contextlib.ExitStack() as stack:
+        paths = {f"{name}-{variant}": stack.enter_context(behind_nginx(bench, f"{name}-{variant}", extra=extra,
+                                                                       log_level="warning"))
+                 for variant, extra in variants.items()}
+        runs: dict[str, list[Result]] = {label: [] for label in paths}
+        for round_ in range(1, bench.args.rounds + 1):
+            progress(f"{name} {' and '.join(variants)} at once, round {round_}: wrk {bench.args.duration}s, "
+                     f"{bench.args.connections} connections each")
+            used = {label: running.cpu_seconds() for label, (_, _, running) in paths.items()}
+            results = wrk_together({label: (listen, headers) for label, (listen, headers, _) in paths.items()},
+                                   bench.args)
+            for label, result in results.items():
+                cpu = (paths[label][2].cpu_seconds() - used[label]) / max(1, result.requests) * 1e6
+                runs[label].append(result := dataclasses.replace(result, cpu_us=cpu))
+                progress(f"{label}: {result.rps:,.0f} req/s, p99 {result.p99_ms:.2f} ms, "
+                         f"sidecar CPU {result.cpu_us:.1f} µs/request, {result.errors} errors")
+        return [combined(label, found) for label, found in runs.items()]
+
+
 def peer_cookie(bench: Bench, venv: Path) -> Result:
     workdir = bench.dir("peer-cookie")
     with peer(workdir, venv, bench.slapd) as peer_port:
@@ -578,6 +678,8 @@ def run(args: argparse.Namespace) -> list[Result]:
                        basic(bench, "basic-nocache", cache=False), *cookie(bench), bearer(bench)]
             if args.observed:
                 results += [*paired(bench, "basic-warm", sessions=False), *paired(bench, "cookie-warm", sessions=True)]
+            if args.fleet:
+                results += fleet(bench)
             if venv is not None:
                 results.append(peer_cookie(bench, venv))
     return results
@@ -615,6 +717,17 @@ def ratios(results: list[Result]) -> list[str]:
                          f"(target ≥ {OBSERVED_TARGET:.0%}: {verdict(share >= OBSERVED_TARGET)}); the sidecar's CPU "
                          f"per request {plain.cpu_us:.1f} µs without, {watched.cpu_us:.1f} µs with: "
                          f"**{plain.cpu_us / watched.cpu_us:.1%}** as many requests per CPU second")
+    memory, redis = by_name.get("cookie-warm-memory"), by_name.get("cookie-warm-redis")
+    if memory is not None and redis is not None:
+        share = redis.rps / memory.rps
+        lines.append(f"- cookie-warm with state.backend redis / memory (paired, same run): **{share:.1%}** "
+                     f"(target ≥ {REDIS_TARGET:.0%}: {verdict(share >= REDIS_TARGET)}); the sidecar's CPU per "
+                     f"request {memory.cpu_us:.1f} µs with memory, {redis.cpu_us:.1f} µs with redis")
+    one, two = by_name.get("cookie-warm-1-worker"), by_name.get("cookie-warm-2-workers")
+    if one is not None and two is not None:
+        lines.append(f"- cookie-warm with 2 workers / 1 (backend redis, in turns): **{two.rps / one.rps:.2f}×** "
+                     f"the requests per second; CPU per request {one.cpu_us:.1f} µs with 1, {two.cpu_us:.1f} µs "
+                     f"with 2 (supervisor and workers); p99 {one.p99_ms:.2f} ms and {two.p99_ms:.2f} ms")
     paced = by_name["cookie-paced"]
     met = verdict(paced.p99_ms <= PACED_P99_TARGET)
     lines.append(f"- cookie-paced at {paced.rps:,.0f} req/s: p99 **{paced.p99_ms:.2f} ms** "
@@ -658,8 +771,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--observed", action="store_true",
                         help="also measure basic-warm and cookie-warm with metrics and JSON logs against without, "
                              "both sidecars loaded at once")
+    parser.add_argument("--fleet", action="store_true",
+                        help="also measure cookie-warm with state.backend redis against memory (both loaded at once), "
+                             "and 1 worker against 2 (in turns), with a private redis-server")
     parser.add_argument("--rounds", type=bounded(1, 10), default=3, metavar="N",
-                        help="--observed: how many times each pair is loaded, 1-10 (default 3)")
+                        help="--observed, --fleet: how many times each pair is loaded, 1-10 (default 3)")
     return parser.parse_args(argv)
 
 

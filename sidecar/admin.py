@@ -247,18 +247,28 @@ async def status(request: web.Request) -> web.Response:
 async def bans(request: web.Request) -> web.Response:
     server = request.app[SERVER]
     regulator = server.state.current_regulator
+    found, whole = await regulator.fleet_bans() if regulator is not None else ([], True)
     now = time.time()
-    listed = [_ban(ban, now) for ban in regulator.bans()] if regulator is not None else []
     settings = ({"max_failures": regulator.max_failures, "window": regulator.window, "ban": regulator.ban}
                 if regulator is not None else None)
     return web.json_response({"regulation": server.config.regulation.enabled, "settings": settings,
-                              "bans": listed})
+                              "bans": [_ban(ban, now) for ban in found], "scope": _scope(server, whole)})
+
+
+def _scope(server: Server, whole: bool) -> str:
+    """Whom an answer covers: this process, the fleet, or only this process as the store is down."""
+    if server.state.current_fleet is None:
+        return "this instance"
+    return "fleet" if whole else "this instance (the state store did not answer)"
 
 
 async def unban(request: web.Request) -> web.Response:
     target = await _field(request, "name")
-    regulator = request.app[SERVER].state.current_regulator
-    lifted = regulator.lift(target) if regulator is not None else []
+    server = request.app[SERVER]
+    regulator = server.state.current_regulator
+    lifted, whole = await regulator.lift_everywhere(target) if regulator is not None else ([], True)
+    if not whole:
+        log.warning("admin: the state store did not answer: %r is lifted on this instance only", target)
     if not lifted:
         raise _Refused(404, f"no ban and no failures for {target!r}")
     now = time.time()
@@ -267,7 +277,7 @@ async def unban(request: web.Request) -> web.Response:
         log.info("admin: lifted the ban and failures of %s %r", kind, ban.value,
                     extra={"event": "unban", "reason": "admin", **({"user": ban.value} if kind == "user"
                                                                    else {"client": ban.value})})
-    return web.json_response({"lifted": [_ban(ban, now) for ban in lifted]})
+    return web.json_response({"lifted": [_ban(ban, now) for ban in lifted], "scope": _scope(server, whole)})
 
 
 def _jar(request: web.Request) -> SessionJar:
@@ -285,15 +295,16 @@ def _session(known: Known) -> dict[str, Any]:
 async def sessions(request: web.Request) -> web.Response:
     user = await _field(request, "user")
     index = _jar(request).index
-    found = index.sessions(user) if index is not None else []
-    return web.json_response({"user": user, "sessions": [_session(known) for known in found]})
+    found, whole = await index.everywhere(user) if index is not None else ([], True)
+    return web.json_response({"user": user, "sessions": [_session(known) for known in found],
+                              "scope": _scope(request.app[SERVER], whole)})
 
 
 async def revoke(request: web.Request) -> web.Response:
     user = await _field(request, "user")
     jar = _jar(request)
     index = jar.index
-    known = index.sessions(user) if index is not None else []
+    known, _ = await index.everywhere(user) if index is not None else ([], True)
     names = sorted({user, *(k.username for k in known)})
     sources = list(dict.fromkeys([*jar.sources.ids(), *(k.source for k in known)]))
     for source in sources:
@@ -302,7 +313,10 @@ async def revoke(request: web.Request) -> web.Response:
     ended = index.forget(user) if index is not None else []
     log.info("admin: signed out %r everywhere (sources %s)", user, ", ".join(sources),
                 extra={"event": "sign_out_everywhere", "user": user, "reason": "admin"})
-    return web.json_response({"user": user, "names": names, "sources": sources, "known_sessions": len(ended)})
+    fleet = request.app[SERVER].state.current_fleet
+    # The marks go to the fleet's store in the background, and wait there for it if it is down.
+    return web.json_response({"user": user, "names": names, "sources": sources, "known_sessions": len(ended),
+                              "scope": _scope(request.app[SERVER], fleet is None or fleet.up)})
 
 
 async def reload(request: web.Request) -> web.Response:

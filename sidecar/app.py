@@ -133,6 +133,8 @@ def passwords(config: Config, writer: HeaderWriter, client_address: ClientAddres
     regulator = (state.regulator(max_failures=regulation.max_failures, window=regulation.window,
                                  ban=regulation.ban, remember=max(cache_ttl, regulation.window))
                  if regulation.enabled else None)
+    if regulator is not None and (fleet := state.fleet(config.state)) is not None:
+        regulator.share(fleet)
     found.verifier = PasswordVerifier(Sources(present), cache, writer, regulator)
     if config.server.basic_auth:
         feature.authenticators.append(BasicAuthenticator(found.verifier, client_address))
@@ -161,14 +163,18 @@ def browser_sign_in(config: Config, writer: HeaderWriter, client_address: Client
     csp = _csp(hosts, sessions.redirect_domains, schemes,
                [p.issuer for p in config.oidc.providers if p.logout and p.issuer])
     redirect_uri = public_url + config.oidc.callback_path
+    fleet = state.fleet(config.state)
     providers = [Provider(p, http, redirect_uri=redirect_uri, leeway=config.oidc.leeway, metrics=state.metrics,
-                          policy=found.policy(p.rules, f"oidc.providers[{i}]", p.username_prefix))
+                          policy=found.policy(p.rules, f"oidc.providers[{i}]", p.username_prefix), fleet=fleet)
                  for i, p in enumerate(config.oidc.providers)]
     registry = Registry([*found.sources, *providers])
-    jar = SessionJar(codec, registry, keep_for=sessions.lifetime,
-                     revocations=state.revocations(lifetime=sessions.lifetime),
-                     index=state.session_index(lifetime=sessions.lifetime, idle_timeout=sessions.idle_timeout),
-                     metrics=state.metrics)
+    revocations = state.revocations(lifetime=sessions.lifetime)
+    index = state.session_index(lifetime=sessions.lifetime, idle_timeout=sessions.idle_timeout)
+    if fleet is not None:
+        revocations.share(fleet)
+        index.share(fleet)
+    jar = SessionJar(codec, registry, keep_for=sessions.lifetime, revocations=revocations, index=index,
+                     metrics=state.metrics, fleet=fleet)
     landing = Landing(pages=pages, jar=jar, cookie=cookie, max_age=int(sessions.lifetime), path=public_path, csp=csp)
     sso = None
     if providers:
@@ -203,11 +209,27 @@ def signed_identity(config: Config) -> tuple[AssertionSigner | None, Feature]:
     return signer, Feature(routes=assertion_routes())
 
 
+def shared_state(config: Config, state: State) -> Feature:
+    """With ``state.backend: redis``: the fleet's subscription and poll, run while an application is."""
+    fleet = state.fleet(config.state)
+    if fleet is None:
+        return Feature()
+
+    async def start(app: web.Application) -> None:
+        await fleet.start()
+
+    async def stop(app: web.Application) -> None:
+        await fleet.stop()
+
+    return Feature(on_startup=[start], on_cleanup=[stop])
+
+
 def make_app(config: Config, state: State | None = None) -> web.Application:
     """The application for one configuration. What outlives a reload (bans, sign-outs, metrics)
     comes from ``state``; nothing else is shared with another application built in the process
     (a reload builds the new one beside the old, which finishes the requests it has)."""
     state = state or State()
+    shared = shared_state(config, state)  # first: the other features share through it
     writer = HeaderWriter(config.headers)
     client_address = ClientAddress(config.server.trusted_proxies)
     http = HttpClient()
@@ -216,7 +238,7 @@ def make_app(config: Config, state: State | None = None) -> web.Application:
     signer, assertion = signed_identity(config)
     bearer = bearer_tokens(config, writer, http, state, found)
     # The order ways in are tried: a session, a Bearer token, Basic credentials.
-    features = [browser, bearer, found.feature, assertion]
+    features = [browser, bearer, found.feature, assertion, shared]
 
     app = web.Application(client_max_size=MAX_BODY, handler_args=HANDLER_ARGS)
     app[SIDECAR] = Sidecar(
@@ -234,6 +256,7 @@ def make_app(config: Config, state: State | None = None) -> web.Application:
         identity_prefix=config.headers.user.lower() + "-",
         app_tokens=AppTokens(config.app_tokens.rules, config.headers),
         metrics=state.metrics,
+        fleet=state.current_fleet,
     )
     app[CONFIG] = config
     app[STATE] = state

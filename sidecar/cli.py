@@ -25,7 +25,7 @@ COMMANDS = [
     Command("serve", "server", "answer the proxy's auth subrequests",
             "Serve /auth and the sign-in pages until SIGTERM (drains requests in flight, exits 0). "
             "SIGHUP reloads the configuration: a file that does not validate is logged and the running "
-            "one kept."),
+            "one kept. With server.workers above 1, a supervisor of that many processes on one port."),
     Command("check-config", "online", "validate a configuration and exit (0 ok, 2 not)",
             "Check a configuration as serve would, without starting anything: every problem with its line. "
             "--online also connects: the directory's service bind, its base DNs and group search, the "

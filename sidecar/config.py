@@ -54,6 +54,7 @@ Policy = Literal["allow", "deny"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["text", "json"]
 Order = Literal["ldap_first", "local_first"]
+Backend = Literal["memory", "redis"]
 ProviderType = Literal["oidc", "oauth2"]
 GROUP_TYPES: tuple[GroupTypeName, ...] = get_args(GroupTypeName)
 SCOPES: tuple[Scope, ...] = get_args(Scope)
@@ -81,6 +82,7 @@ class ServerConfig:
     # forward_auth (Traefik, Caddy): any non-2xx goes to the browser as is, so browsers get 302.
     mode: Mode = "auth_request"
     basic_auth: bool = True
+    workers: int = 1  # processes on one port; more than 1 needs state.backend: redis
 
 
 @dataclass(frozen=True)
@@ -372,6 +374,32 @@ class RegulationConfig:
 
 
 @dataclass(frozen=True)
+class SentinelConfig:
+    """Redis Sentinel: the sentinels are asked where the master ``master`` is now."""
+
+    master: str
+    addresses: tuple[tuple[str, int], ...]
+    password: Secret | None = None
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    """Where bans, revocations and server-side group lists live: in this process, or in Redis for a fleet."""
+
+    backend: Backend = "memory"
+    url: str = "redis://127.0.0.1:6379"  # redis:// or rediss:// (TLS); with sentinel, only its scheme counts
+    username: str | None = None
+    password: Secret | None = None
+    ca_file: str | None = None
+    database: int = 0
+    key_prefix: str = "auth-sidecar:"
+    connect_timeout: float = 1.0
+    timeout: float = 0.25  # one Redis command; past it the request goes on with what is known locally
+    poll_every: float = 2.0  # re-read revocations even when pub/sub is quiet (a lost message, a failover)
+    sentinel: SentinelConfig | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig
     headers: HeaderConfig
@@ -389,6 +417,7 @@ class Config:
     admin: AdminConfig = field(default_factory=AdminConfig)
     app_tokens: AppTokensConfig = field(default_factory=AppTokensConfig)
     directories: tuple[LdapConfig, ...] = ()  # every directory, in the order they are asked
+    state: StateConfig = field(default_factory=StateConfig)
 
 
 class _Problems:
@@ -615,7 +644,8 @@ def _read_server(r: _Reader) -> ServerConfig:
                           public_url=public_url.rstrip("/") if public_url else None, realm=realm,
                           access_log=r.flag("access_log", default.access_log),
                           mode=r.choice("mode", default.mode, get_args(Mode)),
-                          basic_auth=r.flag("basic_auth", default.basic_auth))
+                          basic_auth=r.flag("basic_auth", default.basic_auth),
+                          workers=r.integer("workers", default.workers, minimum=1))
     r.done()
     return server
 def _read_headers(r: _Reader) -> HeaderConfig:
@@ -1407,6 +1437,54 @@ def _read_regulation(r: _Reader) -> RegulationConfig:
     return regulation
 
 
+def _read_state(r: _Reader) -> StateConfig:
+    default = StateConfig()
+    backend = r.choice("backend", default.backend, get_args(Backend))
+    url = r.text("url", default.url)
+    parts = _split(url)
+    if parts is None or parts.scheme not in ("redis", "rediss") or (not parts.hostname and not r.has("sentinel")):
+        r.problem("url", f"expected redis://HOST:PORT or rediss://HOST:PORT, got {_show(url)}")
+    elif parts.password or parts.username:
+        # A password in the URL would reach logs and argv: it has its own key, a secret.
+        r.problem("url", "holds credentials: give them as state.username and state.password")
+    ca_file = r.optional_text("ca_file")
+    if ca_file and not Path(ca_file).is_file():
+        r.problem("ca_file", f"no such file: {ca_file}")
+    elif ca_file and parts is not None and parts.scheme != "rediss":
+        r.follow_on("ca_file", "is used only over TLS: write the url as rediss://", "url")
+    prefix = r.text("key_prefix", default.key_prefix)
+    if not prefix or any(c.isspace() for c in prefix):
+        r.problem("key_prefix", f"must be non-empty, without spaces, got {prefix!r}")
+    state = StateConfig(
+        backend=backend, url=url, username=r.optional_text("username"), password=r.secret("password"),
+        ca_file=ca_file, database=r.integer("database", default.database),
+        key_prefix=prefix or default.key_prefix,
+        connect_timeout=r.number("connect_timeout", default.connect_timeout, minimum=0.01),
+        timeout=r.number("timeout", default.timeout, minimum=0.01),
+        poll_every=r.number("poll_every", default.poll_every, minimum=0.1),
+        sentinel=_read_sentinel(r.section("sentinel")) if r.has("sentinel") else None)
+    r.done()
+    return state
+
+
+def _read_sentinel(r: _Reader) -> SentinelConfig | None:
+    master = r.text("master")
+    if not master:
+        r.problem("master", "is required: the name the sentinels know the master by")
+    addresses: list[tuple[str, int]] = []
+    for item in r.texts("addresses"):
+        match = re.fullmatch(r"\[?([^\]]*?)\]?:(\d{1,5})", item)
+        if match is None or not match.group(1) or not 0 < int(match.group(2)) < 65536:
+            r.problem("addresses", f"expected HOST:PORT, got {item!r}")
+            continue
+        addresses.append((match.group(1), int(match.group(2))))
+    if not r.has("addresses"):
+        r.problem("addresses", "is required: where the sentinels listen (HOST:PORT, one or more)")
+    sentinel = SentinelConfig(master=master, addresses=tuple(addresses), password=r.secret("password"))
+    r.done()
+    return sentinel if master and addresses else None
+
+
 def _read_log(r: _Reader) -> LogConfig:
     default = LogConfig()
     log = LogConfig(level=r.choice("level", default.level, get_args(LogLevel)),
@@ -1434,7 +1512,7 @@ def _read_admin(r: _Reader) -> AdminConfig:
 SECTIONS: dict[str, Callable[[_Reader], Any]] = {
     "server": _read_server, "headers": _read_headers, "cache": _read_cache, "access": _read_access,
     "log": _read_log, "login_page": _read_login_page, "regulation": _read_regulation, "oidc": _read_oidc,
-    "admin": _read_admin, "app_tokens": _read_app_tokens,
+    "admin": _read_admin, "app_tokens": _read_app_tokens, "state": _read_state,
 }
 # ldap: one directory (a mapping) or several (a list): read by _read_directories.
 OPTIONAL_SECTIONS: dict[str, Callable[[_Reader], Any]] = {
@@ -1492,6 +1570,10 @@ def _check_together(parts: dict[str, Any], sections: dict[str, _Reader]) -> None
     if access.default == "deny" and not access.rules:
         sections["access"].follow_on("default", "is deny and there are no rules: every request would be refused "
                                      "(name who may pass in access.rules)", "rules")
+    if server.workers > 1 and parts["state"].backend == "memory":
+        sections["server"].follow_on("workers", f"is {server.workers} but state.backend is memory: each process "
+                                     "would keep its own bans and sign-outs; use state.backend: redis",
+                                     paths=("state.backend",))
     if not server.basic_auth and sessions is None and not parts["oidc"].bearer:
         sections["server"].follow_on("basic_auth", "is off and there are no sessions: nobody could sign in",
                                      paths=("sessions", "oidc.bearer"))

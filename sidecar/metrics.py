@@ -331,6 +331,12 @@ class Metrics:
         self._reload_ok = gauge("auth_sidecar_config_last_reload_successful",
                                 "1 when the last reload was taken (or none was tried), 0 when it was refused").labels()
         self._reload_ok.set(1)
+        self._store = counter("auth_sidecar_state_store_operations_total",
+                              "Operations on the shared state store (state.backend: redis), by outcome",
+                              ("operation", "outcome"))
+        self._store_up = gauge("auth_sidecar_state_store_up",
+                               "1 while the shared state store answers, 0 while this instance counts failures "
+                               "and enforces sign-outs from what it knows locally").labels()
 
     def _counter(self, name: str, documentation: str, labels: tuple[str, ...] = ()) -> Family[CounterLike]:
         return self._family(name, documentation, labels, _Count, _Count)
@@ -396,6 +402,12 @@ class Metrics:
     def fetches(self, document: str) -> Mapping[str, CounterLike]:
         """``keys`` or ``discovery``: fetched (``ok``) or not (``failed``)."""
         return {outcome: self._fetches.labels(document, outcome) for outcome in ("ok", "failed")}
+
+    def store(self) -> tuple[Callable[[str, str], None], Callable[[bool], None]]:
+        """(count an operation on the shared store with its outcome ``ok`` or ``unavailable``, set
+        whether the store is up)."""
+        return (lambda operation, outcome: self._store.labels(operation, outcome).inc(),
+                lambda up: self._store_up.set(1 if up else 0))
 
     def reloaded(self, *, ok: bool) -> None:
         self._reloaded[ok].inc()

@@ -45,12 +45,14 @@ from sidecar.metrics import NO_METRICS, Metrics
 from sidecar.redirects import RedirectPolicy
 from sidecar.sealing import Sealer, derive_key
 from sidecar.sessions import Session
+from sidecar.store.fleet import Fleet
 from sidecar.tokens import Expectations, allowed_algorithms, claim, claim_strings
 
 log = logging.getLogger("sidecar.oidc")
 
 STATE_TTL = 600  # seconds a sign-in may take at the provider
 HTTP_TIMEOUT = 10.0
+REFRESH_LOCK = 2 * HTTP_TIMEOUT  # seconds a replica may hold a session's refresh: past its token call's timeout
 MAX_RESPONSE = 256 * 1024
 # Error codes a provider may send back (RFC 6749 4.1.2.1), as people should read them.
 PROVIDER_ERRORS = {
@@ -182,7 +184,7 @@ class Provider:
 
     def __init__(self, config: OidcProvider, http: HttpClient, *, redirect_uri: str, leeway: float,
                  clock: Callable[[], float] = time.time, metrics: Metrics = NO_METRICS,
-                 policy: Admission | None = None) -> None:
+                 policy: Admission | None = None, fleet: Fleet | None = None) -> None:
         self.config = config
         self._metrics = metrics
         self._policy = policy  # the provider's group rules (sidecar.policy.NamePolicy)
@@ -195,6 +197,8 @@ class Provider:
         self._clock = clock
         self._discovery: Discovery | None = None
         self._jwks: JwksCache | None = None
+        # With a fleet: one replica refreshes a session at a time (rotating refresh tokens die of races).
+        self.fleet = fleet
 
     async def metadata(self) -> Mapping[str, Any]:
         config = self.config
@@ -234,7 +238,13 @@ class Provider:
             if session.groups_elsewhere:  # what the sidecar kept of it is gone: nothing to go on
                 raise UnknownUser(f"{self.id} cannot describe {session.identity.username} again: no refresh token")
             return session
-        grant = await self.refresh(session.refresh_token)
+        if self.fleet is None:
+            grant = await self.refresh(session.refresh_token)
+        else:
+            async with self.fleet.holding(f"refresh:{session.id}", REFRESH_LOCK) as held:
+                if not held:  # another replica is refreshing it now: keep the session as it is for now
+                    raise ProviderUnavailable(f"{self.id}: another instance is refreshing this session")
+                grant = await self.refresh(session.refresh_token)
         return dataclasses.replace(session, identity=grant.identity, refresh_token=grant.refresh_token)
 
     async def refresh(self, refresh_token: str) -> Grant:

@@ -13,8 +13,14 @@ words, and exit status 1 when a check fails:
   it (it must be for exactly that issuer), the signing keys, the algorithms we would accept, and
   its clock (the HTTP ``Date`` of its answer).
 
+- the shared state store (``state.backend: redis``): reachable (through the sentinels when they are
+  configured: which master they name), signed in, a version with what the scripts use (Redis 6.2),
+  allowed to run scripts that read its clock (TIME) and to write and read under
+  ``state.key_prefix`` (an ACL that forbids it would make every replica count alone), and its clock.
+
 A clock further from ours than ``oidc.leeway`` fails: tokens would be refused as not yet valid or
-expired.
+expired. The store's may be off by ``STORE_CLOCK`` at most: sign-outs expire by our clocks, bans
+and windows by the store's.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ if TYPE_CHECKING:
     from sidecar.ldap import Check
 
 DATE_RESOLUTION = 1.0  # seconds: an HTTP Date is whole seconds, cut off
+STORE_CLOCK = 5.0  # seconds the state store's clock may be off ours
+STORE_VERSION = (6, 2)  # ZADD GT, ZRANGE BYSCORE
 MARKS = {True: "ok  ", False: "FAIL", None: "--  "}
 
 
@@ -66,6 +74,8 @@ async def checklist(config: Config) -> int:
     failed = 0
     if config.ldap is not None:
         failed += await _directory(config)
+    if config.state.backend == "redis":
+        failed += _section(_store_title(config), await _store(config))
     oidc = config.oidc
     if oidc.providers or oidc.bearer:
         import aiohttp
@@ -128,6 +138,62 @@ def _clock(skew: float | None, leeway: float, whose: str, unknown: str, resoluti
         return False, (f"{said}, more than oidc.leeway ({leeway:g} s): tokens would be refused as expired or "
                        "not yet valid; fix the time on this host or that one (NTP)")
     return True, f"{said} (oidc.leeway {leeway:g} s)"
+
+
+def _store_title(config: Config) -> str:
+    sentinel = config.state.sentinel
+    if sentinel is None:
+        return f"state store {config.state.url}"
+    return f"state store: master {sentinel.master} of sentinels " + ", ".join(f"{h}:{p}" for h, p in sentinel.addresses)
+
+
+async def _store(config: Config) -> list[Check]:
+    """What the sidecar does with the store, done once: connect, run a script, write and read a key."""
+    from redis.exceptions import RedisError
+
+    from sidecar.store.redis_store import client_for
+
+    state = config.state
+    client, others = client_for(state)
+    checks: list[Check] = []
+    try:
+        async with asyncio.timeout(max(5.0, 4 * state.connect_timeout)):
+            try:
+                info = await client.info("server")
+            except (RedisError, OSError) as exc:
+                return [(False, f"reachable: {type(exc).__name__}: {exc}")]
+            tls = "TLS" if state.url.startswith("rediss:") else "plain, no TLS"
+            checks.append((True, f"reachable ({tls}), signed in" + (f" as {state.username}" if state.username else "")))
+            version = str(info.get("redis_version", "0"))
+            found = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+            wanted = ".".join(map(str, STORE_VERSION))
+            checks.append((found >= STORE_VERSION, f"version {version}" + ("" if found >= STORE_VERSION
+                                                                          else f": {wanted} or later is needed")))
+            key = state.key_prefix + "check-config"
+            try:
+                await client.set(key, "1", px=10_000)
+                # The scripts read the store's clock (TIME): an ACL must allow it, not only @scripting.
+                ran = await client.eval("redis.call('TIME') return redis.call('GET', KEYS[1])", 1, key)
+                await client.delete(key)
+                await client.publish(state.key_prefix + "events", "[]")
+            except (RedisError, OSError) as exc:
+                checks.append((False, f"writing under {state.key_prefix!r} and running scripts: {exc}"))
+            else:
+                checks.append((ran == "1", f"writes and reads under {state.key_prefix!r}, runs scripts (TIME too), "
+                                           "publishes"))
+            seconds, micros = await client.time()
+            off = seconds + micros / 1e6 - time.time()
+            checks.append((abs(off) <= STORE_CLOCK, f"clock: {off:+.1f} s from ours" + (
+                "" if abs(off) <= STORE_CLOCK else f", more than {STORE_CLOCK:g} s: sign-outs would expire early "
+                "or late on some replicas; fix the time on this host or that one (NTP)")))
+    except TimeoutError:
+        checks.append((False, "no answer within the time the check allows"))
+    except (RedisError, OSError) as exc:
+        checks.append((False, f"{type(exc).__name__}: {exc}"))
+    finally:
+        for each in [client, *others]:
+            await each.aclose()
+    return checks
 
 
 class _Dates:

@@ -25,30 +25,45 @@ until some expire. IPv6 clients count per /64, the block one subscriber gets.
 An operator sees the bans and the failures counting (:meth:`Regulator.bans`) and lifts one
 (:meth:`Regulator.lift`) through ``auth-sidecar admin``: a tester who mistyped waits for no restart.
 
+Across a fleet (:meth:`Regulator.share`, ``state.backend: redis``) every budget is also kept in
+the shared store, whose Lua scripts check and reserve all of an attempt's budgets in one atomic
+step, so the guarantee holds for the fleet as a whole, not per instance. The local budgets go on
+counting as before and are checked first: what this instance knows always applies. Bans the fleet
+starts are mirrored here by pub/sub, so a cached login (which asks no store) still meets them. When
+the store does not answer within ``state.timeout``, the attempt goes on against the local budgets
+alone, and :class:`~sidecar.store.fleet.Fleet` says so in the log, the metrics and /readyz.
+
 Thread-safe: the directory's worker threads call :meth:`Regulator.admit_resolved`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import ipaddress
 import logging
+import secrets
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from cachetools import TTLCache
 
 from sidecar.errors import Throttled
+from sidecar.logs import audit
 from sidecar.metrics import NO_METRICS, Metrics
+from sidecar.store import Ban, Budget, Event, Outcome, Rules, Spent, StoreUnavailable
+from sidecar.store.fleet import Fleet
 
 log = logging.getLogger("sidecar.regulation")
 
 Key = tuple[str, str]
 FULL_WARNING_EVERY = 60.0  # seconds between two warnings that the table is full
+BUSY_POLL = 0.05  # seconds between two looks at a fleet budget held only by attempts in flight
+HOLD = 60.0  # seconds an attempt's place in a fleet budget counts if its instance never settles it
 
 
 @dataclass
@@ -58,14 +73,7 @@ class _Record:
     banned_until: float = 0.0
 
 
-class Ban(NamedTuple):
-    """A budget spent or being spent: ``kind`` user or client, ``value`` the casefolded name or the
-    address (an IPv6 /64), ``remaining`` seconds of ban (0: not banned), ``failures`` in the window."""
-
-    kind: str
-    value: str
-    remaining: float
-    failures: int
+__all__ = ["Ban", "Regulator", "Ticket"]
 
 
 class _Busy(Exception):
@@ -78,6 +86,9 @@ class Ticket:
 
     records: list[tuple[Key, _Record]]
     settled: bool = False
+    shared: str | None = None  # its id in the fleet's store, when it holds places there
+    budgets: list[Budget] = field(default_factory=list)  # the fleet budgets it holds a place in
+    loop: asyncio.AbstractEventLoop | None = None  # where admit_resolved reaches the store from a thread
 
 
 class Regulator:
@@ -110,6 +121,17 @@ class Regulator:
         # outlive a ban of the name. A plain dict: renewing costs one lookup on the cached path.
         self.remember = remember
         self._known: dict[Key, float] = {}
+        self._fleet: Fleet | None = None
+
+    def share(self, fleet: Fleet) -> None:
+        """Keep the budgets in the fleet's store too (see the module's docstring)."""
+        if self._fleet is None:
+            self._fleet = fleet
+            fleet.watch(self._heard, self._resync)
+
+    @property
+    def rules(self) -> Rules:
+        return Rules(self.max_failures, self.window, self.ban, max(HOLD, 2 * self.wait))
 
     def retune(self, *, max_failures: int, window: float, ban: float, remember: float) -> None:
         """New budgets from a reloaded configuration; the failures, bans and known addresses stay."""
@@ -182,7 +204,10 @@ class Regulator:
         end = loop.time() + self.wait
         while True:
             try:
-                return self._reserve(ticket, keys, wait=True)
+                self._reserve(ticket, keys, wait=True)
+                if self._fleet is not None:
+                    await self._admit_shared(ticket, keys, loop, end)
+                return ticket
             except _Busy as busy:
                 remaining = end - loop.time()
                 if remaining <= 0:
@@ -195,9 +220,51 @@ class Regulator:
                 except TimeoutError:
                     pass
 
+    async def _admit_shared(self, ticket: Ticket, keys: list[Key], loop: asyncio.AbstractEventLoop,
+                            end: float) -> None:
+        """The same places in the fleet's budgets; Throttled (the local places returned) when one has none."""
+        fleet = self._fleet
+        assert fleet is not None
+        ticket.shared, ticket.loop = secrets.token_hex(12), loop
+        # Held from before the call: a caller that leaves while it runs returns what it may have taken,
+        # and a failure counts in the fleet even when the store could not be asked first.
+        ticket.budgets.extend(keys)
+        try:
+            while True:
+                try:
+                    spent = await fleet.call("reserve", functools.partial(fleet.store.reserve, ticket.shared, keys,
+                                                                          self.rules))
+                except StoreUnavailable:
+                    return  # counted here only until the store is back (Fleet said so once)
+                if spent is None:
+                    return
+                if spent.banned_for:
+                    self._mirror((spent.kind, spent.value), spent.banned_for)
+                if not spent.busy or loop.time() >= end:
+                    ticket.budgets.clear()  # no place was taken there
+                    self.settle(ticket, "unknown")
+                    raise Throttled(_fleet_reason(spent, self.wait))
+                await asyncio.sleep(BUSY_POLL)
+        except asyncio.CancelledError:
+            self.settle(ticket, "unknown")  # the local places would otherwise be held for good
+            raise
+
     def admit_resolved(self, ticket: Ticket, username: str) -> None:
         """Also draw on the budget of the name as the directory spelled it (from any thread)."""
-        self._reserve(ticket, self._keys(username, None))
+        keys = [key for key in self._keys(username, None) if key not in ticket.budgets]
+        self._reserve(ticket, keys)
+        fleet, loop = self._fleet, ticket.loop
+        if fleet is None or ticket.shared is None or loop is None or not keys:
+            return
+        if _in_a_thread():  # a worker thread may wait for the store; the event loop may not
+            call = fleet.call("reserve", functools.partial(fleet.store.reserve, ticket.shared, keys, self.rules))
+            try:
+                spent = asyncio.run_coroutine_threadsafe(call, loop).result(timeout=self.wait)
+            except (StoreUnavailable, concurrent.futures.TimeoutError, RuntimeError):
+                return
+            if spent is not None:
+                raise Throttled(_fleet_reason(spent, self.wait))
+        ticket.budgets.extend(keys)  # on the loop: no place taken in the fleet, but a failure counts there
 
     def _reserve(self, ticket: Ticket, keys: list[Key], *, wait: bool = False, check: bool = True) -> Ticket:
         now = self._clock()
@@ -253,7 +320,81 @@ class Regulator:
             loop.call_soon_threadsafe(_wake, waiter)
         if outcome == "succeeded" and username:
             self.remember_client(username, client)
+        if ticket.shared is not None and ticket.budgets:
+            self._settle_shared(ticket.shared, ticket.budgets, outcome)  # type: ignore[arg-type]
         return started
+
+    def _settle_shared(self, ticket: str, budgets: list[Budget], outcome: Outcome) -> None:
+        fleet = self._fleet
+        if fleet is None:
+            return
+        # Kept when the store is down: a failure written late still counts (its place expires anyway).
+        fleet.spawn("settle", functools.partial(fleet.store.settle, ticket, list(budgets), outcome, self.rules),
+                    keep=outcome == "failed", then=self._started_in_fleet)
+
+    def _started_in_fleet(self, found: object) -> None:
+        for kind, value in found if isinstance(found, list) else []:
+            why = f"{kind} {value!r} banned in the fleet for {self.ban:g} s after {self.max_failures} failures " \
+                  f"in {self.window:g} s"
+            log.warning("regulation: %s", why, extra=audit("ban", user=value if kind == "user" else None,
+                                                          client=value if kind == "client" else None, reason=why))
+
+    # -- the fleet's bans, mirrored here ------------------------------------------------------------
+
+    def _heard(self, event: Event) -> None:
+        if event[0] == "ban":
+            self._mirror(event[1], event[2])
+        elif event[0] == "lift":
+            self._lift_here([event[1]])
+
+    async def _resync(self) -> None:
+        fleet = self._fleet
+        assert fleet is not None
+        for ban in await fleet.call("bans", functools.partial(fleet.store.bans, self.rules)):
+            if ban.remaining:
+                self._mirror((ban.kind, ban.value), ban.remaining)
+
+    def _mirror(self, key: Budget, seconds: float) -> None:
+        """A ban the fleet started: enforced here for the time it has left."""
+        now = self._clock()
+        with self._lock:
+            record = self._records.get(key)
+            if record is None:
+                if len(self._records) >= self.max_entries:
+                    return  # the fleet's store still refuses it, as long as it answers
+                record = _Record()
+            record.banned_until = max(record.banned_until, now + seconds)
+            record.failures.clear()
+            self._records[key] = record
+
+    async def fleet_bans(self) -> tuple[list[Ban], bool]:
+        """The bans of the whole fleet, and True; this instance's own and False when the store does
+        not answer (or there is none)."""
+        fleet = self._fleet
+        if fleet is not None:
+            try:
+                return await fleet.call("bans", functools.partial(fleet.store.bans, self.rules)), True
+            except StoreUnavailable:
+                pass
+        return self.bans(), fleet is None
+
+    async def lift_everywhere(self, name_or_address: str) -> tuple[list[Ban], bool]:
+        """:meth:`lift` here and in the fleet's store (which tells the other instances); what was
+        lifted, and whether the fleet was reached (True without a fleet)."""
+        lifted = {(ban.kind, ban.value): ban for ban in self.lift(name_or_address)}
+        fleet = self._fleet
+        if fleet is None:
+            return list(lifted.values()), True
+        try:
+            found = await fleet.call("lift", functools.partial(fleet.store.lift, _lift_keys(name_or_address),
+                                                               self.rules))
+        except StoreUnavailable:
+            return list(lifted.values()), False
+        for ban in found:
+            held = lifted.get((ban.kind, ban.value))
+            if held is None or ban.remaining > held.remaining or ban.failures > held.failures:
+                lifted[(ban.kind, ban.value)] = ban
+        return list(lifted.values()), True
 
     def _warn_full(self, now: float) -> None:
         if now - self._full_warned >= FULL_WARNING_EVERY:
@@ -277,9 +418,9 @@ class Regulator:
     def lift(self, name_or_address: str) -> list[Ban]:
         """End the ban, and forget the failures, of a username (any spelling: it counts casefolded)
         or of an address (IPv6 by its /64, as it counts); what was lifted, none when nothing held."""
-        keys = [("user", name_or_address.casefold())]
-        if (address := _address_key(name_or_address)) is not None:
-            keys.insert(0, ("client", address))
+        return self._lift_here(_lift_keys(name_or_address))
+
+    def _lift_here(self, keys: list[Key]) -> list[Ban]:
         now = self._clock()
         lifted = []
         with self._lock:
@@ -300,8 +441,29 @@ class Regulator:
         try:
             ticket = self._reserve(Ticket([]), self._keys(username, client), check=False)
         except Throttled:  # the table is full
-            return []
+            ticket = Ticket([])
+        if self._fleet is not None:
+            ticket.shared, ticket.budgets = secrets.token_hex(12), self._keys(username, client)
         return self.settle(ticket, "failed")
+
+
+def _in_a_thread() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return True
+    return False
+
+
+def _lift_keys(name_or_address: str) -> list[Key]:
+    keys = [("user", name_or_address.casefold())]
+    if (address := _address_key(name_or_address)) is not None:
+        keys.insert(0, ("client", address))
+    return keys
+
+
+def _fleet_reason(spent: Spent, wait: float) -> str:
+    return str(spent) + ("" if spent.banned_for else f", for {wait:g} s")
 
 
 def _client_key(client: str) -> str:

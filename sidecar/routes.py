@@ -21,6 +21,7 @@ from sidecar.logs import audit
 from sidecar.metrics import METHODS, NO_METRICS, Metrics, Outcomes
 from sidecar.pages import public_files
 from sidecar.signin import SignIn, is_browser
+from sidecar.store.fleet import Fleet
 from sidecar.trace import current
 from sidecar.verdict import Authenticator, Verdict
 
@@ -38,7 +39,8 @@ class Sidecar:
                  basic_auth: bool = True, signin: SignIn | None = None, forward_auth: bool = False,
                  signer: AssertionSigner | None = None, assertion_header: str = "Remote-User-Assertion",
                  identity_headers: frozenset[str] = frozenset(), identity_prefix: str = "remote-user-",
-                 metrics: Metrics = NO_METRICS, app_tokens: AppTokens | None = None) -> None:
+                 metrics: Metrics = NO_METRICS, app_tokens: AppTokens | None = None,
+                 fleet: Fleet | None = None) -> None:
         self.authenticators = authenticators
         self.app_tokens = app_tokens or None  # the application's own tokens: passed on, unjudged
         # The answers of /auth, counted and timed by the kind of credentials that decided them.
@@ -63,6 +65,7 @@ class Sidecar:
         self.identity_prefix = identity_prefix
         self._names_seen: set[tuple[str, ...]] = set()
         self._ready: tuple[float, str | None] = (0.0, "not checked yet")
+        self.fleet = fleet
 
     def decisions(self, authenticator: Authenticator | None) -> Outcomes:
         """Where the answer of this authenticator (None: of none) is counted."""
@@ -118,6 +121,14 @@ class Sidecar:
                 problem = "the readiness check failed unexpectedly (see the log)"
             self._ready = (time.monotonic(), problem)
         return problem
+
+    def degraded(self) -> str | None:
+        """What works only in part now (the shared store is down), or None. Not a reason to be taken
+        out of the load balancer: every replica would be at once, for an outage they all survive."""
+        fleet = self.fleet
+        if fleet is None or fleet.up:
+            return None
+        return f"state store unreachable ({fleet.reason}): regulation counts locally"
 
 
 SIDECAR = web.AppKey("sidecar", Sidecar)
@@ -240,10 +251,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     problem = await request.app[SIDECAR].unready()
-    if problem is None:
-        return web.Response(text="ready\n")
     # Which check fails names servers and DNs: for a probe asking directly, not through a proxy.
     forwarded = any(name in request.headers for name in ("X-Forwarded-For", "Forwarded", "X-Real-IP"))
+    if problem is None:
+        degraded = request.app[SIDECAR].degraded()
+        if degraded is None:
+            return web.Response(text="ready\n")
+        return web.Response(text="ready, degraded\n" if forwarded else f"ready, degraded: {degraded}\n")
     return web.Response(status=503, text="not ready\n" if forwarded else f"not ready: {problem}\n")
 
 

@@ -10,6 +10,9 @@ outlive a reload — bans, sign-outs, metrics — lives in :class:`sidecar.state
 SIGHUP reloads; SIGTERM and SIGINT stop taking connections, let the requests in flight finish
 (up to ``DRAIN_TIMEOUT``) and exit 0. Anything that stops the start — a port in use, a file that
 cannot be read, a secret that is missing — is one line on standard error and exit status 2.
+
+With ``server.workers`` above 1 this process is the supervisor of that many (:mod:`sidecar.workers`),
+each of which runs :func:`run` on the sockets it inherits.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.web_log import AccessLogger
@@ -40,6 +43,9 @@ from sidecar.errors import ConfigError
 from sidecar.metrics import Metrics
 from sidecar.state import State
 
+if TYPE_CHECKING:
+    from sidecar.workers import Inherited
+
 log = logging.getLogger("sidecar")
 
 DRAIN_TIMEOUT = 30.0  # seconds the requests in flight get to finish, at a stop or after a reload
@@ -49,38 +55,52 @@ def configure(parser: argparse.ArgumentParser, name: str) -> None:
     add_config_argument(parser)
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                         help="overrides log.level from the configuration")
+    # Set by the supervisor for its workers (sidecar.workers): the index, and the inherited sockets.
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--fds", help=argparse.SUPPRESS)
 
 
 def main(args: argparse.Namespace) -> int:
+    from sidecar import workers
+
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         return fail(f"{args.config}: {exc}")
     logs.setup(config.log, level=args.log_level)
+    inherited = workers.Inherited.from_args(args)
+    if inherited is None and config.server.workers > 1:
+        return workers.supervise(args.config, config, level=args.log_level)
     loop = _event_loop()
     try:
-        return loop.run_until_complete(run(args.config, config, level=args.log_level))
+        return loop.run_until_complete(run(args.config, config, level=args.log_level, inherited=inherited))
     finally:
         loop.close()
 
 
-async def run(path: str, config: Config, *, level: str | None = None) -> int:
-    """Serve until SIGTERM or SIGINT; the exit status."""
-    server = Server(path, config, level=level)
+async def run(path: str, config: Config, *, level: str | None = None, inherited: Inherited | None = None) -> int:
+    """Serve until SIGTERM or SIGINT (or, in a worker, until its supervisor is gone); the exit status."""
+    server = Server(path, config, level=level, inherited=inherited)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     # Handled from the start: a SIGHUP that comes while the application starts is a reload once it has.
     loop.add_signal_handler(signal.SIGHUP, server.reload_soon)
     for stop in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(stop, stopping.set)
+    if inherited is not None:
+        inherited.watch_supervisor(stopping)
     try:
         try:
             await server.start()
         except Refused as exc:
             return fail(str(exc))
-        notify("READY=1")
+        if inherited is not None:
+            inherited.ready()  # the supervisor tells systemd, once every worker is
+        else:
+            notify("READY=1")
         await stopping.wait()
-        notify("STOPPING=1")
+        if inherited is None:
+            notify("STOPPING=1")
         log.info("stopping: draining the requests in flight", extra={"event": "stop"})
     finally:
         for handled in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
@@ -119,9 +139,11 @@ class Generation:
 class Server:
     """The listening socket and the current application; what the admin channel acts on."""
 
-    def __init__(self, path: str, config: Config, *, level: str | None = None) -> None:
+    def __init__(self, path: str, config: Config, *, level: str | None = None,
+                 inherited: Inherited | None = None) -> None:
         self.path = path
         self.level = level
+        self.inherited = inherited  # a supervisor's worker: its sockets are handed to it, not bound
         self.state = State(Metrics(enabled=config.metrics is not None))
         self.started = time.time()
         self._first = config
@@ -147,28 +169,40 @@ class Server:
                          access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
                          **HANDLER_ARGS)
         runner = web.ServerRunner(low, shutdown_timeout=DRAIN_TIMEOUT)
-        await self._listen(runner, lambda: web.TCPSite(runner, config.server.host, config.server.port),
-                           f"{config.server.host}:{config.server.port}")
+        inherited = self.inherited
+        if inherited is None:
+            await self._listen(runner, lambda: [web.TCPSite(runner, config.server.host, config.server.port)],
+                               f"{config.server.host}:{config.server.port}")
+        else:
+            await self._listen(runner, lambda: [web.SockSite(runner, sock) for sock in inherited.listen],
+                               f"{config.server.host}:{config.server.port}")
         if (scrape := config.metrics) is not None:
             metrics = web.AppRunner(self.state.metrics.listener_app(), access_log=None)
-            await self._listen(metrics, lambda: web.TCPSite(metrics, scrape.host, scrape.port),
-                               f"{scrape.host}:{scrape.port} (metrics)")
-        if config.admin.socket is not None:
+            if inherited is None:
+                await self._listen(metrics, lambda: [web.TCPSite(metrics, scrape.host, scrape.port)],
+                                   f"{scrape.host}:{scrape.port} (metrics)")
+            elif inherited.metrics is not None:
+                sock = inherited.metrics
+                await self._listen(metrics, lambda: [web.SockSite(metrics, sock)], f"{scrape.host} (metrics)")
+        # Several workers: the admin channel is worker 0's (sidecar.workers says why one is enough).
+        if config.admin.socket is not None and (inherited is None or inherited.index == 0):
             from sidecar import admin
 
             control = await admin.start(self, config.admin.socket)
             if control is not None:
                 self._runners.append(control)
-        log.info("auth-sidecar %s listening on %s:%d", __version__, config.server.host, config.server.port,
+        log.info("auth-sidecar %s listening on %s:%d%s", __version__, config.server.host, config.server.port,
+                 "" if inherited is None else f" (worker {inherited.index}, pid {os.getpid()})",
                  extra={"event": "start"})
         if self._reload_pending:
             self.reload_soon()
 
-    async def _listen(self, runner: web.BaseRunner, site: Callable[[], web.BaseSite], where: str) -> None:
+    async def _listen(self, runner: web.BaseRunner, sites: Callable[[], list[web.BaseSite]], where: str) -> None:
         await runner.setup()
         self._runners.append(runner)
         try:
-            await site().start()
+            for site in sites():
+                await site.start()
         except OSError as exc:
             raise Refused(f"cannot listen on {where}: {os.strerror(exc.errno) if exc.errno else exc}") from None
 
@@ -194,11 +228,18 @@ class Server:
         task.add_done_callback(self._retiring.discard)
 
     async def _reload_quietly(self) -> None:
-        await self.reload()
+        await self._reload_logged()
 
     async def reload(self) -> list[str]:
         """Load the file again and, if it is good, serve from a new application; the problems found
-        (none when reloaded). A bad file changes nothing: the running configuration goes on."""
+        (none when reloaded). A bad file changes nothing: the running configuration goes on. Asked of
+        a worker (the admin channel), the other workers reload too once this one has."""
+        problems = await self._reload_logged()
+        if not problems and self.inherited is not None:
+            self.inherited.reload_others()
+        return problems
+
+    async def _reload_logged(self) -> list[str]:
         async with self._reloading:
             problems = await self._reload()
         self.state.metrics.reloaded(ok=not problems)
@@ -206,7 +247,8 @@ class Server:
             log.error("reload refused, still serving the previous configuration: %s", "; ".join(problems),
                       extra={"event": "reload", "status": "refused", "reason": "; ".join(problems)})
         else:
-            log.info("reloaded %s (%s)", self.path, self.current.digest[:12],
+            log.info("reloaded %s (%s)%s", self.path, self.current.digest[:12],
+                     "" if self.inherited is None else f" in worker {self.inherited.index}",
                      extra={"event": "reload", "status": "ok"})
         return problems
 
@@ -273,6 +315,8 @@ def _fixed_at_start(running: Config, loaded: Config) -> list[str]:
     changed = []
     if (running.server.host, running.server.port) != (loaded.server.host, loaded.server.port):
         changed.append("server.listen")
+    if running.server.workers != loaded.server.workers:
+        changed.append("server.workers")
     if running.metrics != loaded.metrics:
         changed.append("metrics")
     if running.admin != loaded.admin:

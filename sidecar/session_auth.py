@@ -9,7 +9,9 @@ it while in use. The login and logout pages that make and end sessions are in si
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -25,6 +27,8 @@ from sidecar.metrics import NO_METRICS, Metrics
 from sidecar.session_index import SessionIndex
 from sidecar.sessions import CookieSettings, Revocations, Session, SessionCodec
 from sidecar.sources import Registry
+from sidecar.store import StoreUnavailable
+from sidecar.store.fleet import Fleet
 from sidecar.verdict import Verdict
 
 log = logging.getLogger("sidecar.signin")
@@ -35,8 +39,9 @@ MAX_RENDERED = 10_000  # sessions whose rendered verdict is kept
 
 class SessionJar:
     """Sessions into and out of cookies. Groups too many for a cookie (a few hundred long AD names)
-    stay here instead, per user, for the session lifetime; after a restart, or in another process,
-    they are read again from the user's source.
+    stay here instead, per user, for the session lifetime; with a fleet they are kept in its store
+    too, so another replica (or this one after a restart) reads them there, and only without one
+    (or when the store does not answer) are they read again from the user's source.
 
     The jar holds the :class:`Revocations` too: every cookie read goes through :meth:`decode`,
     which refuses signed-out sessions, so neither the codec's memo nor a rendered verdict can
@@ -45,8 +50,11 @@ class SessionJar:
 
     def __init__(self, codec: SessionCodec, sources: Registry, *, keep_for: float,
                  max_users: int = 5_000, revocations: Revocations | None = None,
-                 index: SessionIndex | None = None, metrics: Metrics = NO_METRICS) -> None:
+                 index: SessionIndex | None = None, metrics: Metrics = NO_METRICS,
+                 fleet: Fleet | None = None) -> None:
         self.codec = codec
+        self.fleet = fleet
+        self.keep_for = keep_for
         self._issued = metrics.sessions_issued
         self.sources = sources
         # Not `revocations or ...`: an empty list of revocations has a len of 0, and is the one to use.
@@ -61,7 +69,11 @@ class SessionJar:
             return self.codec.encode(session)
         except SessionTooLarge:
             who = session.identity
-            self._groups[(who.source, who.username)] = (who.groups, who.rule_groups)
+            kept = self._groups[(who.source, who.username)] = (who.groups, who.rule_groups)
+            if self.fleet is not None:
+                self.fleet.spawn("keep groups", functools.partial(self.fleet.store.keep_groups,
+                                                                  (who.source, who.username), kept, self.keep_for),
+                                 keep=True)
             bare = dataclasses.replace(who, groups=(), rule_groups=frozenset())
             return self.codec.encode(dataclasses.replace(session, identity=bare, groups_elsewhere=True))
 
@@ -104,6 +116,12 @@ class SessionJar:
         """A session whose groups are kept here, with them (read again from its source if need be)."""
         who = session.identity
         kept = self._groups.get((who.source, who.username))
+        if kept is None and self.fleet is not None:  # kept by another replica, or before a restart
+            with contextlib.suppress(StoreUnavailable):
+                kept = await self.fleet.call("groups", functools.partial(self.fleet.store.groups,
+                                                                         (who.source, who.username)))
+            if kept is not None:
+                self._groups[(who.source, who.username)] = kept
         if kept is None:
             try:
                 fresh = (await self.sources.renew(session)).identity  # through whichever source signed it in

@@ -6,6 +6,10 @@ restart, or by another instance behind the same proxy). The cookie path asks :me
 one dict lookup and a comparison. Last seen and the client address are written at most every
 ``touch_every`` seconds, so most requests write nothing.
 
+With a fleet (:meth:`SessionIndex.share`) each session noted here is noted in the fleet's store
+too, in the background (the cookie path never waits for it), and the admin channel asks the store
+(:meth:`SessionIndex.everywhere`), so ``sessions USER`` lists the sessions of every replica.
+
 Informational only: nothing is allowed or refused by what it holds. Signing a user out everywhere
 goes through :class:`~sidecar.sessions.Revocations` for every source whether or not the index knows
 the sessions, so an index that has dropped one cannot let it in again. Bounded: ``max_users``
@@ -15,12 +19,15 @@ lifetime or idle timeout are left out of every answer. On the event loop only, l
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from sidecar.sessions import Session
+from sidecar.store import Seen, StoreUnavailable
+from sidecar.store.fleet import Fleet
 
 TOUCH_EVERY = 60.0  # seconds: how stale "last seen" may be, and how often a cookie in use writes
 UNKNOWN = "-"  # the client of a session seen where no address could be read
@@ -51,6 +58,35 @@ class SessionIndex:
         self._clock = clock
         self._users: OrderedDict[str, dict[str, Known]] = OrderedDict()  # casefolded name, least recent first
         self._ids: dict[str, Known] = {}
+        self._fleet: Fleet | None = None
+
+    def share(self, fleet: Fleet) -> None:
+        self._fleet = fleet
+
+    def _publish(self, session_id: str) -> None:
+        fleet, known = self._fleet, self._ids.get(session_id)
+        if fleet is None or known is None:
+            return
+        seen = Seen(known.id, known.username, known.source, known.issued, known.last_seen, known.client)
+        fleet.spawn("note session", functools.partial(fleet.store.note_session, seen, self.lifetime, self.per_user))
+
+    async def everywhere(self, username: str) -> tuple[list[Known], bool]:
+        """The user's current sessions in the whole fleet (this instance's own if the store does not
+        answer), and whether the fleet's were read; without a fleet, this instance's and True."""
+        here = {known.id: known for known in self.sessions(username)}
+        fleet = self._fleet
+        if fleet is None:
+            return list(here.values()), True
+        try:
+            found = await fleet.call("sessions", functools.partial(fleet.store.sessions_of, username))
+        except StoreUnavailable:
+            return list(here.values()), False
+        now = self._clock()
+        for seen in found:
+            known = Known(*seen)
+            if self._current(known, now) and (seen.id not in here or here[seen.id].last_seen < known.last_seen):
+                here[seen.id] = known
+        return sorted(here.values(), key=lambda k: k.last_seen, reverse=True), True
 
     def retune(self, *, lifetime: float, idle_timeout: float) -> None:
         """Lifetimes from a reloaded configuration; what is known stays."""
@@ -61,6 +97,7 @@ class SessionIndex:
     def issued(self, session: Session, client: str | None) -> None:
         """A session this process has just made."""
         self._note(session, session.issued_at, client)
+        self._publish(session.id)
 
     def due(self, session_id: str, now: float) -> bool:
         """Whether :meth:`touch` has something to write for this session (the cookie path's check)."""
@@ -70,6 +107,7 @@ class SessionIndex:
     def touch(self, session: Session, now: float, client: str | None) -> None:
         """The session's cookie was seen now, from ``client``."""
         self._note(session, now, client or UNKNOWN)
+        self._publish(session.id)
 
     def _note(self, session: Session, now: float, client: str | None) -> None:
         known = self._ids.get(session.id)
@@ -109,12 +147,17 @@ class SessionIndex:
         found = self._users.pop(username.casefold(), {})
         for session_id in found:
             self._ids.pop(session_id, None)
+        if self._fleet is not None:
+            self._fleet.spawn("forget sessions", functools.partial(self._fleet.store.forget_sessions, username))
         now = self._clock()
         return [k for k in found.values() if self._current(k, now)]
 
     def forget_session(self, session_id: str) -> None:
         """Drop one session (signed out)."""
         known = self._ids.pop(session_id, None)
+        if known is not None and self._fleet is not None:
+            self._fleet.spawn("forget session", functools.partial(self._fleet.store.forget_sessions,
+                                                                  known.username, session_id))
         if known is not None:
             key = known.username.casefold()
             sessions = self._users.get(key)

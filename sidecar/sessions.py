@@ -23,6 +23,7 @@ only check the clock again. The memo is not thread-safe: decode on the event loo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hmac
 import json
 import logging
@@ -42,6 +43,8 @@ from sidecar.errors import SessionTooLarge, Unsealable
 from sidecar.identity import Identity, fold
 from sidecar.metrics import NO_METRICS, Metrics
 from sidecar.sealing import KEY_BYTES, Sealer
+from sidecar.store import Event, Revoked
+from sidecar.store.fleet import Fleet
 
 log = logging.getLogger("sidecar.sessions")
 T = TypeVar("T")
@@ -198,8 +201,10 @@ class Revocations:
     :meth:`revoke` remembers one session id until ``issued_at + lifetime``; :meth:`revoke_user`
     marks a user (source, username) so that every session of theirs issued until now is refused
     (sign out everywhere); :meth:`is_revoked` is a few dict lookups, no IO, cheap enough for every
-    /auth. The lists live in this process: a shared store would keep a local copy in step, so the
-    check stays a lookup.
+    /auth. The lists live in this process; with a shared store (:meth:`share`) every revocation is
+    also written there, and those of other instances arrive by pub/sub (or the store's poll) into
+    these same lists, so the check stays a lookup. A store that is down changes nothing here: what
+    is known stays enforced, and this instance's new revocations are written when it is back.
 
     Bounded, and failing closed: no revocation is forgotten before its session expires. When
     ``max_sessions`` ids are held, expired ones go; if that frees less than a quarter of the list,
@@ -224,6 +229,39 @@ class Revocations:
         self._users: dict[User, float] = {}  # user -> their sessions issued until then are revoked
         self._everyone = -1.0  # every session issued until then is revoked
         self._revoked = metrics.revocations()
+        self._fleet: Fleet | None = None
+
+    def share(self, fleet: Fleet) -> None:
+        """Write revocations to the fleet's store too, and take in those of the other instances."""
+        if self._fleet is None:
+            self._fleet = fleet
+            fleet.watch(self._heard, self._resync)
+
+    def _publish(self, revoked: Revoked) -> None:
+        fleet = self._fleet
+        if fleet is not None:
+            fleet.spawn("revoke", functools.partial(fleet.store.revoke, revoked), keep=True)
+
+    def _heard(self, event: Event) -> None:
+        if event[0] == "revoke":
+            self.apply(event[1])
+
+    async def _resync(self) -> None:
+        assert self._fleet is not None
+        for revoked in await self._fleet.call("revocations", self._fleet.store.revocations):
+            self.apply(revoked)
+
+    def apply(self, revoked: Revoked) -> None:
+        """A revocation made by another instance (or read back from the store)."""
+        if revoked.expires <= self._clock():
+            return
+        user = (revoked.source, revoked.username)
+        if revoked.kind == "user":
+            self._mark(user, revoked.at)
+        elif revoked.id not in self._sessions:
+            if len(self._sessions) >= self._max_sessions:
+                self._make_room(self._clock())
+            self._sessions[revoked.id] = (revoked.at, user)
 
     def __len__(self) -> int:
         """How many entries are held (ids and user marks): what the bounds limit."""
@@ -233,13 +271,18 @@ class Revocations:
         """Refuse this session (and every refreshed cookie of it) until it expires."""
         if session.id not in self._sessions and len(self._sessions) >= self._max_sessions:
             self._make_room(self._clock())
-        self._sessions[session.id] = (session.issued_at, (session.identity.source, session.identity.username))
+        who = session.identity
+        self._sessions[session.id] = (session.issued_at, (who.source, who.username))
         self._revoked["session"].inc()
+        self._publish(Revoked("session", who.source, who.username, session.issued_at,
+                              session.issued_at + self.lifetime, session.id))
 
     def revoke_user(self, source: str, username: str) -> None:
         """Refuse every session of this user issued until now: sign out everywhere."""
-        self._mark((source, username), self._clock())
+        now = self._clock()
+        self._mark((source, username), now)
         self._revoked["user"].inc()
+        self._publish(Revoked("user", source, username, now, now + self.lifetime))
 
     def is_revoked(self, session: Session) -> bool:
         issued = session.issued_at

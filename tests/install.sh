@@ -39,6 +39,7 @@ test_packages=(
   wrk libldap2-dev libsasl2-dev                                # bench/: load; python-ldap (the peer, django-auth-ldap) builds
   iproute2                                                     # ip: the Samba DC brings up its own loopback
   postgresql redis-server libpq-dev                            # a real NetBox (tests/test_netbox.py); psycopg's C build
+  redis-sentinel                                               # shared state: tests/test_redis_faults.py (Sentinel failover)
 )
 packages=("${demo_packages[@]}")
 if [ "$demo" = false ]; then packages+=("${test_packages[@]}"); fi

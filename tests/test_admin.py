@@ -502,3 +502,58 @@ def test_the_session_index_is_bounded_the_longest_unseen_going_first() -> None:
     index.forget_session(index.sessions("carol")[0].id)
     assert index.counts() == (0, 0)
     assert not index._ids and not index._users  # nothing left behind
+
+
+# -- the channel of a fleet (state.backend: redis) ---------------------------------------------------
+
+def test_the_channel_of_one_replica_acts_on_the_whole_fleet(tmp_path: Path, slapd: Slapd, short_dir: Path) -> None:
+    """Two sidecar processes sharing one real redis-server: a ban earned through one is listed and
+    lifted through the other's channel; a session made on one is listed, and revoked, through the other."""
+    import time
+
+    from tests.testbed.redis import RedisServer
+
+    need("redis-server")
+    users = tmp_path / "users.htpasswd"
+    users.write_text("# nobody\n")
+    with RedisServer(tmp_path / "redis") as redis:
+        state = {"state": {"backend": "redis", "url": redis.url, "poll_every": 0.5}}
+        (tmp_path / "one").mkdir()
+        (tmp_path / "two").mkdir()
+        with AdminSidecar(tmp_path / "one", settings(slapd, short_dir / "one.sock", users, **state)) as one, \
+                AdminSidecar(tmp_path / "two", settings(slapd, short_dir / "two.sock", users, **state)) as two:
+            for n in range(3):
+                assert auth_basic(one.port, "jose", f"wrong-{n}", f"192.0.2.{30 + n}") == 401
+
+            def listed() -> dict[tuple[str, str], Any]:
+                status, body = admin_json(two, "bans")
+                assert status == 0 and body["scope"] == "fleet"
+                return {(ban["kind"], ban["name"]): ban for ban in body["bans"]}
+
+            deadline = time.monotonic() + 20
+            while not listed().get(("user", "jose"), {}).get("banned"):
+                assert time.monotonic() < deadline, "the ban never reached the store"
+                time.sleep(0.05)
+            status, body = admin_json(two, "unban", "JOSE")
+            assert status == 0 and body["scope"] == "fleet"
+            assert [(ban["kind"], ban["name"]) for ban in body["lifted"]] == [("user", "jose")]
+            deadline = time.monotonic() + 20
+            while auth_basic(one.port, "jose", "jose-pass", "192.0.2.40") != 200:  # lifted on one too
+                assert time.monotonic() < deadline, "the lift never reached the other replica"
+                time.sleep(0.05)
+
+            alice = sign_in(one.port, "alice", "alice-pass", "192.0.2.41")
+            deadline = time.monotonic() + 20
+            while not admin_json(two, "sessions", "alice")[1]["sessions"]:
+                assert time.monotonic() < deadline, "the session never reached the store"
+                time.sleep(0.05)
+            status, body = admin_json(two, "sessions", "Alice")
+            assert status == 0 and body["scope"] == "fleet"
+            assert [(s["user"], s["source"]) for s in body["sessions"]] == [("alice", "ldap")]
+            assert auth_session(two.port, alice) == 200  # a session made on one works on the other
+            status, body = admin_json(two, "revoke", "alice")
+            assert status == 0 and body["scope"] == "fleet"
+            deadline = time.monotonic() + 20
+            while auth_session(one.port, alice) != 401:
+                assert time.monotonic() < deadline, "the sign-out never reached the other replica"
+                time.sleep(0.05)

@@ -655,3 +655,51 @@ def test_deny_by_default_without_rules_is_refused() -> None:
     (found,) = problems({**SITE, "access": {"default": "deny"}})
     assert found.startswith("access.default: is deny and there are no rules")
     parse_config({**SITE, "access": {"default": "deny", "rules": [{"path": "/", "users": ["ann"]}]}})
+
+
+def test_state_defaults_to_memory_and_one_worker() -> None:
+    config = parse_config(MINIMAL)
+    assert config.state.backend == "memory" and config.state.sentinel is None
+    assert config.state.key_prefix == "auth-sidecar:" and config.state.timeout == 0.25
+    assert config.server.workers == 1
+
+
+def test_state_redis_reads_every_key(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    config = parse_config({**MINIMAL, "server": {"workers": 4}, "state": {
+        "backend": "redis", "url": "rediss://redis.example:6380", "username": "sidecar",
+        "password": {"env": "HOME"}, "ca_file": str(ca), "database": 3, "key_prefix": "prod:",
+        "connect_timeout": 2, "timeout": 0.5, "poll_every": 1,
+        "sentinel": {"master": "main", "addresses": ["10.0.0.1:26379", "[::1]:26380"], "password": "s3"}}})
+    state = config.state
+    assert (state.backend, state.url, state.username, state.ca_file) == (
+        "redis", "rediss://redis.example:6380", "sidecar", str(ca))
+    assert (state.database, state.key_prefix, state.connect_timeout, state.timeout, state.poll_every) == (
+        3, "prod:", 2, 0.5, 1)
+    assert isinstance(state.password, Secret) and state.sentinel is not None
+    assert state.sentinel.master == "main"
+    assert state.sentinel.addresses == (("10.0.0.1", 26379), ("::1", 26380))
+    assert "s3" not in repr(state) and config.server.workers == 4
+
+
+def test_workers_over_one_need_redis() -> None:
+    found = problems({**MINIMAL, "server": {"workers": 2}})
+    assert len(found) == 1 and found[0].startswith("server.workers: is 2 but state.backend is memory")
+    assert "use state.backend: redis" in found[0]
+    assert problems({**MINIMAL, "server": {"workers": 0}}) == ["server.workers: must be at least 1, got 0"]
+
+
+def test_state_problems_are_reported_with_their_paths(tmp_path: Path) -> None:
+    found = problems({**MINIMAL, "state": {
+        "backend": "etcd", "url": "redis://user:pw@h:6379", "ca_file": str(tmp_path / "none.pem"),
+        "key_prefix": "a b", "timeout": 0, "database": -1, "sentinel": {"addresses": ["nope"]}, "poll_evry": 1}})
+    text = "\n".join(found)
+    for path in ("state.backend:", "state.url: holds credentials", "state.ca_file: no such file",
+                 "state.key_prefix:", "state.timeout: must be at least", "state.database: must be at least 0",
+                 "state.sentinel.master: is required", "state.sentinel.addresses: expected HOST:PORT",
+                 "state.poll_evry: unknown key (did you mean poll_every?)"):
+        assert path in text, path
+    assert "pw" not in text
+    assert problems({**MINIMAL, "state": {"url": "http://h"}}) == [
+        "state.url: expected redis://HOST:PORT or rediss://HOST:PORT, got 'http://h'"]

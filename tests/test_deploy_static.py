@@ -240,7 +240,7 @@ def test_configmap_is_a_valid_configuration_with_secrets_only_in_the_secret(
     secret_keys = set(kubernetes[("Secret", "auth-sidecar")]["stringData"])
     text = kubernetes[("ConfigMap", "auth-sidecar")]["data"]["config.yaml"]
     referenced = set(re.findall(rf"\{{file: {re.escape(mount['mountPath'])}/([\w-]+)\}}", text))
-    assert referenced == secret_keys == {"bind-password", "session-secret"}
+    assert referenced == secret_keys == {"bind-password", "session-secret", "redis-password"}
     for key in secret_keys:  # stand-ins for the mounted Secret
         (tmp_path / key).write_text("x" * 40)
     config = parse_config(yaml.safe_load(text.replace(mount["mountPath"], str(tmp_path))))

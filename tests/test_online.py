@@ -255,3 +255,28 @@ def test_ldap3_s_wrapped_messages_are_unwrapped() -> None:
          ("::1", 389, 0, 0)),
         (LDAPSocketOpenError("socket connection error while opening: timed out"), ("127.0.0.1", 389))])
     assert failure_text(several) == "::1: cannot connect: connection refused; 127.0.0.1: cannot connect: timed out"
+
+
+@pytest.mark.server
+def test_the_state_store_is_checked_and_a_stopped_one_fails(tmp_path: Path) -> None:
+    from tests.conftest import need
+    from tests.testbed.redis import RedisServer
+
+    need("redis-server")
+    with RedisServer(tmp_path / "redis") as redis:
+        settings = {"local_users": {"file": str(tmp_path / "users.yaml")},
+                    "state": {"backend": "redis", "url": redis.url, "key_prefix": "checked:"}}
+        (tmp_path / "users.yaml").write_text("users: {}\n")
+        result = check_online(tmp_path, settings)
+        assert result.returncode == 0, result.stdout + result.stderr
+        lines = checks(result.stdout)
+        assert f"state store {redis.url}" in result.stdout
+        assert lines[0] == "ok    reachable (plain, no TLS), signed in"
+        assert re.fullmatch(r"ok    version \d+\.\d+\.\d+", lines[1])
+        assert lines[2] == "ok    writes and reads under 'checked:', runs scripts (TIME too), publishes"
+        assert lines[3].startswith("ok    clock: ")
+        with redis.client() as client:
+            assert client.keys("checked:*") == []
+        redis.stop()
+        result = check_online(tmp_path, settings)
+        assert result.returncode == 1 and checks(result.stdout)[0].startswith("FAIL  reachable: ConnectionError")

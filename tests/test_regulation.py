@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -351,3 +352,24 @@ async def test_attempts_that_waited_and_then_shared_one_look_give_their_places_b
             assert [a.status for a in answers] == [200] * 4
             regulator = app[SIDECAR].authenticators[-1].verifier.regulator  # type: ignore[attr-defined]
             assert [record.in_flight for record in regulator._records.values()] == [0] * len(regulator._records)
+
+
+async def test_an_attempt_that_leaves_while_the_fleet_is_asked_returns_its_places() -> None:
+    from sidecar.store import Budget, Rules, Spent
+    from sidecar.store.fleet import Fleet
+    from sidecar.store.memory import MemoryStore
+
+    class Slow(MemoryStore):
+        async def reserve(self, ticket: str, budgets: Sequence[Budget], rules: Rules) -> Spent | None:
+            await asyncio.sleep(60)
+            return None
+
+    regulator = Regulator(max_failures=1, window=60, ban=60)
+    regulator.share(Fleet(Slow(), poll_every=60))
+    attempt = asyncio.ensure_future(regulator.admit("alice", "192.0.2.1"))
+    await asyncio.sleep(0.05)
+    assert regulator.banned("alice", None) is not None  # its place is held while the fleet is asked
+    attempt.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await attempt
+    assert regulator.banned("alice", "192.0.2.1") is None  # and returned when the caller leaves
