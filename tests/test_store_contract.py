@@ -396,7 +396,18 @@ async def test_one_instance_refreshes_a_session_at_a_time(fleets: tuple[Fleet, F
     release.set()
     renewed = await first
     assert renewed.refresh_token == "after-t1" and used == ["t1"]
-    assert (await two.renew(renewed)).refresh_token == "after-after-t1"  # the lock was let go
+    with pytest.raises(ProviderUnavailable):  # just refreshed: a replica handed the old cookie leaves t1 alone
+        await two.renew(signed_in)
+
+    async def refused(token: str) -> Grant:
+        raise ProviderUnavailable("the provider did not answer")
+
+    other = dataclasses.replace(signed_in, id="s-other", refresh_token="u1")
+    one.refresh = refused  # type: ignore[method-assign,assignment]
+    with pytest.raises(ProviderUnavailable):
+        await one.renew(other)
+    assert (await two.renew(other)).refresh_token == "after-u1"  # a refresh that failed holds nothing
+    assert used == ["t1", "u1"]
 
 
 @pytest.mark.parametrize("data", [None, b"", "[]", "{}", "not json", '["ban"]', '["ban", "user", "a", "x"]',
