@@ -1442,7 +1442,8 @@ def _read_state(r: _Reader) -> StateConfig:
     backend = r.choice("backend", default.backend, get_args(Backend))
     url = r.text("url", default.url)
     parts = _split(url)
-    if parts is None or parts.scheme not in ("redis", "rediss") or (not parts.hostname and not r.has("sentinel")):
+    if (parts is None or parts.scheme not in ("redis", "rediss") or not _port_ok(parts)
+            or (not parts.hostname and not r.has("sentinel"))):
         r.problem("url", f"expected redis://HOST:PORT or rediss://HOST:PORT, got {_show(url)}")
     elif parts.password or parts.username:
         # A password in the URL would reach logs and argv: it has its own key, a secret.

@@ -52,7 +52,9 @@ log = logging.getLogger("sidecar.oidc")
 
 STATE_TTL = 600  # seconds a sign-in may take at the provider
 HTTP_TIMEOUT = 10.0
-REFRESH_LOCK = 2 * HTTP_TIMEOUT  # seconds a replica may hold a session's refresh: past its token call's timeout
+# Seconds a replica holds a session's refresh: past its token call's timeout, and after it is done,
+# until the browser has the new cookie (a replica given the old one must not spend the old token).
+REFRESH_LOCK = 60.0
 MAX_RESPONSE = 256 * 1024
 # Error codes a provider may send back (RFC 6749 4.1.2.1), as people should read them.
 PROVIDER_ERRORS = {
@@ -241,8 +243,8 @@ class Provider:
         if self.fleet is None:
             grant = await self.refresh(session.refresh_token)
         else:
-            async with self.fleet.holding(f"refresh:{session.id}", REFRESH_LOCK) as held:
-                if not held:  # another replica is refreshing it now: keep the session as it is for now
+            async with self.fleet.holding(f"refresh:{session.id}", REFRESH_LOCK, keep_after=True) as held:
+                if not held:  # another replica refreshes it, or just did: keep the session as it is for now
                     raise ProviderUnavailable(f"{self.id}: another instance is refreshing this session")
                 grant = await self.refresh(session.refresh_token)
         return dataclasses.replace(session, identity=grant.identity, refresh_token=grant.refresh_token)

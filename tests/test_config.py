@@ -701,5 +701,6 @@ def test_state_problems_are_reported_with_their_paths(tmp_path: Path) -> None:
                  "state.poll_evry: unknown key (did you mean poll_every?)"):
         assert path in text, path
     assert "pw" not in text
-    assert problems({**MINIMAL, "state": {"url": "http://h"}}) == [
-        "state.url: expected redis://HOST:PORT or rediss://HOST:PORT, got 'http://h'"]
+    for url in ("http://h", "redis://h:port", "redis://h:70000", "redis://"):
+        assert problems({**MINIMAL, "state": {"url": url}}) == [
+            f"state.url: expected redis://HOST:PORT or rediss://HOST:PORT, got {url!r}"]

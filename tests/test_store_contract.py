@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -395,4 +396,33 @@ async def test_one_instance_refreshes_a_session_at_a_time(fleets: tuple[Fleet, F
     release.set()
     renewed = await first
     assert renewed.refresh_token == "after-t1" and used == ["t1"]
-    assert (await two.renew(renewed)).refresh_token == "after-after-t1"  # the lock was let go
+    with pytest.raises(ProviderUnavailable):  # just refreshed: a replica handed the old cookie leaves t1 alone
+        await two.renew(signed_in)
+
+    async def refused(token: str) -> Grant:
+        raise ProviderUnavailable("the provider did not answer")
+
+    other = dataclasses.replace(signed_in, id="s-other", refresh_token="u1")
+    one.refresh = refused  # type: ignore[method-assign,assignment]
+    with pytest.raises(ProviderUnavailable):
+        await one.renew(other)
+    assert (await two.renew(other)).refresh_token == "after-u1"  # a refresh that failed holds nothing
+    assert used == ["t1", "u1"]
+
+
+@pytest.mark.parametrize("data", [None, b"", "[]", "{}", "not json", '["ban"]', '["ban", "user", "a", "x"]',
+                                  '["revoke", "[]", 1]', '["revoke", "[\\"nope\\", 1, 2, 3, 4]", 1]', '["other", 1]',
+                                  '["revoke", "[\\"user\\", \\"l\\", \\"a\\", \\"t\\", \\"\\"]", 1]'])
+def test_a_message_this_version_cannot_read_is_ignored(data: object) -> None:
+    from sidecar.store.redis_store import _event
+
+    assert _event(data) is None
+
+
+def test_the_messages_the_scripts_publish_are_read() -> None:
+    from sidecar.store.redis_store import _event, _member
+
+    revoked = Revoked("user", "ldap", "alice", 10.0, 70.0)
+    assert _event(f'["revoke", {json.dumps(_member(revoked))}, 70000]') == ("revoke", revoked)
+    assert _event('["ban", "client", "192.0.2.1", 900]') == ("ban", ("client", "192.0.2.1"), 900.0)
+    assert _event('["lift", "user", "alice", 0]') == ("lift", ("user", "alice"), 0.0)

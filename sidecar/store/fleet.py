@@ -72,10 +72,12 @@ class Fleet:
         return found
 
     @contextlib.asynccontextmanager
-    async def holding(self, name: str, ttl: float) -> AsyncIterator[bool]:
+    async def holding(self, name: str, ttl: float, *, keep_after: bool = False) -> AsyncIterator[bool]:
         """Hold the lock ``name`` (at most ``ttl`` seconds) while the block runs: True when held,
-        False when another instance holds it. A store that does not answer holds no lock and
-        yields True: a lock only keeps two replicas from doing the same work at once, it allows nothing."""
+        False when another instance holds it; with ``keep_after``, a block that ends well leaves it
+        held until ``ttl`` (the work is done: nobody else should do it again so soon). A store that
+        does not answer holds no lock and yields True: a lock only keeps two replicas from doing
+        the same work at once, it allows nothing."""
         try:
             token = await self.call("lock", functools.partial(self.store.lock, name, ttl))
         except StoreUnavailable:
@@ -86,7 +88,11 @@ class Fleet:
             return
         try:
             yield True
-        finally:
+        except BaseException:
+            with contextlib.suppress(StoreUnavailable):
+                await self.call("unlock", functools.partial(self.store.unlock, name, token))
+            raise
+        if not keep_after:
             with contextlib.suppress(StoreUnavailable):
                 await self.call("unlock", functools.partial(self.store.unlock, name, token))
 
