@@ -25,6 +25,8 @@ from sidecar.bearer import BearerAuthenticator
 from sidecar.cache import VerdictCache
 from sidecar.config import Config, GroupRules, SessionConfig
 from sidecar.errors import ConfigError, DirectoryUnavailable
+from sidecar.factor_store import Cipher, SqliteFactors
+from sidecar.factors import Codes
 from sidecar.forwarded import ClientAddress
 from sidecar.headers import HeaderWriter, identity_names
 from sidecar.ldap import Directory
@@ -36,6 +38,8 @@ from sidecar.policy import GroupPolicy, NamePolicy
 from sidecar.redirects import RedirectPolicy
 from sidecar.routes import SIDECAR, Sidecar, assertion_routes, core_routes, sign_in_routes
 from sidecar.sealing import derive_key
+from sidecar.second_factor import SecondFactor
+from sidecar.second_factor import routes as second_factor_routes
 from sidecar.session_auth import SessionAuthenticator, SessionJar
 from sidecar.sessions import CookieSettings, SessionCodec
 from sidecar.signin import Landing, SignIn
@@ -174,12 +178,30 @@ def browser_sign_in(config: Config, writer: HeaderWriter, client_address: Client
     if providers:
         sso = SingleSignOn(providers, state=StateCookie(sessions.keys[0].secret.reveal(), secure=sessions.secure),
                            redirects=redirects, path=public_path, landing=landing)
+    codes, cipher = factor_codes(config)
     signin = SignIn(landing=landing, verifier=found.verifier, sso=sso, redirects=redirects,
-                    client_address=client_address, public_url=public_url, logout_redirect=sessions.logout_redirect)
+                    client_address=client_address, public_url=public_url, logout_redirect=sessions.logout_redirect,
+                    codes=codes)
     authenticator = SessionAuthenticator(jar, cookie, registry.renew, writer,
                                          recheck_every=sessions.recheck_every, max_age=int(sessions.lifetime),
                                          client_address=client_address, metrics=state.metrics)
-    return signin, Feature(authenticators=[authenticator], routes=sign_in_routes(signin, config.oidc.callback_path))
+    feature = Feature(authenticators=[authenticator], routes=sign_in_routes(signin, config.oidc.callback_path))
+    if codes is not None and cipher is not None:
+        regulator = found.verifier.regulator if found.verifier is not None else None
+        factor = SecondFactor(signin=signin, codes=codes, cipher=cipher, regulator=regulator)
+        feature.routes += second_factor_routes(factor)
+        feature.on_cleanup.append(_quietly(codes.store.close))
+    return signin, feature
+
+
+def factor_codes(config: Config) -> tuple[Codes | None, Cipher | None]:
+    """The second factors' store and codes, when the configuration has them (sidecar.second_factor)."""
+    factors = config.second_factor
+    if factors is None:
+        return None, None
+    cipher = Cipher(derive_key(factors.key.reveal(), "second factor key"))
+    store = SqliteFactors(factors.store, cipher)  # the seam: a Redis store with state.backend redis
+    return Codes(store, issuer=factors.issuer, recovery_count=factors.recovery_codes), cipher
 
 
 def bearer_tokens(config: Config, writer: HeaderWriter, http: HttpClient, state: State, found: Passwords) -> Feature:

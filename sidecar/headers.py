@@ -42,7 +42,7 @@ def published_groups(groups: Sequence[str], separator: str) -> list[str]:
 def identity_names(config: HeaderConfig) -> frozenset[str]:
     """Every header name the sidecar answers with, lower-cased: a client must never send one."""
     names = [config.user, config.first_name, config.last_name, config.email, config.groups,
-             config.is_staff, config.is_superuser, config.assertion, *config.extra.values()]
+             config.is_staff, config.is_superuser, config.assertion, config.auth_methods, *config.extra.values()]
     return frozenset(name.lower() for name in names)
 
 
@@ -62,8 +62,9 @@ class HeaderWriter:
     def __init__(self, config: HeaderConfig) -> None:
         self.config = config
 
-    def render(self, identity: Identity) -> Headers:
-        """The headers of an identity; AccessDenied if any value would have to be altered."""
+    def render(self, identity: Identity, methods: Sequence[str] = ("pwd",)) -> Headers:
+        """The headers of an identity that signed in by ``methods``; AccessDenied if any value would
+        have to be altered."""
         check(identity)
         c = self.config
         separator = c.group_separator
@@ -82,6 +83,7 @@ class HeaderWriter:
             # Present even without signing keys (filled in per answer when there are): some proxies
             # (Caddy < 2.10) put placeholder text in a copied header the answer lacks.
             (c.assertion, ""),
+            (c.auth_methods, "|".join(methods)),
         ]
         pairs += [(header, clean(identity.extra.get(key, ""))) for key, header in c.extra.items()]
         return tuple(pairs)

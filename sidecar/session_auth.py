@@ -18,7 +18,7 @@ from aiohttp import web
 from cachetools import TTLCache
 
 from sidecar.cookies import cookie_value
-from sidecar.errors import AccessDenied, AuthError, InvalidCredentials, SessionTooLarge, Unavailable
+from sidecar.errors import AccessDenied, AuthError, FactorRequired, InvalidCredentials, SessionTooLarge, Unavailable
 from sidecar.flight import SingleFlight
 from sidecar.headers import HeaderWriter
 from sidecar.metrics import NO_METRICS, Metrics
@@ -152,6 +152,10 @@ class SessionAuthenticator:
         if session is None:
             log.info("session cookie refused (invalid, expired, idle, signed out or from a retired key)")
             return None
+        if session.pending:  # the password was right; the second factor is still to come
+            refusal = FactorRequired("a half-signed-in session (its second factor is still to come)")
+            refusal.user = session.identity.username
+            raise refusal
         now = self._clock()
         index = self.index
         if index is not None and index.due(session.id, now):  # a lookup: most requests write nothing
@@ -197,7 +201,9 @@ class SessionAuthenticator:
                           session.identity.username)
             else:
                 self._renewed.inc()
-        verdict = Verdict.allow(session.identity, self.writer.render(session.identity), cookie)
+        verdict = Verdict.allow(session.identity, self.writer.render(session.identity, session.methods), cookie,
+                                methods=session.methods, factor_at=session.factor_at,
+                                auth_time=max(session.issued_at, session.factor_at))
         if cookie is None:
             if len(self._verdicts) >= MAX_RENDERED:
                 self._verdicts.clear()

@@ -30,6 +30,7 @@ from multidict import CIMultiDict
 from sidecar.basic import check_password_shape, normalize_username
 from sidecar.cookies import Cookie
 from sidecar.errors import AccountRefused, AuthError, SessionTooLarge, Throttled, Unavailable
+from sidecar.factors import Codes
 from sidecar.forwarded import ClientAddress
 from sidecar.identity import Identity
 from sidecar.logs import audit
@@ -78,10 +79,11 @@ class Landing:
         self.csp = csp
 
     def finish(self, identity: Identity, rd: str, refresh_token: str | None = None, *,
-               client: str | None = None) -> web.Response:
+               client: str | None = None, pending: bool = False) -> web.Response:
         """The end of any sign-in: the session cookie, and back to where the person was going
-        (``client``, the address signing in, if known, for the admin channel's list of sessions)."""
-        session = dataclasses.replace(self.jar.codec.start(identity), refresh_token=refresh_token)
+        (``client``, the address signing in, if known, for the admin channel's list of sessions).
+        A ``pending`` session waits for its second factor: ``rd`` is then the code page."""
+        session = dataclasses.replace(self.jar.codec.start(identity), refresh_token=refresh_token, pending=pending)
         try:
             value = self.jar.encode(session)
         except SessionTooLarge:
@@ -96,9 +98,10 @@ class Landing:
         link = ("Back to sign-in", self.path + "/login")
         return self.page(status, self.pages.message(title=title, text=text, link=link))
 
-    def page(self, status: int, html: str, *, set_cookie: str | None = None) -> web.Response:
+    def page(self, status: int, html: str, *, set_cookie: str | None = None, scripts: bool = False) -> web.Response:
+        """A page of ours; with ``scripts``, our own script files may run (the passkey pages)."""
         headers = CIMultiDict({
-            "Content-Security-Policy": self.csp,
+            "Content-Security-Policy": self.csp + ("; script-src 'self'; connect-src 'self'" if scripts else ""),
             "X-Frame-Options": "DENY",
             "Referrer-Policy": "same-origin",
             "Cache-Control": "no-store",
@@ -114,7 +117,8 @@ class SignIn:
 
     def __init__(self, *, landing: Landing, verifier: PasswordVerifier | None, sso: SingleSignOn | None,
                  redirects: RedirectPolicy, client_address: ClientAddress, public_url: str,
-                 logout_redirect: str | None, clock: Callable[[], float] = time.time) -> None:
+                 logout_redirect: str | None, clock: Callable[[], float] = time.time,
+                 codes: Codes | None = None) -> None:
         self.landing = landing
         self.pages = landing.pages
         self.verifier = verifier
@@ -129,12 +133,19 @@ class SignIn:
         self.logout_redirect = logout_redirect
         self._clock = clock
         self.csrf = Cookie("sidecar_csrf", secure=cookie.secure, same_site="Strict")
+        self.codes = codes  # second factors: a user who enrolled one gives it after the password
 
     def login_url(self, original_url: str | None) -> str:
         """Where a browser without a session is sent: the login page, with the page it wanted."""
         if not original_url:
             return f"{self.public_url}/login"
         return f"{self.public_url}/login?rd={quote(original_url, safe='')}"
+
+    def factor_url(self, original_url: str | None) -> str:
+        """Where a session without the second factor a page asks for is sent (sidecar.second_factor)."""
+        if not original_url:
+            return f"{self.public_url}/factor"
+        return f"{self.public_url}/factor?rd={quote(original_url, safe='')}"
 
     # -- handlers -----------------------------------------------------------------------------
 
@@ -143,9 +154,9 @@ class SignIn:
         return self._form(request, rd=rd)
 
     async def submit_login(self, request: web.Request) -> web.Response:
-        form = await self._form_fields(request)
+        form = await self.form_fields(request)
         if form is None:
-            return self._page(400, self.pages.message(title="Sign-in failed",
+            return self.csrf_page(400, self.pages.message(title="Sign-in failed",
                                                       text="Your sign-in form expired. Please try again.",
                                                       link=("Back to sign-in", self.path + "/login")))
         rd = self.redirects.safe(form.get("rd"))
@@ -172,9 +183,22 @@ class SignIn:
             return self._form(request, rd=rd, username=typed, error=error, status=429 if throttled else 401)
         assert verdict.identity is not None  # verify answers an identity or raises
         who = verdict.identity
-        log.info("signed in %s (%s) client=%s", who.username, who.source, client,
-                 extra=audit("sign_in", request.headers, user=who.username, source=who.source, client=client))
-        response = self.landing.finish(verdict.identity, rd, client=client)
+        pending = False
+        if self.codes is not None:
+            try:
+                pending = await self.codes.enrolled((who.source, who.username))
+            except Unavailable as exc:
+                log.error("503 sign-in of %s: %s client=%s", who.username, exc.reason, client)
+                return self._form(request, rd=rd, username=typed, error=UNAVAILABLE_ERROR, status=503)
+        if pending:
+            log.info("password of %s (%s) right, second factor asked client=%s", who.username, who.source, client,
+                     extra=audit("sign_in_password", request.headers, user=who.username, source=who.source,
+                                 client=client))
+            rd = self.factor_url(rd)
+        else:
+            log.info("signed in %s (%s) client=%s", who.username, who.source, client,
+                     extra=audit("sign_in", request.headers, user=who.username, source=who.source, client=client))
+        response = self.landing.finish(verdict.identity, rd, client=client, pending=pending)
         response.headers.add("Set-Cookie", self.csrf.clear_cookie_header())
         return response
 
@@ -182,15 +206,15 @@ class SignIn:
         return self.landing.message(status, title, text)
 
     async def show_logout(self, request: web.Request) -> web.Response:
-        token = self._csrf_token(request)
+        token = self.csrf_token(request)
         page = self.pages.confirm(title="Sign out", text=LOGOUT_TEXT, action=self.path + "/logout", csrf_token=token,
                                   button="Sign out", choice=(EVERYWHERE, EVERYWHERE_LABEL))
-        return self._page(200, page, csrf=token)
+        return self.csrf_page(200, page, csrf=token)
 
     async def submit_logout(self, request: web.Request) -> web.Response:
-        fields = await self._form_fields(request)
+        fields = await self.form_fields(request)
         if fields is None:
-            return self._page(400, self.pages.message(title="Sign-out failed",
+            return self.csrf_page(400, self.pages.message(title="Sign-out failed",
                                                       text="Your sign-out form expired. Please try again.",
                                                       link=("Back", self.path + "/logout")))
         everywhere = fields.get("scope") == EVERYWHERE
@@ -219,7 +243,7 @@ class SignIn:
     async def show_signed_out(self, request: web.Request) -> web.Response:
         text = ("You are signed out, here and on your other devices." if "everywhere" in request.query
                 else "You are signed out.")
-        return self._page(200, self.pages.message(title="Signed out", text=text,
+        return self.csrf_page(200, self.pages.message(title="Signed out", text=text,
                                                   link=("Sign in again", self.path + "/login")))
 
     def forbidden(self, request: web.Request) -> web.Response:
@@ -244,23 +268,23 @@ class SignIn:
 
     def _form(self, request: web.Request, *, rd: str, username: str = "", error: str | None = None,
               status: int = 200) -> web.Response:
-        token = self._csrf_token(request)
+        token = self.csrf_token(request)
         providers = self.sso.buttons(rd) if self.sso is not None else ()
         page = self.pages.login(action=self.path + "/login", csrf_token=token, rd=rd, username=username, error=error,
                                 providers=providers, passwords=self.verifier is not None)
-        return self._page(status, page, csrf=token)
+        return self.csrf_page(status, page, csrf=token)
 
-    def _page(self, status: int, html: str, *, csrf: str | None = None) -> web.Response:
+    def csrf_page(self, status: int, html: str, *, csrf: str | None = None, scripts: bool = False) -> web.Response:
         cookie = self.csrf.set_cookie_header(csrf, CSRF_MAX_AGE) if csrf is not None else None
-        return self.landing.page(status, html, set_cookie=cookie)
+        return self.landing.page(status, html, set_cookie=cookie, scripts=scripts)
 
-    def _csrf_token(self, request: web.Request) -> str:
+    def csrf_token(self, request: web.Request) -> str:
         existing = self.csrf.read(request.headers.get("Cookie"))
         if existing and 32 <= len(existing) <= 64 and existing.replace("-", "").replace("_", "").isalnum():
             return existing
         return secrets.token_urlsafe(32)
 
-    async def _form_fields(self, request: web.Request) -> dict[str, str] | None:
+    async def form_fields(self, request: web.Request) -> dict[str, str] | None:
         """The posted form when its CSRF token and origin check out, else None (logged)."""
         client = self.client_address(request)
         origin = request.headers.get("Origin")
