@@ -33,6 +33,8 @@ from sidecar.ldap import Directory
 from sidecar.local import LocalUsers
 from sidecar.oidc import HttpClient, Provider, SingleSignOn, StateCookie
 from sidecar.pages import Pages, Theme
+from sidecar.passkeys import Passkeys
+from sidecar.passkeys import routes as passkey_routes
 from sidecar.passwords import PasswordVerifier
 from sidecar.policy import GroupPolicy, NamePolicy
 from sidecar.redirects import RedirectPolicy
@@ -188,8 +190,12 @@ def browser_sign_in(config: Config, writer: HeaderWriter, client_address: Client
     feature = Feature(authenticators=[authenticator], routes=sign_in_routes(signin, config.oidc.callback_path))
     if codes is not None and cipher is not None:
         regulator = found.verifier.regulator if found.verifier is not None else None
-        factor = SecondFactor(signin=signin, codes=codes, cipher=cipher, regulator=regulator)
+        factor = SecondFactor(signin=signin, codes=codes, cipher=cipher, regulator=regulator, passkeys=True)
         feature.routes += second_factor_routes(factor)
+        assert config.second_factor is not None  # factor_codes made codes from it
+        names = config.second_factor
+        feature.routes += passkey_routes(Passkeys(factor, cipher, rp_id=names.rp_id, rp_name=names.rp_name,
+                                                  origins=names.origins))
         feature.on_cleanup.append(_quietly(codes.store.close))
     return signin, feature
 

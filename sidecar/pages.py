@@ -70,6 +70,14 @@ _CONFIRM = Template(
 )
 _CODE = Template("<li><code>$code</code></li>\n")
 _SCRIPT = Template('<script src="$src"></script>\n')
+# The passkey choice: hidden until static/passkey.js finds WebAuthn in the browser and shows it.
+_PASSKEY = Template(
+    '<div class="providers">\n<p class="divider"><span>or</span></p>\n'
+    '<button class="button secondary" type="button" id="passkey" data-purpose="$purpose" data-options="$options" '
+    'data-submit="$submit" hidden>$label</button>\n'
+    '<div class="error" id="passkey-error" role="alert" hidden><strong>Error:</strong> <span></span></div>\n'
+    '</div>\n$script'
+)
 _CHOICE = Template('<button class="button secondary" type="submit" name="scope" value="$value">$label</button>\n')
 
 
@@ -362,6 +370,11 @@ class Pages:
         items = "".join(_fill(_CODE, code=code) for code in codes)
         body = _fill(self._recovery, codes=_Html(items), url=check_url(url, "url"))
         return _fill(self._head, title="Recovery codes", **self._shared) + body + self._page_tail
+
+    def passkey_choice(self, *, purpose: str, options: str, submit: str, label: str) -> str:
+        """The button that runs a passkey ceremony (``purpose`` register or signin) from the page it is on."""
+        return _fill(_PASSKEY, purpose=purpose, options=check_url(options, "options"),
+                     submit=check_url(submit, "submit"), label=label, script=_Html(self.script("passkey.js")))
 
     def script(self, name: str) -> str:
         """A script tag for a static file of ours (the pages that need one allow script-src 'self')."""

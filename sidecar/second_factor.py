@@ -49,7 +49,7 @@ class SecondFactor:
     """The handlers of the second step (see the module's docstring)."""
 
     def __init__(self, *, signin: SignIn, codes: Codes, cipher: Cipher, regulator: Regulator | None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 passkeys: bool = False, clock: Callable[[], float] = time.time) -> None:
         self.signin = signin
         self.landing = signin.landing
         self.pages = signin.pages
@@ -60,39 +60,40 @@ class SecondFactor:
         self.regulator = regulator
         self._clock = clock
         self.path = signin.path
+        self.passkeys = passkeys  # the pages offer passkeys (sidecar.passkeys serves them)
 
     # -- handlers -----------------------------------------------------------------------------
 
     async def show_code(self, request: web.Request) -> web.Response:
         rd = self.signin.redirects.safe(request.query.get("rd"))
-        session = self._session(request)
+        session = self.session(request)
         if session is None:
             return _see_other(self.signin.login_url(rd))
         try:
             factors = await self.store.factors(_user(session))
         except Unavailable as exc:
-            return self._unavailable(request, session, exc)
+            return self.unavailable(request, session, exc)
         if not factors:
             return _see_other(self._enrol_url(rd))
         return self._code_form(request, session, rd)
 
     async def submit_code(self, request: web.Request) -> web.Response:
         form = await self.signin.form_fields(request)
-        session = self._session(request)
+        session = self.session(request)
         if form is None or session is None:
             return self._expired()
         rd = self.signin.redirects.safe(form.get("rd"))
         user = _user(session)
         client = self.signin.client_address(request)
         try:
-            method = await self._regulated(request, session, lambda: self._check(user, form.get("code", "")))
+            method = await self.regulated(request, session, lambda: self._check(user, form.get("code", "")))
         except Throttled:
             return self._code_form(request, session, rd, error=THROTTLED_ERROR, status=429)
         except Unavailable as exc:
-            return self._unavailable(request, session, exc)
+            return self.unavailable(request, session, exc)
         if method is None:
             return self._code_form(request, session, rd, error=WRONG_CODE, status=401)
-        cookie = self._upgraded(session, method, client, request)
+        cookie = self.upgraded(session, method, client, request)
         if cookie is None:
             return self.landing.message(503, "Sign-in failed", UNAVAILABLE_ERROR)
         response = web.Response(status=303, headers={"Location": rd, "Cache-Control": "no-store"})
@@ -101,20 +102,20 @@ class SecondFactor:
 
     async def show_enrol(self, request: web.Request) -> web.Response:
         rd = self.signin.redirects.safe(request.query.get("rd"))
-        session = self._session(request)
+        session = self.session(request)
         if session is None:
             return _see_other(self.signin.login_url(rd))
         try:
-            if not await self._may_enrol(session):
+            if not await self.may_enrol(session):
                 return _see_other(self.signin.factor_url(rd))
         except Unavailable as exc:
-            return self._unavailable(request, session, exc)
+            return self.unavailable(request, session, exc)
         offer = self.codes.offer(session.identity.username)
         return self._enrol_form(request, session, rd, offer.secret)
 
     async def submit_enrol(self, request: web.Request) -> web.Response:
         form = await self.signin.form_fields(request)
-        session = self._session(request)
+        session = self.session(request)
         if form is None or session is None:
             return self._expired()
         rd = self.signin.redirects.safe(form.get("rd"))
@@ -126,22 +127,22 @@ class SecondFactor:
         user = _user(session)
         client = self.signin.client_address(request)
         try:
-            if not await self._may_enrol(session):
+            if not await self.may_enrol(session):
                 log.warning("enrolment refused for %s: a factor exists and none was given recently client=%s",
                             session.identity.username, client)
                 return _see_other(self.signin.factor_url(rd))
-            confirmed = await self._regulated(request, session, lambda: self._confirm(user, secret, form))
+            confirmed = await self.regulated(request, session, lambda: self._confirm(user, secret, form))
         except Throttled:
             return self._enrol_form(request, session, rd, secret, error=THROTTLED_ERROR, status=429)
         except Unavailable as exc:
-            return self._unavailable(request, session, exc)
+            return self.unavailable(request, session, exc)
         if confirmed is None:
             return self._enrol_form(request, session, rd, secret, error=WRONG_CODE, status=401)
         codes = confirmed
         log.info("second factor enrolled for %s: totp client=%s", user[1], client,
                  extra=audit("factor_enrolled", request.headers, user=user[1], source=user[0], kind="totp",
                              client=client))
-        cookie = self._upgraded(session, "otp", client, request)
+        cookie = self.upgraded(session, "otp", client, request)
         if cookie is None:
             return self.landing.message(503, "Sign-in failed", UNAVAILABLE_ERROR)
         if not codes:
@@ -152,7 +153,7 @@ class SecondFactor:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _session(self, request: web.Request) -> Session | None:
+    def session(self, request: web.Request) -> Session | None:
         """The session of the cookie, pending or not; a pending one only for PENDING_FOR seconds."""
         session = self.jar.open(self.signin.cookie.read(request.headers.get("Cookie")) or "")
         if session is not None and session.pending and self._clock() - session.issued_at > PENDING_FOR:
@@ -180,7 +181,7 @@ class SecondFactor:
             return []
         return await self.codes.new_recovery_codes(user)
 
-    async def _regulated(self, request: web.Request, session: Session,
+    async def regulated(self, request: web.Request, session: Session,
                             check: Callable[[], Awaitable[T | None]]) -> T | None:
         """``check`` run within the regulator's budgets: None (a wrong code) counts as a failure."""
         who = session.identity.username
@@ -200,13 +201,13 @@ class SecondFactor:
                         extra=audit("factor_refused", request.headers, user=who, client=client, status=401))
         return found
 
-    async def _may_enrol(self, session: Session) -> bool:
+    async def may_enrol(self, session: Session) -> bool:
         if not await self.store.factors(_user(session)):
             return True
         return (not session.pending and second_factor(session.methods)
                 and self._clock() - session.factor_at <= MANAGE_WITHIN)
 
-    def _upgraded(self, session: Session, method: str, client: str, request: web.Request) -> str | None:
+    def upgraded(self, session: Session, method: str, client: str, request: web.Request) -> str | None:
         """The Set-Cookie of the session with its second factor: a new id (the old cookie is revoked,
         so a pending one cannot be used again), the method recorded, and now as its time."""
         now = self._clock()
@@ -229,9 +230,10 @@ class SecondFactor:
     def _code_form(self, request: web.Request, session: Session, rd: str, *, error: str | None = None,
                    status: int = 200) -> web.Response:
         token = self.signin.csrf_token(request)
+        passkey = self._passkey("signin", "Use a passkey")
         page = self.pages.factor_code(action=self.path + "/factor", csrf_token=token, rd=rd, error=error,
-                                      text=CODE_TEXT if session.pending else STEP_UP_TEXT)
-        return self.signin.csrf_page(status, page, csrf=token)
+                                      text=CODE_TEXT if session.pending else STEP_UP_TEXT, passkey=passkey)
+        return self.signin.csrf_page(status, page, csrf=token, scripts=self.passkeys)
 
     def _enrol_form(self, request: web.Request, session: Session, rd: str, secret: str, *,
                     error: str | None = None, status: int = 200) -> web.Response:
@@ -239,8 +241,15 @@ class SecondFactor:
         offer = self.codes.offer_for(session.identity.username, secret)
         page = self.pages.factor_enrol(action=self.path + "/factor/enrol", csrf_token=token, rd=rd,
                                        token=self._seal_offer(session, secret), secret=secret, qr=offer.qr,
-                                       username=session.identity.username, error=error)
-        return self.signin.csrf_page(status, page, csrf=token)
+                                       username=session.identity.username, error=error,
+                                       passkey=self._passkey("register", "Use a passkey instead"))
+        return self.signin.csrf_page(status, page, csrf=token, scripts=self.passkeys)
+
+    def _passkey(self, purpose: str, label: str) -> str:
+        if not self.passkeys:
+            return ""
+        return self.pages.passkey_choice(purpose=purpose, options=self.path + "/factor/passkey/options",
+                                         submit=f"{self.path}/factor/passkey/{purpose}", label=label)
 
     def _seal_offer(self, session: Session, secret: str) -> str:
         plaintext = json.dumps({"k": secret, "e": int(self._clock()) + ENROL_FOR}).encode()
@@ -262,7 +271,7 @@ class SecondFactor:
     def _expired(self) -> web.Response:
         return self.landing.message(400, "Sign-in failed", "Your form expired. Please sign in again.")
 
-    def _unavailable(self, request: web.Request, session: Session, exc: Unavailable) -> web.Response:
+    def unavailable(self, request: web.Request, session: Session, exc: Unavailable) -> web.Response:
         log.error("503 second factor of %s: %s client=%s", session.identity.username, exc.reason,
                   self.signin.client_address(request))
         return self.landing.message(503, "Sign-in failed", UNAVAILABLE_ERROR)

@@ -153,7 +153,9 @@ async def test_a_required_path_sends_a_password_session_to_enrol_then_passes(sta
     page = await client.get("/factor/enrol", headers=cookies(session, token))
     html = await page.text()
     assert '<img class="qr" src="data:image/svg+xml' in html
-    assert "script-src" not in page.headers["Content-Security-Policy"]  # the strict CSP, unchanged
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'; connect-src 'self'" in csp and "unsafe" not in csp  # our passkey script only
+    assert '<script src="/_sidecar/static/passkey.js?v=' in html and "<script>" not in html
     assert "default-src 'none'" in page.headers["Content-Security-Policy"]
     wrong = await post_enrol(client, session, token, offer, "000000" if code(secret) != "000000" else "111111")
     assert wrong.status == 401 and "That code is not right" in await wrong.text()
