@@ -81,18 +81,19 @@ class Passkeys:
         except Unavailable as exc:
             log.error("503 passkey options for %s: %s", user[1], exc.reason)
             return _json(503, {"error": "unavailable"})
-        descriptors = [PublicKeyCredentialDescriptor(id=f.credential_id) for f in passkeys]
         if purpose == "register":
+            descriptors = [PublicKeyCredentialDescriptor(id=f.credential_id) for f in passkeys]
             options: Any = generate_registration_options(
                 rp_id=self.rp_id, rp_name=self.rp_name, user_name=user[1],
                 user_id=self._cipher.digest(user, "webauthn user handle")[:16],
                 exclude_credentials=descriptors,
                 authenticator_selection=AuthenticatorSelectionCriteria(
-                    resident_key=ResidentKeyRequirement.PREFERRED,
+                    resident_key=ResidentKeyRequirement.REQUIRED,
                     user_verification=UserVerificationRequirement.PREFERRED))
         else:
-            # No passkey of the user's known: an empty list lets the browser offer any of this site's.
-            options = generate_authentication_options(rp_id=self.rp_id, allow_credentials=descriptors,
+            # Passkeys are discoverable: the browser offers those it holds for this site, and the page
+            # names none of the user's credentials. The one chosen must be one of theirs (_asserted).
+            options = generate_authentication_options(rp_id=self.rp_id, allow_credentials=[],
                                                       user_verification=UserVerificationRequirement.PREFERRED)
         state = self._seal(session, purpose, options.challenge)
         return _json(200, {"options": json.loads(options_to_json(options)), "state": state})
