@@ -167,29 +167,35 @@ def browser_sign_in(config: Config, writer: HeaderWriter, client_address: Client
     csp = _csp(hosts, sessions.redirect_domains, schemes,
                [p.issuer for p in config.oidc.providers if p.logout and p.issuer])
     redirect_uri = public_url + config.oidc.callback_path
+    trusted = config.second_factor.trust_amr if config.second_factor is not None else ()
     providers = [Provider(p, http, redirect_uri=redirect_uri, leeway=config.oidc.leeway, metrics=state.metrics,
-                          policy=found.policy(p.rules, f"oidc.providers[{i}]", p.username_prefix))
+                          policy=found.policy(p.rules, f"oidc.providers[{i}]", p.username_prefix),
+                          trust_amr=p.name in trusted)
                  for i, p in enumerate(config.oidc.providers)]
     registry = Registry([*found.sources, *providers])
     jar = SessionJar(codec, registry, keep_for=sessions.lifetime,
                      revocations=state.revocations(lifetime=sessions.lifetime),
                      index=state.session_index(lifetime=sessions.lifetime, idle_timeout=sessions.idle_timeout),
                      metrics=state.metrics)
-    landing = Landing(pages=pages, jar=jar, cookie=cookie, max_age=int(sessions.lifetime), path=public_path, csp=csp)
+    codes, cipher = factor_codes(config)
+    landing = Landing(pages=pages, jar=jar, cookie=cookie, max_age=int(sessions.lifetime), path=public_path, csp=csp,
+                      codes=codes)
     sso = None
     if providers:
         sso = SingleSignOn(providers, state=StateCookie(sessions.keys[0].secret.reveal(), secure=sessions.secure),
                            redirects=redirects, path=public_path, landing=landing)
-    codes, cipher = factor_codes(config)
     signin = SignIn(landing=landing, verifier=found.verifier, sso=sso, redirects=redirects,
-                    client_address=client_address, public_url=public_url, logout_redirect=sessions.logout_redirect,
-                    codes=codes)
+                    client_address=client_address, public_url=public_url, logout_redirect=sessions.logout_redirect)
     authenticator = SessionAuthenticator(jar, cookie, registry.renew, writer,
                                          recheck_every=sessions.recheck_every, max_age=int(sessions.lifetime),
                                          client_address=client_address, metrics=state.metrics)
     feature = Feature(authenticators=[authenticator], routes=sign_in_routes(signin, config.oidc.callback_path))
     if codes is not None and cipher is not None:
-        regulator = found.verifier.regulator if found.verifier is not None else None
+        # Codes are regulated like passwords: by the passwords' regulator, or (single sign-on only) its own.
+        regulation = config.regulation
+        regulator = found.verifier.regulator if found.verifier is not None else (
+            state.regulator(max_failures=regulation.max_failures, window=regulation.window, ban=regulation.ban,
+                            remember=regulation.window) if regulation.enabled else None)
         factor = SecondFactor(signin=signin, codes=codes, cipher=cipher, regulator=regulator, passkeys=True)
         feature.routes += second_factor_routes(factor)
         assert config.second_factor is not None  # factor_codes made codes from it

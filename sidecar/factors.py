@@ -28,7 +28,8 @@ DIGITS = 6
 SKEW = 1  # steps either side accepted: a phone's clock a little off, a code typed as it changes
 RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i to misread
 RECOVERY_LENGTH = 10  # about 50 bits each: the regulator's bans make guessing hopeless
-SECOND = frozenset({"otp", "hwk"})  # methods that are a second factor
+# RFC 8176 methods that are a second factor: ours (otp, hwk), and what trusted providers say.
+SECOND = frozenset({"otp", "hwk", "swk", "sms", "tel", "mfa", "sc", "fpt", "face", "iris", "retina", "vbm"})
 # Enrolling a factor when one exists already needs one given this recently (seconds): someone who
 # only knows the password must not add their own.
 MANAGE_WITHIN = 300

@@ -30,7 +30,7 @@ from multidict import CIMultiDict
 from sidecar.basic import check_password_shape, normalize_username
 from sidecar.cookies import Cookie
 from sidecar.errors import AccountRefused, AuthError, SessionTooLarge, Throttled, Unavailable
-from sidecar.factors import Codes
+from sidecar.factors import Codes, second_factor
 from sidecar.forwarded import ClientAddress
 from sidecar.identity import Identity
 from sidecar.logs import audit
@@ -70,20 +70,41 @@ class Landing:
     the way back, or a page saying why not — and how the sign-in pages are served."""
 
     def __init__(self, *, pages: Pages, jar: SessionJar, cookie: CookieSettings, max_age: int, path: str,
-                 csp: str) -> None:
+                 csp: str, codes: Codes | None = None, clock: Callable[[], float] = time.time) -> None:
         self.pages = pages
+        self.codes = codes  # second factors: a user who enrolled one gives it after the password
+        self._clock = clock
         self.jar = jar
         self.cookie = cookie
         self.max_age = max_age
         self.path = path
         self.csp = csp
 
+    async def signed_in(self, identity: Identity, rd: str, refresh_token: str | None = None, *,
+                        client: str | None = None, amr: tuple[str, ...] = (),
+                        auth_time: float | None = None) -> web.Response:
+        """The end of any sign-in, the second factor considered: a trusted provider's ``amr`` that
+        names one counts (given at ``auth_time``); else a user who enrolled a factor is half-signed-in
+        and sent to the code page first. Unavailable when the factor store cannot say."""
+        now = self._clock()
+        methods, factor_at, pending = amr or ("pwd",), 0.0, False
+        if second_factor(methods):
+            factor_at = min(auth_time or now, now)
+        elif self.codes is not None:
+            pending = await self.codes.enrolled((identity.source, identity.username))
+        if pending:
+            rd = f"{self.path}/factor?rd={quote(rd, safe='')}"
+        return self.finish(identity, rd, refresh_token, client=client, pending=pending, methods=methods,
+                           factor_at=factor_at)
+
     def finish(self, identity: Identity, rd: str, refresh_token: str | None = None, *,
-               client: str | None = None, pending: bool = False) -> web.Response:
-        """The end of any sign-in: the session cookie, and back to where the person was going
-        (``client``, the address signing in, if known, for the admin channel's list of sessions).
-        A ``pending`` session waits for its second factor: ``rd`` is then the code page."""
-        session = dataclasses.replace(self.jar.codec.start(identity), refresh_token=refresh_token, pending=pending)
+               client: str | None = None, pending: bool = False, methods: tuple[str, ...] = ("pwd",),
+               factor_at: float = 0.0) -> web.Response:
+        """The session cookie, and back to where the person was going (``client``, the address
+        signing in, if known, for the admin channel's list of sessions). A ``pending`` session waits
+        for its second factor: ``rd`` is then the code page."""
+        session = dataclasses.replace(self.jar.codec.start(identity), refresh_token=refresh_token, pending=pending,
+                                      methods=methods, factor_at=factor_at)
         try:
             value = self.jar.encode(session)
         except SessionTooLarge:
@@ -117,8 +138,7 @@ class SignIn:
 
     def __init__(self, *, landing: Landing, verifier: PasswordVerifier | None, sso: SingleSignOn | None,
                  redirects: RedirectPolicy, client_address: ClientAddress, public_url: str,
-                 logout_redirect: str | None, clock: Callable[[], float] = time.time,
-                 codes: Codes | None = None) -> None:
+                 logout_redirect: str | None, clock: Callable[[], float] = time.time) -> None:
         self.landing = landing
         self.pages = landing.pages
         self.verifier = verifier
@@ -133,7 +153,7 @@ class SignIn:
         self.logout_redirect = logout_redirect
         self._clock = clock
         self.csrf = Cookie("sidecar_csrf", secure=cookie.secure, same_site="Strict")
-        self.codes = codes  # second factors: a user who enrolled one gives it after the password
+        self.codes = landing.codes
 
     def login_url(self, original_url: str | None) -> str:
         """Where a browser without a session is sent: the login page, with the page it wanted."""
@@ -183,22 +203,18 @@ class SignIn:
             return self._form(request, rd=rd, username=typed, error=error, status=429 if throttled else 401)
         assert verdict.identity is not None  # verify answers an identity or raises
         who = verdict.identity
-        pending = False
-        if self.codes is not None:
-            try:
-                pending = await self.codes.enrolled((who.source, who.username))
-            except Unavailable as exc:
-                log.error("503 sign-in of %s: %s client=%s", who.username, exc.reason, client)
-                return self._form(request, rd=rd, username=typed, error=UNAVAILABLE_ERROR, status=503)
-        if pending:
+        try:
+            response = await self.landing.signed_in(verdict.identity, rd, client=client)
+        except Unavailable as exc:  # the second factors' store
+            log.error("503 sign-in of %s: %s client=%s", who.username, exc.reason, client)
+            return self._form(request, rd=rd, username=typed, error=UNAVAILABLE_ERROR, status=503)
+        if "/factor?rd=" in response.headers["Location"]:
             log.info("password of %s (%s) right, second factor asked client=%s", who.username, who.source, client,
                      extra=audit("sign_in_password", request.headers, user=who.username, source=who.source,
                                  client=client))
-            rd = self.factor_url(rd)
         else:
             log.info("signed in %s (%s) client=%s", who.username, who.source, client,
                      extra=audit("sign_in", request.headers, user=who.username, source=who.source, client=client))
-        response = self.landing.finish(verdict.identity, rd, client=client, pending=pending)
         response.headers.add("Set-Cookie", self.csrf.clear_cookie_header())
         return response
 

@@ -72,7 +72,7 @@ def test_reset_factors_makes_the_next_sign_in_enrol_again(running: AdminSidecar)
     assert where == "https://app.test/"  # no factor yet
     enrol(port, session)
     where, _ = sign_in(port)
-    assert where.startswith(f"{PUBLIC}/factor?rd=")  # now every sign-in asks for it
+    assert where.startswith("/_sidecar/factor?rd=")  # now every sign-in asks for it
 
     status, body = admin_json(running, "reset-factors", "lena")
     assert status == 0 and body["factors_removed"] == 1 and body["sources"] == ["local"]

@@ -178,7 +178,7 @@ async def test_an_enrolled_user_is_half_signed_in_until_the_code(start: Any) -> 
     _, secret, _ = await enrolled(client)
     response = await sign_in(client, "alice", "alice-pass")
     assert response.status == 303
-    assert response.headers["Location"] == f"{PUBLIC}/factor?rd=https%3A%2F%2Fapp.test%2Fadmin%2Fx"
+    assert response.headers["Location"] == "/_sidecar/factor?rd=https%3A%2F%2Fapp.test%2Fadmin%2Fx"
     half = set_cookies(response)[SESSION]
     page = await client.get("/factor", headers=cookies(half))
     assert page.status == 200 and 'autocomplete="one-time-code"' in await page.text()
@@ -375,3 +375,22 @@ async def test_the_form_and_pages_need_a_session(start: Any) -> None:
         assert response.status == 303
         assert parse_qs(urlsplit(response.headers["Location"]).query)["rd"] == ["https://app.test/x"]
     assert (await post_code(client, "garbage", "123456")).status == 400
+
+
+async def test_a_trusted_provider_s_amr_is_the_second_factor_else_ours_is_asked(start: Any, tmp_path: Path) -> None:
+    from sidecar.identity import Identity
+    from sidecar.routes import SIDECAR
+
+    client = await start(oidc={"providers": [{"name": "corp", "issuer": "https://idp.test", "client_id": "c",
+                                              "client_secret": "x", "username_prefix": "corp:"}]},
+                         second_factor={"key": "f" * 40, "store": str(tmp_path / "factors.sqlite3"),
+                                        "trust_amr": ["corp"]})
+    landing = client.server.app[SIDECAR].signin.landing
+    carol = Identity("corp:carol", source="oidc:corp")
+    said = await landing.signed_in(carol, "https://app.test/admin/x", amr=("pwd", "mfa"), auth_time=time.time() - 20)
+    assert said.headers["Location"] == "https://app.test/admin/x"
+    allowed = await auth(client, set_cookies(said)[SESSION], ADMIN)
+    assert allowed.status == 200 and allowed.headers["Remote-User-Auth-Methods"] == "pwd|mfa"
+    plain = await landing.signed_in(carol, "https://app.test/admin/x")  # no amr: our own factor on /admin
+    refused = await auth(client, set_cookies(plain)[SESSION], ADMIN, **BROWSER)
+    assert refused.status == 401 and "/_sidecar/factor?rd=" in refused.headers["Location"]
