@@ -69,6 +69,13 @@ _CONFIRM = Template(
     '<button class="button" type="submit" autofocus>$label</button>\n$choice</form>\n'
 )
 _CODE = Template("<li><code>$code</code></li>\n")
+_FACTOR = Template(
+    '<li><span class="factor-name">$label</span> <span class="hint">added $added</span>\n'
+    '<form method="post" action="$action">\n<input type="hidden" name="csrf" value="$csrf_token">\n'
+    '<input type="hidden" name="factor" value="$id">\n'
+    '<button class="button secondary" type="submit" aria-label="Remove $label added $added">Remove</button>\n'
+    '</form></li>\n'
+)
 _SCRIPT = Template('<script src="$src"></script>\n')
 # The passkey choice: hidden until static/passkey.js finds WebAuthn in the browser and shows it.
 _PASSKEY = Template(
@@ -257,7 +264,7 @@ class Pages:
         self._page_tail = _fill(self._tail, help=self._help())
         self._login, self._message = _template("login.html"), _template("message.html")
         self._factor, self._enrol = _template("factor.html"), _template("enrol.html")
-        self._recovery = _template("recovery.html")
+        self._recovery, self._factors = _template("recovery.html"), _template("factors.html")
         self._prefix = prefix
 
     def _version(self, name: str) -> str:
@@ -375,6 +382,18 @@ class Pages:
         """The button that runs a passkey ceremony (``purpose`` register or signin) from the page it is on."""
         return _fill(_PASSKEY, purpose=purpose, options=check_url(options, "options"),
                      submit=check_url(submit, "submit"), label=label, script=_Html(self.script("passkey.js")))
+
+    def factors(self, *, factors: Sequence[tuple[str, str, str]], recovery_left: int, csrf_token: str,
+                remove: str, enrol: str, recovery_action: str, error: str | None = None) -> str:
+        """"Manage my factors": each (id, label, date added) with a Remove button, the recovery codes left."""
+        items = "".join(_fill(_FACTOR, id=factor_id, label=label, added=added, csrf_token=csrf_token,
+                              action=check_url(remove, "remove")) for factor_id, label, added in factors)
+        left = ("No recovery codes yet: make some, in case you lose your phone or key." if recovery_left == 0
+                else f"{recovery_left} recovery codes left." if recovery_left != 1 else "1 recovery code left.")
+        body = _fill(self._factors, items=_Html(items), recovery=left, enrol=check_url(enrol, "enrol"),
+                     recovery_action=check_url(recovery_action, "recovery_action"), csrf_token=csrf_token,
+                     error=_fill(_ERROR, error=error) if error else _Html(""))
+        return _fill(self._head, title="Your second factors", **self._shared) + body + self._page_tail
 
     def script(self, name: str) -> str:
         """A script tag for a static file of ours (the pages that need one allow script-src 'self')."""

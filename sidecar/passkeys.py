@@ -134,12 +134,22 @@ class Passkeys:
             log.info("second factor enrolled for %s: passkey client=%s", user[1], client,
                      extra=audit("factor_enrolled", request.headers, user=user[1], source=user[0], kind="passkey",
                                  client=client))
+            rd = await self._after_registration(user, rd)
         cookie = self.factor.upgraded(session, method, client, request)
         if cookie is None:
             return _json(503, {"error": "unavailable"})
         response = _json(200, {"location": rd})
         response.headers.add("Set-Cookie", cookie)
         return response
+
+    async def _after_registration(self, user: User, rd: str) -> str:
+        """Where a new passkey's page goes: on to ``rd``, or first where recovery codes are made."""
+        try:
+            if not await self.store.recovery_codes_left(user):
+                return self.factor.signin.public_url + "/factors"
+        except Unavailable as exc:
+            log.error("passkey of %s registered, recovery codes unknown: %s", user[1], exc.reason)
+        return rd
 
     async def _registered(self, user: User, credential: str, challenge: bytes) -> str | None:
         try:

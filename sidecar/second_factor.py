@@ -151,7 +151,69 @@ class SecondFactor:
             return response
         return self.landing.page(200, self.pages.recovery_codes(codes=codes, url=rd), set_cookie=cookie)
 
+    async def show_factors(self, request: web.Request) -> web.Response:
+        """Manage my factors: only within MANAGE_WITHIN seconds of giving one (else the code page first)."""
+        session = self.session(request)
+        if session is None:
+            return _see_other(self.signin.login_url(self._factors_url()))
+        if not self._recent(session):
+            return _see_other(self.signin.factor_url(self._factors_url()))
+        user = _user(session)
+        try:
+            factors = await self.store.factors(user)
+            left = await self.store.recovery_codes_left(user)
+        except Unavailable as exc:
+            return self.unavailable(request, session, exc)
+        token = self.signin.csrf_token(request)
+        listed = [(f.id, "Authenticator app" if f.kind == "totp" else f.label,
+                   time.strftime("%Y-%m-%d", time.gmtime(f.created))) for f in factors]
+        page = self.pages.factors(factors=listed, recovery_left=left, csrf_token=token,
+                                  remove=self.path + "/factors/remove", enrol=self._enrol_url(self._factors_url()),
+                                  recovery_action=self.path + "/factors/recovery")
+        return self.signin.csrf_page(200, page, csrf=token)
+
+    async def remove_factor(self, request: web.Request) -> web.Response:
+        form = await self.signin.form_fields(request)
+        session = self.session(request)
+        if form is None or session is None:
+            return self._expired()
+        if not self._recent(session):
+            return _see_other(self.signin.factor_url(self._factors_url()))
+        user = _user(session)
+        try:
+            removed = await self.store.remove(user, form.get("factor", ""))
+        except Unavailable as exc:
+            return self.unavailable(request, session, exc)
+        if removed:
+            client = self.signin.client_address(request)
+            log.info("second factor %s of %s removed client=%s", form["factor"], user[1], client,
+                     extra=audit("factor_removed", request.headers, user=user[1], source=user[0], client=client))
+        return _see_other(self._factors_url())
+
+    async def new_recovery_codes(self, request: web.Request) -> web.Response:
+        form = await self.signin.form_fields(request)
+        session = self.session(request)
+        if form is None or session is None:
+            return self._expired()
+        if not self._recent(session):
+            return _see_other(self.signin.factor_url(self._factors_url()))
+        try:
+            codes = await self.codes.new_recovery_codes(_user(session))
+        except Unavailable as exc:
+            return self.unavailable(request, session, exc)
+        log.info("new recovery codes for %s", session.identity.username,
+                 extra=audit("recovery_codes", request.headers, user=session.identity.username))
+        return self.landing.page(200, self.pages.recovery_codes(codes=codes, url=self._factors_url()))
+
     # -- helpers ------------------------------------------------------------------------------
+
+    def _recent(self, session: Session) -> bool:
+        """A full session whose second factor was given within MANAGE_WITHIN seconds."""
+        return (not session.pending and second_factor(session.methods)
+                and self._clock() - session.factor_at <= MANAGE_WITHIN)
+
+    def _factors_url(self) -> str:
+        return self.signin.public_url + "/factors"
 
     def session(self, request: web.Request) -> Session | None:
         """The session of the cookie, pending or not; a pending one only for PENDING_FOR seconds."""
@@ -202,10 +264,7 @@ class SecondFactor:
         return found
 
     async def may_enrol(self, session: Session) -> bool:
-        if not await self.store.factors(_user(session)):
-            return True
-        return (not session.pending and second_factor(session.methods)
-                and self._clock() - session.factor_at <= MANAGE_WITHIN)
+        return self._recent(session) or not await self.store.factors(_user(session))
 
     def upgraded(self, session: Session, method: str, client: str, request: web.Request) -> str | None:
         """The Set-Cookie of the session with its second factor: a new id (the old cookie is revoked,
@@ -296,4 +355,7 @@ def routes(factor: SecondFactor) -> list[web.RouteDef]:
         web.post("/factor", factor.submit_code),
         web.get("/factor/enrol", factor.show_enrol),
         web.post("/factor/enrol", factor.submit_enrol),
+        web.get("/factors", factor.show_factors),
+        web.post("/factors/remove", factor.remove_factor),
+        web.post("/factors/recovery", factor.new_recovery_codes),
     ]

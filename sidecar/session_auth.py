@@ -147,15 +147,15 @@ class SessionAuthenticator:
         if value is None:
             return None
         session = self.jar.open(value)  # no await on the common path: a coroutine costs as much as the rest
+        if session is not None and session.pending:  # the password was right; the second factor is to come
+            refusal = FactorRequired("a half-signed-in session (its second factor is still to come)")
+            refusal.user = session.identity.username
+            raise refusal
         if session is not None and session.groups_elsewhere:
             session = await self.jar.restore(session)
         if session is None:
             log.info("session cookie refused (invalid, expired, idle, signed out or from a retired key)")
             return None
-        if session.pending:  # the password was right; the second factor is still to come
-            refusal = FactorRequired("a half-signed-in session (its second factor is still to come)")
-            refusal.user = session.identity.username
-            raise refusal
         now = self._clock()
         index = self.index
         if index is not None and index.due(session.id, now):  # a lookup: most requests write nothing

@@ -153,6 +153,11 @@ def test_totp_enrolment_sign_in_replay_and_step_up(site: Site, page: Any) -> Non
     page.wait_for_url(site.base + "/admin/")
     assert page.locator("#user").inner_text() == "alice"
 
+    page.goto(site.base + "/_sidecar/factors")
+    assert page.get_by_role("list", name="Your second factors").locator("li").count() == 1
+    assert "9 recovery codes left." in page.content() or "10 recovery codes left." in page.content()
+    screenshot(page, "factor-manage-desktop")
+
 
 def virtual_authenticator(page: Any) -> tuple[Any, str]:
     cdp = page.context.new_cdp_session(page)
@@ -168,7 +173,11 @@ def test_passkey_registration_sign_in_and_a_removed_one_refused(site: Site, page
     password(page, site, "bob")
     page.wait_for_url("**/_sidecar/factor/enrol?rd=*")
     page.get_by_role("button", name="Use a passkey instead").click()
-    page.wait_for_url(site.base + PROTECTED)
+    page.wait_for_url("**/_sidecar/factors")  # no recovery codes yet: where they are made
+    assert "No recovery codes yet" in page.content()
+    page.get_by_role("button", name="Make new recovery codes").click()
+    page.get_by_role("heading", name="Recovery codes").wait_for()
+    page.goto(site.base + PROTECTED)
     assert page.locator("#user").inner_text() == "bob"
     assert "pwd|hwk" in page.content()
     credentials = cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})["credentials"]

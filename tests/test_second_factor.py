@@ -394,3 +394,70 @@ async def test_a_trusted_provider_s_amr_is_the_second_factor_else_ours_is_asked(
     plain = await landing.signed_in(carol, "https://app.test/admin/x")  # no amr: our own factor on /admin
     refused = await auth(client, set_cookies(plain)[SESSION], ADMIN, **BROWSER)
     assert refused.status == 401 and "/_sidecar/factor?rd=" in refused.headers["Location"]
+
+
+# -- managing factors, and the passkey endpoints' refusals ------------------------------------------
+
+async def test_factors_are_listed_removed_and_recovery_codes_renewed_after_a_recent_factor(start: Any) -> None:
+    client = await start()
+    full, secret, recovery = await enrolled(client)
+    token = await csrf(client)
+    page = await client.get("/factors", headers=cookies(full, token))
+    html = await page.text()
+    assert page.status == 200 and "Authenticator app" in html and "10 recovery codes left." in html
+    factor = re.search(r'name="factor" value="([^"]+)"', html)
+    assert factor is not None
+    renewed = await client.post("/factors/recovery", data={"csrf": token}, headers=cookies(full, token))
+    assert renewed.status == 200
+    half = set_cookies(await sign_in(client, "alice", "alice-pass"))[SESSION]
+    assert (await post_code(client, half, recovery[0])).status == 401  # the old codes stopped working
+
+    aged = forged(full, factor_at=time.time() - 400)  # too long ago to manage: give a code first
+    for response in (await client.get("/factors", headers=cookies(aged, token), allow_redirects=False),
+                     await client.post("/factors/remove", data={"csrf": token, "factor": factor.group(1)},
+                                       headers=cookies(aged, token), allow_redirects=False)):
+        assert response.status == 303 and "/factor?rd=" in response.headers["Location"]
+    removed = await client.post("/factors/remove", data={"csrf": token, "factor": factor.group(1)},
+                                headers=cookies(full, token), allow_redirects=False)
+    assert removed.status == 303 and removed.headers["Location"] == f"{PUBLIC}/factors"
+    assert (await sign_in(client, "alice", "alice-pass")).headers["Location"] == "https://app.test/admin/x"
+    assert secret  # (enrolled with it)
+
+
+async def test_removing_needs_the_csrf_token(start: Any) -> None:
+    client = await start()
+    full, _, _ = await enrolled(client)
+    page = await client.get("/factors", headers=cookies(full, await csrf(client)))
+    factor = re.search(r'name="factor" value="([^"]+)"', await page.text())
+    assert factor is not None
+    forged_post = await client.post("/factors/remove", data={"factor": factor.group(1)},
+                                    headers={**cookies(full), "Origin": "https://evil.example"})
+    assert forged_post.status == 400
+    assert "/factor?rd=" in (await sign_in(client, "alice", "alice-pass")).headers["Location"]  # still enrolled
+
+
+async def test_the_passkey_endpoints_refuse_forged_and_foreign_requests(start: Any) -> None:
+    client = await start()
+    alice = set_cookies(await sign_in(client, "alice", "alice-pass"))[SESSION]
+    bob = set_cookies(await sign_in(client, "bob", "bob-pass"))[SESSION]
+    token = await csrf(client)
+    no_csrf = await client.post("/factor/passkey/options", data={"purpose": "register"}, headers=cookies(alice))
+    assert no_csrf.status == 400
+    options = await client.post("/factor/passkey/options", data={"csrf": token, "purpose": "register"},
+                                headers=cookies(alice, token))
+    body = await options.json()
+    assert options.status == 200 and body["options"]["rp"]["id"] == "app.test"
+    assert body["options"]["authenticatorSelection"]["residentKey"] == "required"
+    # Alice's state with bob's session: it does not open, whatever the credential.
+    foreign = await client.post("/factor/passkey/register", data={"csrf": token, "state": body["state"],
+                                                                  "credential": "{}"}, headers=cookies(bob, token))
+    assert foreign.status == 400
+    junk = await client.post("/factor/passkey/register", data={"csrf": token, "state": body["state"],
+                                                               "credential": '{"id": 1}'},
+                             headers=cookies(alice, token))
+    assert junk.status == 401  # a credential that does not verify: a failure, counted
+    signin = await client.post("/factor/passkey/options", data={"csrf": token, "purpose": "signin"},
+                               headers=cookies(alice, token))
+    assert (await signin.json())["options"]["allowCredentials"] == []  # no credential of hers is named
+    assert (await client.post("/factor/passkey/options", data={"csrf": token, "purpose": "x"},
+                              headers=cookies(alice, token))).status == 400
