@@ -242,7 +242,7 @@ def make_app(config: Config, state: State | None = None) -> web.Application:
     comes from ``state``; nothing else is shared with another application built in the process
     (a reload builds the new one beside the old, which finishes the requests it has)."""
     state = state or State()
-    writer = HeaderWriter(config.headers)
+    writer = HeaderWriter(config.headers, auth_methods=config.second_factor is not None)
     client_address = ClientAddress(config.server.trusted_proxies)
     http = HttpClient()
     found = passwords(config, writer, client_address, state)

@@ -59,8 +59,10 @@ def check(identity: Identity) -> None:
 class HeaderWriter:
     """Built once from the config; renders an identity as the 200 answer's headers."""
 
-    def __init__(self, config: HeaderConfig) -> None:
+    def __init__(self, config: HeaderConfig, *, auth_methods: bool = False) -> None:
         self.config = config
+        # With second factors configured, the answer says how the user signed in (auth_methods).
+        self.auth_methods = auth_methods
 
     def render(self, identity: Identity, methods: Sequence[str] = ("pwd",)) -> Headers:
         """The headers of an identity that signed in by ``methods``; AccessDenied if any value would
@@ -83,7 +85,8 @@ class HeaderWriter:
             # Present even without signing keys (filled in per answer when there are): some proxies
             # (Caddy < 2.10) put placeholder text in a copied header the answer lacks.
             (c.assertion, ""),
-            (c.auth_methods, "|".join(methods)),
         ]
+        if self.auth_methods:
+            pairs.append((c.auth_methods, "|".join(methods)))
         pairs += [(header, clean(identity.extra.get(key, ""))) for key, header in c.extra.items()]
         return tuple(pairs)

@@ -27,8 +27,8 @@ from webauthn import (
     verify_authentication_response,
     verify_registration_response,
 )
+from webauthn.helpers import exceptions as webauthn_errors
 from webauthn.helpers import parse_authentication_credential_json
-from webauthn.helpers.exceptions import WebAuthnException
 from webauthn.helpers.structs import (
     AuthenticatorSelectionCriteria,
     PublicKeyCredentialDescriptor,
@@ -52,6 +52,17 @@ MAX_CREDENTIAL = 12 * 1024  # a credential's JSON (the form itself is capped at 
 
 class Refused(Exception):
     """A credential that does not verify: for the log line, never for the client."""
+
+
+# What webauthn raises for a credential that does not verify (it has no common base before 3), and
+# what malformed JSON or CBOR raises on its way there.
+_WEBAUTHN_ERRORS = (
+    "InvalidRegistrationResponse", "InvalidAuthenticationResponse", "InvalidJSONStructure", "InvalidCBORData",
+    "InvalidAuthenticatorDataStructure", "InvalidPublicKeyStructure", "InvalidBackupFlags", "InvalidCertificateChain",
+    "InvalidTPMCertInfoStructure", "InvalidTPMPubAreaStructure", "SignatureVerificationException",
+    "UnsupportedAlgorithm", "UnsupportedEC2Curve", "UnsupportedPublicKey", "UnsupportedPublicKeyType")
+INVALID: tuple[type[Exception], ...] = (Refused, ValueError, KeyError, TypeError,
+                                        *(getattr(webauthn_errors, name) for name in _WEBAUTHN_ERRORS))
 
 
 class Passkeys:
@@ -155,7 +166,7 @@ class Passkeys:
         try:
             verified = verify_registration_response(credential=credential, expected_challenge=challenge,
                                                     expected_rp_id=self.rp_id, expected_origin=self.origins)
-        except (WebAuthnException, ValueError, KeyError, TypeError) as exc:
+        except INVALID as exc:
             log.warning("passkey registration of %s refused: %s", user[1], _why(exc))
             return None
         await self.store.add(user, Factor(new_factor_id(), "passkey", "Passkey", self._clock(),
@@ -174,7 +185,7 @@ class Passkeys:
                 credential=credential, expected_challenge=challenge, expected_rp_id=self.rp_id,
                 expected_origin=self.origins, credential_public_key=factor.secret,
                 credential_current_sign_count=factor.sign_count)
-        except (Refused, WebAuthnException, ValueError, KeyError, TypeError) as exc:
+        except INVALID as exc:
             log.warning("passkey sign-in of %s refused: %s", user[1], _why(exc))
             return None
         await self.store.counted(user, factor.id, verified.new_sign_count)

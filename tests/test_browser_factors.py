@@ -135,11 +135,19 @@ def test_totp_enrolment_sign_in_replay_and_step_up(site: Site, page: Any) -> Non
     screenshot(page, "factor-code-desktop")
     page.goto(site.base + PROTECTED)  # the half-signed-in cookie does not open the application
     assert "/_sidecar/factor?rd=" in page.url
+    assert page.evaluate("document.activeElement.id") == "code"  # keyboard only: type, Tab, Enter
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent").strip() == "Continue"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "passkey"
     page.get_by_label("Code").fill(enrolment_code)  # replayed: its time step was used
     page.get_by_role("button", name="Continue").click()
-    assert "That code is not right, or was used already" in page.get_by_role("alert").inner_text()
-    page.get_by_label("Code").fill(codes.fresh())
-    page.get_by_role("button", name="Continue").click()
+    alert = page.get_by_role("alert")
+    assert alert.inner_text().startswith("Error:")  # said in words, not by colour alone
+    assert "That code is not right, or was used already" in alert.inner_text()
+    assert page.evaluate("document.activeElement.id") == "code"
+    page.keyboard.type(codes.fresh())
+    page.keyboard.press("Enter")
     page.wait_for_url(site.base + PROTECTED)
 
     page.goto(site.base + "/admin/")

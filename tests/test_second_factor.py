@@ -461,3 +461,30 @@ async def test_the_passkey_endpoints_refuse_forged_and_foreign_requests(start: A
     assert (await signin.json())["options"]["allowCredentials"] == []  # no credential of hers is named
     assert (await client.post("/factor/passkey/options", data={"csrf": token, "purpose": "x"},
                               headers=cookies(alice, token))).status == 400
+
+
+def test_a_session_cookie_keeps_its_methods_and_refuses_a_forged_pending_mark() -> None:
+    import dataclasses
+    import json
+    import zlib
+
+    from sidecar.identity import Identity
+    from sidecar.sealing import Sealer
+
+    key = derive_key(SESSION_SECRET, "session key")
+    codec = SessionCodec([("k1", key)], lifetime=43200, idle_timeout=3600)
+    now = float(int(time.time()))
+    session = dataclasses.replace(codec.start(Identity("alice", source="local")), methods=("pwd", "hwk"),
+                                  factor_at=now, pending=False)
+    back = codec.decode(codec.encode(session))
+    assert back is not None and (back.methods, back.factor_at, back.pending) == (("pwd", "hwk"), now, False)
+    assert codec.decode(codec.encode(dataclasses.replace(session, pending=True))) is not None
+    plain = SessionCodec([("k1", key)], lifetime=43200, idle_timeout=3600).decode(
+        codec.encode(dataclasses.replace(session, methods=("pwd",), factor_at=0.0)))
+    assert plain is not None and plain.methods == ("pwd",) and plain.factor_at == 0.0
+    sealer = Sealer([("k1", key)])
+    for mark in (2, True, "1"):  # only 0 or 1, as an integer
+        payload = json.loads(zlib.decompress(sealer.open(codec.encode(session))[1:], -zlib.MAX_WBITS))
+        payload["p"] = mark
+        raw = b"\x01" + zlib.compress(json.dumps(payload).encode(), 9, wbits=-zlib.MAX_WBITS)
+        assert SessionCodec([("k1", key)], lifetime=43200, idle_timeout=3600).decode(sealer.seal(raw)) is None
