@@ -225,6 +225,8 @@ def _refuse(request: web.Request, target: Original | None, error: AuthError,
         response = sidecar.unauthenticated(request, target, factor=isinstance(error, FactorRequired))
     elif error.status == 403 and sidecar.forward_auth and sidecar.signin is not None and is_browser(request):
         response = sidecar.signin.forbidden(request)  # Traefik and Caddy show this answer as it is
+    elif isinstance(error, FactorUnavailable):  # the credentials were right: say what is missing
+        response = _answer(403, detail="this path needs a second factor: sign in with a browser")
     else:
         response = _answer(error.status)
     if set_cookie is not None:
@@ -232,8 +234,9 @@ def _refuse(request: web.Request, target: Original | None, error: AuthError,
     return response
 
 
-def _answer(status: int, headers: CIMultiDict[str] | None = None) -> web.Response:
-    return web.Response(status=status, headers=headers, text=f"{status} {_REASONS[status]}\n")
+def _answer(status: int, headers: CIMultiDict[str] | None = None, *, detail: str = "") -> web.Response:
+    text = f"{status} {_REASONS[status]}" + (f": {detail}" if detail else "")
+    return web.Response(status=status, headers=headers, text=text + "\n")
 
 
 _REASONS = {302: "Found", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 503: "Service Unavailable"}

@@ -241,6 +241,9 @@ async def test_basic_and_bearer_are_refused_where_a_factor_is_required(start: An
     client = await start(app_tokens={"rules": [{"scheme": "Token"}]})
     refused = await client.get("/auth", headers={**basic("bob", "bob-pass"), **ADMIN})
     assert refused.status == 403
+    assert await refused.text() == "403 Forbidden: this path needs a second factor: sign in with a browser\n"
+    wrong = await client.get("/auth", headers={**basic("bob", "not-bob-pass"), **ADMIN})
+    assert wrong.status == 401  # a wrong password is told nothing more
     assert (await client.get("/auth", headers={**basic("bob", "bob-pass"), **HOME})).status == 200
     assert (await client.get("/auth", headers={**basic("bob", "bob-pass"), **OPEN})).status == 200
     passed = await client.get("/auth", headers={"Authorization": "Token 0123abcd", **ADMIN})
