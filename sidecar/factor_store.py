@@ -5,6 +5,12 @@ TOTP time steps already used.
 SQLite file (the embedded default). A Redis store for several instances implements the same
 protocol (the ``state.backend: redis`` of the fleet work): nothing else here would change.
 
+For that Redis store, what this one does maps onto single commands, so no check-then-write races
+between replicas: a used TOTP step is ``SET <prefix>totp-step:<source>:<user>:<step> 1 NX EX 300``
+(refused when it exists), a recovery code is spent by ``SREM`` of its digest (spent when it removed
+one), factors are a hash per user (field: factor id, value: the row with its sealed secret). The
+sealing (:class:`Cipher`) is the same for both: only rows move.
+
 A user is ``(source, username)`` as sessions name them. What is stored is never what would let
 someone in who reads the file: TOTP secrets are encrypted (AES-256-GCM under the configured key,
 bound to the user and the factor's id as associated data, so a row copied to another user does not

@@ -491,3 +491,15 @@ def test_a_session_cookie_keeps_its_methods_and_refuses_a_forged_pending_mark() 
         payload["p"] = mark
         raw = b"\x01" + zlib.compress(json.dumps(payload).encode(), 9, wbits=-zlib.MAX_WBITS)
         assert SessionCodec([("k1", key)], lifetime=43200, idle_timeout=3600).decode(sealer.seal(raw)) is None
+
+
+async def test_two_instances_on_one_store_share_enrolments_and_used_codes(start: Any) -> None:
+    first, second = await start(), await start()  # as server.workers > 1 on one host: one SQLite file
+    _, secret, _ = await enrolled(first)
+    half = set_cookies(await sign_in(second, "alice", "alice-pass"))[SESSION]
+    assert "/factor?rd=" in (await sign_in(second, "alice", "alice-pass")).headers["Location"]
+    assert (await post_code(second, half, USED[secret])).status == 401  # used on the other instance
+    value = code(secret, 1)
+    assert (await post_code(second, half, value)).status == 303
+    other = set_cookies(await sign_in(first, "alice", "alice-pass"))[SESSION]
+    assert (await post_code(first, other, value)).status == 401
