@@ -503,3 +503,55 @@ async def test_two_instances_on_one_store_share_enrolments_and_used_codes(start:
     assert (await post_code(second, half, value)).status == 303
     other = set_cookies(await sign_in(first, "alice", "alice-pass"))[SESSION]
     assert (await post_code(first, other, value)).status == 401
+
+
+async def test_a_store_failing_mid_way_is_a_503_on_every_page_never_a_pass(start: Any,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from sidecar.factor_store import FactorStoreUnavailable
+    from sidecar.routes import SIDECAR
+
+    client = await start()
+    full, secret, _ = await enrolled(client)
+    half = set_cookies(await sign_in(client, "alice", "alice-pass"))[SESSION]
+    store = client.server.app[SIDECAR].signin.codes.store
+    token, offer, second = await enrol_page(client, full)  # a second factor, being added
+
+    async def down(*args: Any) -> Any:
+        raise FactorStoreUnavailable("the disk is gone")
+
+    for name in ("factors", "add", "remove", "use_step", "set_recovery_codes", "use_recovery_code",
+                 "recovery_codes_left"):
+        monkeypatch.setattr(store, name, down)
+    form = {"csrf": token, "rd": "/"}
+    answers = [
+        await client.get("/factor", headers=cookies(half, token)),
+        await post_code(client, half, code(secret, 1), token),
+        await post_enrol(client, full, token, offer, code(second)),
+        await client.get("/factors", headers=cookies(full, token)),
+        await client.post("/factors/remove", data={**form, "factor": "x"}, headers=cookies(full, token)),
+        await client.post("/factors/recovery", data=form, headers=cookies(full, token)),
+        await client.post("/factor/passkey/options", data={**form, "purpose": "signin"}, headers=cookies(half, token)),
+        await sign_in(client, "alice", "alice-pass"),
+    ]
+    assert [a.status for a in answers] == [503] * len(answers)
+    assert all(SESSION not in set_cookies(a) for a in answers)
+    assert (await auth(client, half, HOME)).status == 401  # still half-signed-in
+
+
+async def test_a_half_sign_in_lapses_and_an_old_offer_cannot_add_a_factor(start: Any) -> None:
+    client = await start()
+    session = set_cookies(await sign_in(client, "alice", "alice-pass"))[SESSION]
+    token, offer, secret = await enrol_page(client, session)
+    full, _, _ = await enrolled(client, "alice")  # enrolled meanwhile, in another tab
+    aged = forged(full, factor_at=time.time() - 400)
+    # The offer made before she enrolled: its session has no factor, and one exists now.
+    stale = await post_enrol(client, session, token, offer, code(secret))
+    assert stale.status == 303 and "/factor?rd=" in stale.headers["Location"]
+    # An offer made while the factor was fresh, confirmed once it is old: the same.
+    fresh_token, fresh_offer, fresh_secret = await enrol_page(client, full)
+    late = await post_enrol(client, aged, fresh_token, fresh_offer, code(fresh_secret))
+    assert late.status == 303 and "/factor?rd=" in late.headers["Location"]
+    half = set_cookies(await sign_in(client, "alice", "alice-pass"))[SESSION]
+    lapsed = forged(half, issued_at=time.time() - 601, last_seen=time.time())
+    response = await client.get("/factor?rd=https://app.test/x", headers=cookies(lapsed), allow_redirects=False)
+    assert response.status == 303 and "/login?rd=" in response.headers["Location"]
