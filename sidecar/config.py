@@ -1475,6 +1475,11 @@ def _check_factors(parts: dict[str, Any], sections: dict[str, _Reader]) -> None:
     """What a second factor needs of the other sections; fills in the names it derives from them."""
     access: AccessConfig = parts["access"]
     factors: SecondFactorConfig | None = parts["second_factor"]
+    for i, rule in enumerate(access.rules):
+        if rule.second_factor_max_age is not None and rule.second_factor is None and access.second_factor == "never":
+            sections["access"].problem(f"rules[{i}].second_factor_max_age", "asks for a recent second factor, but "
+                                       "access.second_factor is never and the rule says no second_factor: say "
+                                       "required or optional")
     if factors is None:
         if access.asks_factors():
             sections["access"].follow_on("second_factor", "asks for a second factor, but there is no "

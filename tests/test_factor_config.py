@@ -70,6 +70,8 @@ def test_rules_and_the_default_say_when_a_factor_is_asked(base: dict[str, Any]) 
     ({"key": "k" * 40}, {"rules": [{"path": "/a", "second_factor": "required", "second_factor_max_age": 0}]},
      "access.rules[0].second_factor_max_age: must be at least 1"),
     ({"key": "k" * 40, "pin": 1}, {}, "second_factor.pin: unknown key"),
+    ({"key": "k" * 40}, {"rules": [{"path": "/a", "second_factor_max_age": 60}]},
+     "access.rules[0].second_factor_max_age: asks for a recent second factor, but access.second_factor is never"),
 ])
 def test_what_cannot_work_is_refused(base: dict[str, Any], section: dict[str, Any] | None,
                                      access: dict[str, Any], expected: str) -> None:
