@@ -168,9 +168,10 @@ def browser_sign_in(config: Config, writer: HeaderWriter, client_address: Client
                [p.issuer for p in config.oidc.providers if p.logout and p.issuer])
     redirect_uri = public_url + config.oidc.callback_path
     trusted = config.second_factor.trust_amr if config.second_factor is not None else ()
+    trusted_acr = frozenset(config.second_factor.trust_acr if config.second_factor is not None else ())
     providers = [Provider(p, http, redirect_uri=redirect_uri, leeway=config.oidc.leeway, metrics=state.metrics,
                           policy=found.policy(p.rules, f"oidc.providers[{i}]", p.username_prefix),
-                          trust_amr=p.name in trusted)
+                          trust_amr=p.name in trusted, trust_acr=trusted_acr)
                  for i, p in enumerate(config.oidc.providers)]
     registry = Registry([*found.sources, *providers])
     jar = SessionJar(codec, registry, keep_for=sessions.lifetime,

@@ -389,6 +389,7 @@ class SecondFactorConfig:
     rp_name: str = ""  # default: the issuer
     origins: tuple[str, ...] = ()  # where passkeys are used; default: server.public_url's origin
     trust_amr: tuple[str, ...] = ()  # providers (oidc.providers[].name) whose amr claim is believed
+    trust_acr: tuple[str, ...] = ()  # acr values of those providers that mean a second factor was given
     recovery_codes: int = 10
 
 
@@ -1463,7 +1464,7 @@ def _read_second_factor(r: _Reader) -> SecondFactorConfig:
         r.problem("rp_id", f"expected a host name (WebAuthn's relying party id), got {rp_id!r}")
     found = SecondFactorConfig(
         key=default.key, store=store, issuer=r.text("issuer"), rp_id=rp_id, rp_name=r.text("rp_name"),
-        origins=tuple(o.rstrip("/") for o in origins), trust_amr=r.texts("trust_amr"),
+        origins=tuple(o.rstrip("/") for o in origins), trust_amr=r.texts("trust_amr"), trust_acr=r.texts("trust_acr"),
         recovery_codes=r.integer("recovery_codes", default.recovery_codes, minimum=1))
     if any(c in found.issuer for c in ":\r\n"):
         r.problem("issuer", "a colon or a line break would break the TOTP URI")
@@ -1475,11 +1476,7 @@ def _check_factors(parts: dict[str, Any], sections: dict[str, _Reader]) -> None:
     """What a second factor needs of the other sections; fills in the names it derives from them."""
     access: AccessConfig = parts["access"]
     factors: SecondFactorConfig | None = parts["second_factor"]
-    for i, rule in enumerate(access.rules):
-        if rule.second_factor_max_age is not None and rule.second_factor is None and access.second_factor == "never":
-            sections["access"].problem(f"rules[{i}].second_factor_max_age", "asks for a recent second factor, but "
-                                       "access.second_factor is never and the rule says no second_factor: say "
-                                       "required or optional")
+    _check_max_ages(access, sections["access"])
     if factors is None:
         if access.asks_factors():
             sections["access"].follow_on("second_factor", "asks for a second factor, but there is no "
@@ -1489,10 +1486,7 @@ def _check_factors(parts: dict[str, Any], sections: dict[str, _Reader]) -> None:
     if parts["sessions"] is None:
         r.follow_on("", "needs the sessions section: the second factor is given on the sign-in pages",
                     paths=("sessions",))
-    providers = {p.name for p in parts["oidc"].providers}
-    for name in factors.trust_amr:
-        if name not in providers:
-            r.problem("trust_amr", f"names no provider: {name!r} (oidc.providers[].name)")
+    _check_trust(factors, {p.name for p in parts["oidc"].providers}, r)
     public_url: str | None = parts["server"].public_url
     if public_url is None:
         return
@@ -1507,6 +1501,22 @@ def _check_factors(parts: dict[str, Any], sections: dict[str, _Reader]) -> None:
         factors, rp_id=rp_id, issuer=factors.issuer or title.replace(":", " "),
         rp_name=factors.rp_name or factors.issuer or title,
         origins=factors.origins or (f"{public.scheme}://{public.netloc}",))
+
+
+def _check_max_ages(access: AccessConfig, r: _Reader) -> None:
+    for i, rule in enumerate(access.rules):
+        if rule.second_factor_max_age is not None and rule.second_factor is None and access.second_factor == "never":
+            r.problem(f"rules[{i}].second_factor_max_age", "asks for a recent second factor, but "
+                      "access.second_factor is never and the rule says no second_factor: say required or optional")
+
+
+def _check_trust(factors: SecondFactorConfig, providers: set[str], r: _Reader) -> None:
+    """trust_amr names providers; trust_acr is about theirs."""
+    if factors.trust_acr and not factors.trust_amr:
+        r.follow_on("trust_acr", "applies to the providers of trust_amr, and it names none", "trust_amr")
+    for name in factors.trust_amr:
+        if name not in providers:
+            r.problem("trust_amr", f"names no provider: {name!r} (oidc.providers[].name)")
 
 
 def _read_regulation(r: _Reader) -> RegulationConfig:

@@ -187,9 +187,11 @@ class Provider:
 
     def __init__(self, config: OidcProvider, http: HttpClient, *, redirect_uri: str, leeway: float,
                  clock: Callable[[], float] = time.time, metrics: Metrics = NO_METRICS,
-                 policy: Admission | None = None, trust_amr: bool = False) -> None:
+                 policy: Admission | None = None, trust_amr: bool = False,
+                 trust_acr: frozenset[str] = frozenset()) -> None:
         self.config = config
         self.trust_amr = trust_amr
+        self.trust_acr = trust_acr  # acr values that mean a second factor (as mfa), when trust_amr
         self._metrics = metrics
         self._policy = policy  # the provider's group rules (sidecar.policy.NamePolicy)
         self._refreshes = metrics.refreshes(config.name)
@@ -281,11 +283,17 @@ class Provider:
                                         self.config.username_prefix)
         if self._policy:
             identity = await self._policy.admit(identity)
-        amr = signed.get("amr") if self.trust_amr else None
-        auth_time = signed.get("auth_time") if self.trust_amr else None
-        return Grant(identity, refresh if isinstance(refresh, str) else None,
-                     tuple(v for v in amr if isinstance(v, str)) if isinstance(amr, list) else (),
-                     float(auth_time) if type(auth_time) is int else None)
+        return Grant(identity, refresh if isinstance(refresh, str) else None, *self._methods(signed))
+
+    def _methods(self, signed: Mapping[str, Any]) -> tuple[tuple[str, ...], float | None]:
+        """(amr, auth_time) of the signed ID token, when the operator trusts this provider with them."""
+        if not self.trust_amr:
+            return (), None
+        amr, auth_time = signed.get("amr"), signed.get("auth_time")
+        methods = tuple(v for v in amr if isinstance(v, str)) if isinstance(amr, list) else ()
+        if signed.get("acr") in self.trust_acr and "mfa" not in methods:
+            methods = (*methods, "mfa")
+        return methods, float(auth_time) if type(auth_time) is int else None
 
     async def _verified(self, id_token: str, nonce: str | None) -> dict[str, Any]:
         metadata = await self.metadata()

@@ -61,6 +61,7 @@ def test_rules_and_the_default_say_when_a_factor_is_asked(base: dict[str, Any]) 
     ({"key": "k" * 40, "rp_id": "evil.example"}, {}, "second_factor.rp_id: 'evil.example' is not server.public_url"),
     ({"key": "k" * 40, "origins": ["https://app.example.com/path"]}, {}, "second_factor.origins: expected an origin"),
     ({"key": "k" * 40, "trust_amr": ["corp"]}, {}, "second_factor.trust_amr: names no provider: 'corp'"),
+    ({"key": "k" * 40, "trust_acr": ["mfa"]}, {}, "second_factor.trust_acr: applies to the providers of trust_amr"),
     ({"key": "k" * 40, "recovery_codes": 0}, {}, "second_factor.recovery_codes: must be at least 1"),
     ({"key": "k" * 40}, {"rules": [{"path": "/a", "second_factor": "sometimes"}]},
      "access.rules[0].second_factor: must be one of required, optional, never"),
