@@ -110,7 +110,8 @@ class Landing:
         except SessionTooLarge:
             log.error("session of %s is too large for a cookie", identity.username)
             return self.message(503, "Sign-in failed", UNAVAILABLE_ERROR)
-        self.jar.issued(session, client)
+        if not pending:  # a half sign-in is counted and listed once its factor makes it a whole one
+            self.jar.issued(session, client)
         response = web.Response(status=303, headers={"Location": rd, "Cache-Control": "no-store"})
         response.headers.add("Set-Cookie", self.cookie.set_cookie_header(value, self.max_age))
         return response

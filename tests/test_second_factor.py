@@ -554,3 +554,18 @@ async def test_a_half_sign_in_lapses_and_an_old_offer_cannot_add_a_factor(start:
     lapsed = forged(half, issued_at=time.time() - 601, last_seen=time.time())
     response = await client.get("/factor?rd=https://app.test/x", headers=cookies(lapsed), allow_redirects=False)
     assert response.status == 303 and "/login?rd=" in response.headers["Location"]
+
+
+async def test_a_half_sign_in_is_not_a_session_until_its_factor(start: Any) -> None:
+    from sidecar.routes import SIDECAR
+
+    client = await start()
+    _, secret, _ = await enrolled(client)
+    index = client.server.app[SIDECAR].signin.jar.index
+    assert index is not None
+    before = [k.id for k in index.sessions("alice")]
+    half = set_cookies(await sign_in(client, "alice", "alice-pass"))[SESSION]
+    assert [k.id for k in index.sessions("alice")] == before  # not listed (nor counted as issued)
+    done = await post_code(client, half, code(secret, 1))
+    assert len(index.sessions("alice")) == len(before) + 1
+    assert done.status == 303
