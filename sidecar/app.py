@@ -25,17 +25,23 @@ from sidecar.bearer import BearerAuthenticator
 from sidecar.cache import VerdictCache
 from sidecar.config import Config, GroupRules, SessionConfig
 from sidecar.errors import ConfigError, DirectoryUnavailable
+from sidecar.factor_store import Cipher, SqliteFactors
+from sidecar.factors import Codes
 from sidecar.forwarded import ClientAddress
 from sidecar.headers import HeaderWriter, identity_names
 from sidecar.ldap import Directory
 from sidecar.local import LocalUsers
 from sidecar.oidc import HttpClient, Provider, SingleSignOn, StateCookie
 from sidecar.pages import Pages, Theme
+from sidecar.passkeys import Passkeys
+from sidecar.passkeys import routes as passkey_routes
 from sidecar.passwords import PasswordVerifier
 from sidecar.policy import GroupPolicy, NamePolicy
 from sidecar.redirects import RedirectPolicy
 from sidecar.routes import SIDECAR, Sidecar, assertion_routes, core_routes, sign_in_routes
 from sidecar.sealing import derive_key
+from sidecar.second_factor import SecondFactor
+from sidecar.second_factor import routes as second_factor_routes
 from sidecar.session_auth import SessionAuthenticator, SessionJar
 from sidecar.sessions import CookieSettings, SessionCodec
 from sidecar.signin import Landing, SignIn
@@ -164,8 +170,11 @@ def browser_sign_in(config: Config, writer: HeaderWriter, client_address: Client
                [p.issuer for p in config.oidc.providers if p.logout and p.issuer])
     redirect_uri = public_url + config.oidc.callback_path
     fleet = state.fleet(config.state)
+    trusted = config.second_factor.trust_amr if config.second_factor is not None else ()
+    trusted_acr = frozenset(config.second_factor.trust_acr if config.second_factor is not None else ())
     providers = [Provider(p, http, redirect_uri=redirect_uri, leeway=config.oidc.leeway, metrics=state.metrics,
-                          policy=found.policy(p.rules, f"oidc.providers[{i}]", p.username_prefix), fleet=fleet)
+                          policy=found.policy(p.rules, f"oidc.providers[{i}]", p.username_prefix), fleet=fleet,
+                          trust_amr=p.name in trusted, trust_acr=trusted_acr)
                  for i, p in enumerate(config.oidc.providers)]
     registry = Registry([*found.sources, *providers])
     revocations = state.revocations(lifetime=sessions.lifetime)
@@ -175,7 +184,9 @@ def browser_sign_in(config: Config, writer: HeaderWriter, client_address: Client
         index.share(fleet)
     jar = SessionJar(codec, registry, keep_for=sessions.lifetime, revocations=revocations, index=index,
                      metrics=state.metrics, fleet=fleet)
-    landing = Landing(pages=pages, jar=jar, cookie=cookie, max_age=int(sessions.lifetime), path=public_path, csp=csp)
+    codes, cipher = factor_codes(config)
+    landing = Landing(pages=pages, jar=jar, cookie=cookie, max_age=int(sessions.lifetime), path=public_path, csp=csp,
+                      codes=codes)
     sso = None
     if providers:
         sso = SingleSignOn(providers, state=StateCookie(sessions.keys[0].secret.reveal(), secure=sessions.secure),
@@ -185,7 +196,31 @@ def browser_sign_in(config: Config, writer: HeaderWriter, client_address: Client
     authenticator = SessionAuthenticator(jar, cookie, registry.renew, writer,
                                          recheck_every=sessions.recheck_every, max_age=int(sessions.lifetime),
                                          client_address=client_address, metrics=state.metrics)
-    return signin, Feature(authenticators=[authenticator], routes=sign_in_routes(signin, config.oidc.callback_path))
+    feature = Feature(authenticators=[authenticator], routes=sign_in_routes(signin, config.oidc.callback_path))
+    if codes is not None and cipher is not None:
+        # Codes are regulated like passwords: by the passwords' regulator, or (single sign-on only) its own.
+        regulation = config.regulation
+        regulator = found.verifier.regulator if found.verifier is not None else (
+            state.regulator(max_failures=regulation.max_failures, window=regulation.window, ban=regulation.ban,
+                            remember=regulation.window) if regulation.enabled else None)
+        factor = SecondFactor(signin=signin, codes=codes, cipher=cipher, regulator=regulator, passkeys=True)
+        feature.routes += second_factor_routes(factor)
+        assert config.second_factor is not None  # factor_codes made codes from it
+        names = config.second_factor
+        feature.routes += passkey_routes(Passkeys(factor, cipher, rp_id=names.rp_id, rp_name=names.rp_name,
+                                                  origins=names.origins))
+        feature.on_cleanup.append(_quietly(codes.store.close))
+    return signin, feature
+
+
+def factor_codes(config: Config) -> tuple[Codes | None, Cipher | None]:
+    """The second factors' store and codes, when the configuration has them (sidecar.second_factor)."""
+    factors = config.second_factor
+    if factors is None:
+        return None, None
+    cipher = Cipher(derive_key(factors.key.reveal(), "second factor key"))
+    store = SqliteFactors(factors.store, cipher)  # the seam: a Redis store with state.backend redis
+    return Codes(store, issuer=factors.issuer, recovery_count=factors.recovery_codes), cipher
 
 
 def bearer_tokens(config: Config, writer: HeaderWriter, http: HttpClient, state: State, found: Passwords) -> Feature:
@@ -230,7 +265,7 @@ def make_app(config: Config, state: State | None = None) -> web.Application:
     (a reload builds the new one beside the old, which finishes the requests it has)."""
     state = state or State()
     shared = shared_state(config, state)  # first: the other features share through it
-    writer = HeaderWriter(config.headers)
+    writer = HeaderWriter(config.headers, auth_methods=config.second_factor is not None)
     client_address = ClientAddress(config.server.trusted_proxies)
     http = HttpClient()
     found = passwords(config, writer, client_address, state)

@@ -42,7 +42,7 @@ def published_groups(groups: Sequence[str], separator: str) -> list[str]:
 def identity_names(config: HeaderConfig) -> frozenset[str]:
     """Every header name the sidecar answers with, lower-cased: a client must never send one."""
     names = [config.user, config.first_name, config.last_name, config.email, config.groups,
-             config.is_staff, config.is_superuser, config.assertion, *config.extra.values()]
+             config.is_staff, config.is_superuser, config.assertion, config.auth_methods, *config.extra.values()]
     return frozenset(name.lower() for name in names)
 
 
@@ -59,11 +59,14 @@ def check(identity: Identity) -> None:
 class HeaderWriter:
     """Built once from the config; renders an identity as the 200 answer's headers."""
 
-    def __init__(self, config: HeaderConfig) -> None:
+    def __init__(self, config: HeaderConfig, *, auth_methods: bool = False) -> None:
         self.config = config
+        # With second factors configured, the answer says how the user signed in (auth_methods).
+        self.auth_methods = auth_methods
 
-    def render(self, identity: Identity) -> Headers:
-        """The headers of an identity; AccessDenied if any value would have to be altered."""
+    def render(self, identity: Identity, methods: Sequence[str] = ("pwd",)) -> Headers:
+        """The headers of an identity that signed in by ``methods``; AccessDenied if any value would
+        have to be altered."""
         check(identity)
         c = self.config
         separator = c.group_separator
@@ -83,5 +86,7 @@ class HeaderWriter:
             # (Caddy < 2.10) put placeholder text in a copied header the answer lacks.
             (c.assertion, ""),
         ]
+        if self.auth_methods:
+            pairs.append((c.auth_methods, "|".join(methods)))
         pairs += [(header, clean(identity.extra.get(key, ""))) for key, header in c.extra.items()]
         return tuple(pairs)

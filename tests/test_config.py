@@ -178,7 +178,7 @@ def test_check_config_accepts_the_documented_example() -> None:
 
     env = {**os.environ, "LDAP_BIND_PASSWORD": "example-Secret", "SIDECAR_SESSION_SECRET": "s" * 40,
            "SIDECAR_SIGNING_KEY": generate_key(), "OIDC_CLIENT_SECRET": "example-Secret",
-           "GITHUB_CLIENT_SECRET": "example-Secret"}
+           "GITHUB_CLIENT_SECRET": "example-Secret", "SIDECAR_FACTOR_KEY": "f" * 40}
     result = run_cli("check-config", str(ROOT / "examples" / "config.yaml"), env=env)
     assert result.returncode == 0, result.stderr
     assert "example-Secret" not in result.stdout + result.stderr
