@@ -38,6 +38,7 @@ from sidecar.passkeys import routes as passkey_routes
 from sidecar.passwords import PasswordVerifier
 from sidecar.policy import GroupPolicy, NamePolicy
 from sidecar.redirects import RedirectPolicy
+from sidecar.regulation import Regulator
 from sidecar.routes import SIDECAR, Sidecar, assertion_routes, core_routes, sign_in_routes
 from sidecar.sealing import derive_key
 from sidecar.second_factor import SecondFactor
@@ -134,13 +135,8 @@ def passwords(config: Config, writer: HeaderWriter, client_address: ClientAddres
     cache_ttl = config.ldap.cache_timeout if config.ldap is not None else LOCAL_ONLY_CACHE_TIMEOUT
     cache: VerdictCache[Verdict] = VerdictCache(ttl=cache_ttl, failure_ttl=config.cache.failure_timeout,
                                                 max_entries=config.cache.max_entries, metrics=state.metrics)
-    regulation = config.regulation
     # An address a user signed in from stays known as long as a cached login from it can be honoured.
-    regulator = (state.regulator(max_failures=regulation.max_failures, window=regulation.window,
-                                 ban=regulation.ban, remember=max(cache_ttl, regulation.window))
-                 if regulation.enabled else None)
-    if regulator is not None and (fleet := state.fleet(config.state)) is not None:
-        regulator.share(fleet)
+    regulator = shared_regulator(config, state, remember=max(cache_ttl, config.regulation.window))
     found.verifier = PasswordVerifier(Sources(present), cache, writer, regulator)
     if config.server.basic_auth:
         feature.authenticators.append(BasicAuthenticator(found.verifier, client_address))
@@ -199,10 +195,8 @@ def browser_sign_in(config: Config, writer: HeaderWriter, client_address: Client
     feature = Feature(authenticators=[authenticator], routes=sign_in_routes(signin, config.oidc.callback_path))
     if codes is not None and cipher is not None:
         # Codes are regulated like passwords: by the passwords' regulator, or (single sign-on only) its own.
-        regulation = config.regulation
-        regulator = found.verifier.regulator if found.verifier is not None else (
-            state.regulator(max_failures=regulation.max_failures, window=regulation.window, ban=regulation.ban,
-                            remember=regulation.window) if regulation.enabled else None)
+        regulator = found.verifier.regulator if found.verifier is not None else \
+            shared_regulator(config, state, remember=config.regulation.window)
         factor = SecondFactor(signin=signin, codes=codes, cipher=cipher, regulator=regulator, passkeys=True)
         feature.routes += second_factor_routes(factor)
         assert config.second_factor is not None  # factor_codes made codes from it
@@ -211,6 +205,19 @@ def browser_sign_in(config: Config, writer: HeaderWriter, client_address: Client
                                                   origins=names.origins))
         feature.on_cleanup.append(_quietly(codes.store.close))
     return signin, feature
+
+
+def shared_regulator(config: Config, state: State, *, remember: float) -> Regulator | None:
+    """The process's regulator with the configured budgets (None: regulation is off), sharing them
+    with the fleet when there is one."""
+    regulation = config.regulation
+    if not regulation.enabled:
+        return None
+    regulator = state.regulator(max_failures=regulation.max_failures, window=regulation.window, ban=regulation.ban,
+                                remember=remember)
+    if (fleet := state.fleet(config.state)) is not None:
+        regulator.share(fleet)
+    return regulator
 
 
 def factor_codes(config: Config) -> tuple[Codes | None, Cipher | None]:
