@@ -272,7 +272,7 @@ def make_app(config: Config, state: State | None = None) -> web.Application:
     (a reload builds the new one beside the old, which finishes the requests it has)."""
     state = state or State()
     shared = shared_state(config, state)  # first: the other features share through it
-    writer = HeaderWriter(config.headers, auth_methods=config.second_factor is not None)
+    writer = HeaderWriter(config.headers)
     client_address = ClientAddress(config.server.trusted_proxies)
     http = HttpClient()
     found = passwords(config, writer, client_address, state)

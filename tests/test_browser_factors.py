@@ -61,8 +61,7 @@ def site(slapd: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sit
     try:
         wait_for_port(app_port)
         with SidecarProcess(workdir, config):
-            site_conf = render_site(listen_port=listen, sidecar_port=sidecar_port, app_port=app_port,
-                                    extra=["Remote-User-Auth-Methods"], snippets=workdir / "snippets")
+            site_conf = render_site(listen_port=listen, sidecar_port=sidecar_port, app_port=app_port)
             with Nginx(workdir / "nginx", site_conf):
                 yield Site(base, store)
     finally:
