@@ -296,6 +296,18 @@ async def test_a_ban_earned_on_one_regulator_is_enforced_by_the_other(fleets: tu
     await eventually(lifted_on_one, "the lift reaches the first regulator")
 
 
+async def test_once_a_failure_is_written_the_other_regulator_refuses_at_once(fleets: tuple[Fleet, Fleet]) -> None:
+    """written(): the answer that spends the budget waits for the store, so the very next attempt on
+    another replica is refused by the store itself, before any pub/sub message arrives."""
+    one, two = regulator(fleets[0]), regulator(fleets[1])
+    for n in range(3):
+        ticket = await one.admit("bob", f"192.0.2.{n}")
+        one.settle(ticket, "failed")
+        await one.written(ticket)
+    with pytest.raises(Throttled):
+        await two.admit("bob", "198.51.100.2")
+
+
 def session(username: str, session_id: str) -> Session:
     return Session(identity=Identity(username=username, source="ldap"), issued_at=time.time(),
                    last_seen=time.time(), checked_at=time.time(), id=session_id)

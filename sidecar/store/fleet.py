@@ -97,9 +97,10 @@ class Fleet:
                 await self.call("unlock", functools.partial(self.store.unlock, name, token))
 
     def spawn(self, what: str, call: Callable[[], Awaitable[object]], *, keep: bool = False,
-              then: Callable[[object], None] | None = None) -> None:
+              then: Callable[[object], None] | None = None) -> asyncio.Task[None] | None:
         """Run ``call`` in the background (the caller cannot wait: the event loop or a sync path);
-        with ``keep``, a write the store missed is written again when it is back."""
+        with ``keep``, a write the store missed is written again when it is back. The task, for a
+        caller that may wait for it after all (None: no loop here)."""
         async def run() -> None:
             try:
                 found = await self.call(what, call)
@@ -115,9 +116,10 @@ class Fleet:
         except RuntimeError:  # no loop in this thread: nothing can be written now
             if keep:
                 self._keep(what, call)
-            return
+            return None
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _keep(self, what: str, call: Callable[[], Awaitable[object]]) -> None:
         self._pending.append((what, call))
