@@ -5,14 +5,16 @@ under a key prefix of the test's own, as two replicas would have)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from sidecar.config import StateConfig
+from sidecar.config import SentinelConfig, StateConfig
 from sidecar.factor_store import (
     STEP_KEPT_FOR,
     Cipher,
@@ -24,9 +26,10 @@ from sidecar.factor_store import (
     User,
 )
 from sidecar.factors import PERIOD, SKEW, Codes
+from sidecar.secrets import Secret
 from tests.conftest import need
 from tests.testbed import free_port
-from tests.testbed.redis import RedisServer
+from tests.testbed.redis import DelayingProxy, RedisFleet, RedisServer
 
 ALICE = ("local", "alice")
 BOB = ("local", "bob")
@@ -268,3 +271,64 @@ def test_codes_match_only_within_the_skew(tmp_path: Path) -> None:
     assert codes.matching_step(secret, "12345") is None and codes.matching_step(secret, "１２３４５６") is None
     offer = codes.offer("alice")
     assert offer.uri.startswith("otpauth://totp/Test:alice?secret=") and offer.qr.startswith("data:image/svg+xml")
+
+
+@pytest.mark.server
+async def test_a_slow_redis_is_unavailable_within_the_timeout(redis_server: RedisServer) -> None:
+    backend = RedisBackend(redis_server)
+    with DelayingProxy(redis_server.port) as slow:
+        config = StateConfig(backend="redis", url=slow.url, key_prefix=backend.prefix, timeout=0.2)
+        factors = RedisFactors.from_config(config, Cipher(KEY))
+        try:
+            await factors.add(ALICE, totp())
+            slow.delay = 2.0  # ten times the timeout
+            for call in (factors.factors(ALICE), factors.use_step(ALICE, 1)):
+                with pytest.raises(FactorStoreUnavailable, match="no answer within 0.2 s"):
+                    await call
+        finally:
+            slow.delay = 0.0
+            await factors.close()
+
+
+@pytest.mark.server
+async def test_redis_with_a_password_then_through_sentinel_across_a_failover(tmp_path: Path) -> None:
+    """The fleet's connection settings, as the fleet's store uses them: an authenticated Redis,
+    and Sentinel, whose failover keeps the enrolments and the used steps (the replica had them)."""
+    need("redis-server")
+    need("redis-sentinel")
+    with RedisServer(tmp_path / "locked", password="redis-pass") as locked:
+        for password, works in (("redis-pass", True), ("wrong", False)):
+            config = StateConfig(backend="redis", url=locked.url, password=Secret(password), timeout=2.0)
+            factors = RedisFactors.from_config(config, Cipher(KEY))
+            try:
+                if works:
+                    await factors.add(ALICE, totp())
+                    assert [f.id for f in await factors.factors(ALICE)] == ["f1"]
+                else:
+                    with pytest.raises(FactorStoreUnavailable):
+                        await factors.factors(ALICE)
+            finally:
+                await factors.close()
+    with RedisFleet(tmp_path / "fleet") as fleet:
+        config = StateConfig(backend="redis", url="redis://sentinel", timeout=2.0,
+                             sentinel=SentinelConfig(master=fleet.master_name, addresses=tuple(
+                                 (host, int(port)) for host, port in (a.split(":") for a in fleet.sentinel_addresses))))
+        factors = RedisFactors.from_config(config, Cipher(KEY))
+        try:
+            await factors.add(ALICE, totp())
+            assert await factors.use_step(ALICE, 100)
+            new = await asyncio.to_thread(fleet.failover)
+            assert new is fleet.replica
+            deadline = time.monotonic() + 30  # a bound for a hung test: the client finds the new master
+            while True:
+                try:
+                    assert [f.secret for f in await factors.factors(ALICE)] == [SECRET]
+                    break
+                except FactorStoreUnavailable:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.1)
+            assert not await factors.use_step(ALICE, 100)  # the step used before the failover
+            assert await factors.use_step(ALICE, 101)  # and the new master takes writes
+        finally:
+            await factors.close()
