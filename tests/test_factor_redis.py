@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from sidecar.config import parse_config
+from sidecar.config import StateConfig, parse_config
 from sidecar.factor_store import RedisFactors
 from sidecar.local import hash_password
 from sidecar.routes import SIDECAR
@@ -141,3 +141,27 @@ async def test_redis_down_is_a_503_on_every_factor_page_never_a_pass(app_client:
         assert (await auth(client, full, ADMIN)).status == 200  # a whole session needs no Redis
         server.start()  # back, same data: the same client works again, no restart
         assert (await post_code(client, half, code(secret, 1), token)).status == 303
+
+
+async def test_the_shipped_kubernetes_acl_allows_every_factor_store_command(tmp_path: Path) -> None:
+    """deploy/kubernetes/redis.yaml's ACL user, limited to the prefix: each operation of the store passes."""
+    from sidecar.factor_store import Cipher, Factor
+    from sidecar.secrets import Secret
+    from tests.test_deploy_fleet import ShippedAclRedis
+
+    need("redis-server")
+    with ShippedAclRedis(tmp_path / "redis") as server:
+        config = StateConfig(backend="redis", url=server.url, username=server.username,
+                             password=Secret(server.acl_password), timeout=2.0)
+        factors = RedisFactors.from_config(config, Cipher(b"k" * 32))
+        user = ("local", "alice")
+        try:
+            await factors.add(user, Factor("p1", "passkey", "Passkey", 1.0, b"key", b"id", 1))
+            await factors.counted(user, "p1", 2)
+            assert [f.sign_count for f in await factors.factors(user)] == [2]
+            assert await factors.use_step(user, 1) and not await factors.use_step(user, 1)
+            await factors.set_recovery_codes(user, ["abcde-fghjk"])
+            assert await factors.recovery_codes_left(user) == 1 and await factors.use_recovery_code(user, "abcdefghjk")
+            assert await factors.remove(user, "p1") and await factors.reset(user) == 0
+        finally:
+            await factors.close()
