@@ -2,15 +2,16 @@
 TOTP time steps already used.
 
 :class:`FactorStore` is the protocol the sign-in pages use; :class:`SqliteFactors` keeps it in one
-SQLite file (the embedded default). A Redis store for several instances implements the same
-protocol: nothing else changes with the backend.
+SQLite file (the embedded default), :class:`RedisFactors` in the fleet's Redis, on its connection
+settings (``state.backend: redis``, for several instances): nothing else changes with the backend.
 
-:class:`RedisFactors` is that Redis store (``state.backend: redis``), on the fleet's connection
-settings. What this one does maps onto single commands, so no check-then-write races between
+In Redis, each operation maps onto single commands, so no check-then-write races between
 replicas: a used TOTP step is ``SET <prefix>totp-step:<source>:<user>:<step> 1 NX EX 300`` (refused
 when it exists), a recovery code is spent by ``SREM`` of its digest (spent when it removed one),
-factors are a hash per user (field: factor id, value: the row with its sealed secret). The sealing
-(:class:`Cipher`) is the same for both: only rows move.
+factors are a hash per user (field: factor id, value: the row with its sealed secret); a reset and
+new recovery codes are one MULTI, a passkey's counter a script that writes only over the row it read
+(a passkey removed meanwhile stays removed). The sealing (:class:`Cipher`) is the same for both:
+only rows move.
 
 A user is ``(source, username)`` as sessions name them. What is stored is never what would let
 someone in who reads the file: TOTP secrets are encrypted (AES-256-GCM under the configured key,
