@@ -165,3 +165,53 @@ async def test_the_shipped_kubernetes_acl_allows_every_factor_store_command(tmp_
             assert await factors.remove(user, "p1") and await factors.reset(user) == 0
         finally:
             await factors.close()
+
+
+async def test_two_sidecar_processes_share_enrolments_and_used_codes_across_restarts(tmp_path: Path,
+                                                                                     users_file: Path) -> None:
+    """Two `auth-sidecar serve` processes on one redis-server (the shipped ACL's user), as two
+    replicas: a code used on one is refused by the other, and both restarted still know it."""
+    import aiohttp
+
+    from tests.test_deploy_fleet import ShippedAclRedis
+    from tests.testbed import free_port
+    from tests.testbed.sidecar import SidecarProcess
+
+    need("redis-server")
+    with ShippedAclRedis(tmp_path / "redis") as redis:
+        sidecars = []
+        for index in range(2):
+            data = settings(tmp_path, users_file, second_factor={"key": "f" * 40}, state=redis.state())
+            data["server"]["listen"] = f"127.0.0.1:{free_port()}"
+            (tmp_path / f"sidecar-{index}").mkdir()
+            sidecars.append(SidecarProcess(tmp_path / f"sidecar-{index}", data))
+        sessions: list[aiohttp.ClientSession] = []
+
+        def client(process: SidecarProcess) -> Any:  # what the page helpers ask of a test client
+            session = aiohttp.ClientSession(f"http://127.0.0.1:{process.port}", cookie_jar=aiohttp.DummyCookieJar())
+            sessions.append(session)
+            return session
+
+        try:
+            for process in sidecars:
+                process.start()
+            first, second = client(sidecars[0]), client(sidecars[1])
+            _, secret, _ = await enrolled(first)
+            half = set_cookies(await sign_in(second, "alice", "alice-pass"))[SESSION]
+            assert (await post_code(second, half, USED[secret])).status == 401  # used through the other process
+            value = code(secret, 1)
+            assert (await post_code(second, half, value)).status == 303
+            for process in sidecars:
+                process.stop()
+                process.start()
+            for process in sidecars:
+                again = client(process)
+                half = set_cookies(await sign_in(again, "alice", "alice-pass"))[SESSION]
+                assert (await again.get("/factor", headers=cookies(half), allow_redirects=False)).status == 200
+                assert (await post_code(again, half, value)).status == 401  # used before both restarts
+        finally:
+            for session in sessions:
+                await session.close()
+            for process in sidecars:
+                process.stop()
+        assert not list(tmp_path.glob("**/*.sqlite3*"))
