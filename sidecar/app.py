@@ -25,7 +25,7 @@ from sidecar.bearer import BearerAuthenticator
 from sidecar.cache import VerdictCache
 from sidecar.config import Config, GroupRules, SessionConfig
 from sidecar.errors import ConfigError, DirectoryUnavailable
-from sidecar.factor_store import Cipher, SqliteFactors
+from sidecar.factor_store import Cipher, FactorStore, RedisFactors, SqliteFactors
 from sidecar.factors import Codes
 from sidecar.forwarded import ClientAddress
 from sidecar.headers import HeaderWriter, identity_names
@@ -203,7 +203,7 @@ def browser_sign_in(config: Config, writer: HeaderWriter, client_address: Client
         names = config.second_factor
         feature.routes += passkey_routes(Passkeys(factor, cipher, rp_id=names.rp_id, rp_name=names.rp_name,
                                                   origins=names.origins))
-        feature.on_cleanup.append(_quietly(codes.store.close))
+        feature.on_cleanup.append(_closing(codes.store))
     return signin, feature
 
 
@@ -226,7 +226,12 @@ def factor_codes(config: Config) -> tuple[Codes | None, Cipher | None]:
     if factors is None:
         return None, None
     cipher = Cipher(derive_key(factors.key.reveal(), "second factor key"))
-    store = SqliteFactors(factors.store, cipher)  # the seam: a Redis store with state.backend redis
+    store: FactorStore
+    if config.state.backend == "redis":  # one store for the fleet, as its bans and sign-outs
+        store = RedisFactors.from_config(config.state, cipher)
+    else:
+        assert factors.store is not None  # the loader sets it but with backend redis
+        store = SqliteFactors(factors.store, cipher)
     return Codes(store, issuer=factors.issuer, recovery_count=factors.recovery_codes), cipher
 
 
@@ -317,6 +322,13 @@ Hook = Callable[[web.Application], Awaitable[None]]
 def _quietly(close: Callable[[], None]) -> Hook:
     async def hook(app: web.Application) -> None:
         close()
+
+    return hook
+
+
+def _closing(store: FactorStore) -> Hook:
+    async def hook(app: web.Application) -> None:
+        await store.close()
 
     return hook
 

@@ -385,7 +385,8 @@ class SecondFactorConfig:
     encrypts TOTP secrets there, and the names a phone's app and a browser show."""
 
     key: Secret  # encrypts TOTP secrets at rest and keys the recovery codes' hashes
-    store: str = "/var/lib/auth-sidecar/factors.sqlite3"
+    # The SQLite file of enrolments and used codes; None with state.backend redis, which keeps them in Redis.
+    store: str | None = "/var/lib/auth-sidecar/factors.sqlite3"
     issuer: str = ""  # in the TOTP URI (the app's label); default: the login page's title
     rp_id: str = ""  # WebAuthn relying party: default server.public_url's host
     rp_name: str = ""  # default: the issuer
@@ -1481,7 +1482,7 @@ def _read_second_factor(r: _Reader) -> SecondFactorConfig:
     elif len(key.reveal()) < MIN_SECRET:
         r.problem("key", f"must be at least {MIN_SECRET} characters (auth-sidecar generate-secret)")
     default = SecondFactorConfig(key=key or Secret(""))
-    store = r.text("store", default.store)
+    store = r.text("store", default.store or "")
     if not store.startswith("/"):
         r.problem("store", f"expected an absolute path to an SQLite file, got {store!r}")
     origins = r.texts("origins")
@@ -1503,7 +1504,9 @@ def _read_second_factor(r: _Reader) -> SecondFactorConfig:
 
 
 def _check_factors(parts: dict[str, Any], sections: dict[str, _Reader]) -> None:
-    """What a second factor needs of the other sections; fills in the names it derives from them."""
+    """What a second factor needs of the other sections; fills in the names it derives from them.
+    With state.backend redis the enrolments live in Redis: ``store`` (the SQLite file) is not needed,
+    and one named is refused rather than silently unread; with memory it is the file (its default)."""
     access: AccessConfig = parts["access"]
     factors: SecondFactorConfig | None = parts["second_factor"]
     _check_max_ages(access, sections["access"])
@@ -1513,6 +1516,12 @@ def _check_factors(parts: dict[str, Any], sections: dict[str, _Reader]) -> None:
                                          "second_factor section (its key and store)", paths=("second_factor",))
         return
     r = sections["second_factor"]
+    if parts["state"].backend == "redis":
+        # Every replica must see the same enrolments and used codes: a file of one would hold its own.
+        if r.has("store"):
+            r.problem("store", "is not read with state.backend redis: enrolments and used codes are kept in "
+                      "Redis (leave store out; nothing in an SQLite file is moved there)")
+        factors = parts["second_factor"] = dataclasses.replace(factors, store=None)
     if parts["sessions"] is None:
         r.follow_on("", "needs the sessions section: the second factor is given on the sign-in pages",
                     paths=("sessions",))

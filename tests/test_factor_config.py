@@ -102,3 +102,13 @@ def test_check_config_refuses_what_serve_refuses(base: dict[str, Any], tmp_path:
                             text=True, timeout=60)
     assert result.returncode != 0
     assert "access.second_factor: asks for a second factor" in result.stderr + result.stdout
+
+
+def test_with_state_in_redis_the_store_is_redis_and_no_file_is_named(base: dict[str, Any]) -> None:
+    base["second_factor"] = {"key": "k" * 40}
+    assert parse_config(base).second_factor.store == "/var/lib/auth-sidecar/factors.sqlite3"  # type: ignore[union-attr]
+    base["state"] = {"backend": "redis", "url": "redis://redis.internal:6379"}
+    factors = parse_config(base).second_factor
+    assert factors is not None and factors.store is None  # enrolments and used codes live in Redis
+    base["second_factor"]["store"] = "/var/lib/x/factors.sqlite3"  # a file every replica would have its own of
+    assert any(p.startswith("second_factor.store: is not read with state.backend redis") for p in problems(base))
