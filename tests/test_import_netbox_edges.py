@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from sidecar.importer import convert
+from sidecar.yamlfile import load_yaml
 from tests.testbed import ROOT
 
 HEAD = 'import ldap\nimport os\nAUTH_LDAP_SERVER_URI = "ldap://ldap.example.com"\n'
@@ -176,3 +177,23 @@ def test_a_file_that_cannot_be_read_exits_2(tmp_path: Path) -> None:
                             capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert binary.returncode == 2 and "latin.py: " in binary.stderr and "utf-8" in binary.stderr
     assert binary.stdout == ""
+
+
+def test_a_value_that_is_no_number_is_a_warning_never_a_crash() -> None:
+    text, warnings = convert('AUTH_LDAP_SERVER_URI = "ldap://x"\nAUTH_LDAP_USER_DN_TEMPLATE = "uid=%(user)s,dc=x"\n'
+                             'AUTH_LDAP_CACHE_TIMEOUT = int("soon")\n'
+                             'import ldap\nAUTH_LDAP_CONNECTION_OPTIONS = {ldap.OPT_TIMEOUT: "x"}\n')
+    assert any(w.startswith("AUTH_LDAP_CACHE_TIMEOUT (line 3): not converted: int('soon') is no value")
+               for w in warnings), warnings
+    assert any("OPT_TIMEOUT 'x' is no number of seconds; left out" in w for w in warnings), warnings
+    ldap = load_yaml(text)["ldap"]
+    assert ldap["cache_timeout"] == 0 and "timeout" not in ldap  # django-auth-ldap's default, as if unset
+
+
+def test_a_group_type_without_its_member_attribute_is_not_half_converted() -> None:
+    text, warnings = convert('from django_auth_ldap.config import *\nAUTH_LDAP_SERVER_URI = "ldap://x"\n'
+                             'AUTH_LDAP_USER_DN_TEMPLATE = "uid=%(user)s,dc=x"\n'
+                             'AUTH_LDAP_GROUP_TYPE = MemberDNGroupType()\n')
+    assert any("MemberDNGroupType without member_attr" in w for w in warnings), warnings
+    ldap = load_yaml(text)["ldap"]
+    assert "group_type" not in ldap and "member_attr" not in ldap
