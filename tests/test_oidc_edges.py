@@ -5,6 +5,7 @@ claims and state cookie checks."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -13,6 +14,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jose import jwk, jwt
 
 from sidecar.config import Allow, ClaimMap
 from sidecar.config import OidcProvider as ProviderConfig
@@ -301,3 +305,21 @@ async def test_provider_logout_for_no_session_or_a_provider_that_is_down(http: H
     assert await sign_on.logout_url(None, "https://app.test/") is None
     session = Session(Identity(username="alice", source="oidc:op"), issued_at=1.0, last_seen=1.0, checked_at=1.0)
     assert await sign_on.logout_url(session, "https://app.test/") is None  # signed out here at least
+
+
+async def test_userinfo_about_another_subject_than_the_id_token_is_refused(op: FakeOp, http: HttpClient) -> None:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    public = {**jwk.construct(private, "RS256").public_key().to_dict(), "kid": "k1", "use": "sig"}
+    op.answers["/jwks"] = (200, json.dumps({"keys": [public]}))
+    now = int(time.time())
+    token = jwt.encode({"iss": op.base, "aud": "sidecar", "sub": "alice", "iat": now, "exp": now + 60,
+                        "nonce": "no", "preferred_username": "alice"}, private.decode(), algorithm="RS256",
+                       headers={"kid": "k1"})
+    op.answers["/token"] = (200, json.dumps({"access_token": "at", "id_token": token}))
+    op.answers["/userinfo"] = (200, '{"sub": "mallory", "preferred_username": "mallory"}')
+    with pytest.raises(InvalidCredentials, match="userinfo describes another subject than the ID token"):
+        await oidc(op, http, use_userinfo=True).complete("code", pending())
+    op.answers["/userinfo"] = (200, '{"sub": "alice", "email": "alice@app.test"}')
+    grant = await oidc(op, http, use_userinfo=True).complete("code", pending())
+    assert (grant.identity.username, grant.identity.email) == ("alice", "alice@app.test")
