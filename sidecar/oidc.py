@@ -330,8 +330,11 @@ class Provider:
 
     async def _token(self, form: dict[str, str]) -> dict[str, Any]:
         url = str((await self.metadata())["token_endpoint"])
-        auth = aiohttp.BasicAuth(self.config.client_id, self.config.client_secret.reveal())
-        return await self._json("POST", url, data=form, auth=auth)
+        # client_secret_basic, written out: aiohttp 3.14 deprecates BasicAuth and auth=. UTF-8, so a
+        # secret beyond latin-1 is sent rather than raising; ASCII ones are as before.
+        credentials = f"{self.config.client_id}:{self.config.client_secret.reveal()}".encode()
+        headers = {"Authorization": "Basic " + base64.b64encode(credentials).decode("ascii")}
+        return await self._json("POST", url, data=form, headers=headers)
 
     async def _json(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
         try:

@@ -29,10 +29,6 @@ from sidecar.sessions import Session
 from tests.testbed import free_port
 
 SECRET = "x" * 40
-# sidecar.oidc._token passes auth=aiohttp.BasicAuth(...), both of which aiohttp 3.14 deprecates: a
-# warning (reported), not what these tests are about.
-pytestmark = [pytest.mark.filterwarnings("ignore:BasicAuth is deprecated:DeprecationWarning"),
-              pytest.mark.filterwarnings("ignore:The 'auth' parameter is deprecated:DeprecationWarning")]
 
 
 class FakeOp:
