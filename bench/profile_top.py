@@ -18,6 +18,14 @@ from collections import Counter
 from pathlib import Path
 
 FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>[^():]*)(?::\d+)?\)$")
+# The frames every sample of a server starts with, down to the one that runs the event loop. As an
+# innermost frame, that one is the loop itself, in C (uvloop): waiting in epoll_wait, or its own
+# work on the sockets; as a frame anywhere, they are in every sample and say nothing.
+ENTRY = frozenset({"main (sidecar/cli.py)", "main (sidecar/server.py)", "main (bare.py)",
+                   "run (uvloop/__init__.py)", "Runner.run (asyncio/runners.py)", "run (asyncio/runners.py)",
+                   "<module> (sidecar/__main__.py)", "<module> (bare.py)", "_run_module_as_main (<frozen runpy>)",
+                   "_run_code (<frozen runpy>)"})
+EVENT_LOOP = "(the event loop in C: epoll_wait, uvloop's socket work)"
 
 
 def frame_name(frame: str) -> str:
@@ -40,8 +48,8 @@ def read(raw: Path) -> tuple[int, Counter[str], Counter[str]]:
         if not frames:
             continue
         total += count
-        own[frames[-1]] += count
-        for name in set(frames):
+        own[EVENT_LOOP if frames[-1] in ENTRY else frames[-1]] += count
+        for name in set(frames) - ENTRY:
             inclusive[name] += count
     return total, own, inclusive
 

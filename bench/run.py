@@ -362,6 +362,7 @@ class Result:
     errors: int  # non-2xx answers plus socket errors: anything but 0 makes the row suspect
     cpu_us: float = 0.0  # the sidecar's CPU time per request (user + system), where measured
     round_trips: float | None = None  # directory operations per login, where counted (basic-nocache)
+    alone: bool = True  # False: loaded at the same time as another row (paired), so no ratio to bare-aiohttp
 
 
 WRK_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
@@ -487,12 +488,12 @@ def check(name: str, port: int, headers: dict[str, str]) -> None:
         raise RuntimeError(f"{name}: warm-up answered {warm.status}: {warm.body[:300]}")
 
 
-def combined(name: str, runs: list[Result]) -> Result:
+def combined(name: str, runs: list[Result], *, alone: bool = False) -> Result:
     """Runs of one path as one row: the mean rate, the worst p99, every request and error, the CPU
-    time per request over all of them."""
+    time per request over all of them. alone: each run had the machine to itself (in turns)."""
     requests = sum(r.requests for r in runs)
     return Result(name, sum(r.rps for r in runs) / len(runs), max(r.p99_ms for r in runs), requests,
-                  sum(r.errors for r in runs), sum(r.cpu_us * r.requests for r in runs) / requests)
+                  sum(r.errors for r in runs), sum(r.cpu_us * r.requests for r in runs) / requests, alone=alone)
 
 
 # -- scenarios ------------------------------------------------------------------------------------
@@ -525,16 +526,88 @@ def ceiling(bench: Bench) -> list[Result]:
                 measure("ceiling-paced", listen, {}, bench.args, paced=True)]
 
 
-def bare_aiohttp(bench: Bench) -> Result:
+def bare_aiohttp(bench: Bench) -> list[Result]:
     """bench/bare.py (aiohttp on uvloop, one process, fixed identity headers) as nginx's auth_request
-    target, through the same site as the sidecar rows: what the framework costs with nothing checked."""
+    target, through the same site as the sidecar rows: what the framework costs with nothing checked;
+    saturated, and paced like cookie-paced (the tail of one more hop to a Python process)."""
     workdir = bench.dir("bare-aiohttp")
     port, listen, app = distinct_ports(3)
     with child([sys.executable, str(BENCH / "bare.py"), str(port)], log=workdir / "bare.log", port=port) as process:
         progress(f"bare-aiohttp pid {process.pid} on 127.0.0.1:{port}")
         site = render_site(listen_port=listen, sidecar_port=port, app_port=app)
         with nginx(workdir / "nginx", bench.site(site, app)):
-            return measure("bare-aiohttp", listen, {}, bench.args, pid=process.pid)
+            return [measure("bare-aiohttp", listen, {}, bench.args, pid=process.pid),
+                    measure("bare-aiohttp-paced", listen, {}, bench.args, paced=True, pid=process.pid)]
+
+
+def tail_causes(bench: Bench) -> list[str]:
+    """cookie-paced once more, on a sidecar with a metrics listener, to see where its tail comes from:
+    GC collections (scraped), how long its threads waited for a CPU and how often they were woken
+    (/proc/PID/task/*/schedstat), and, in a second paced run under `strace -c -f` (which slows it:
+    counted, not timed), its system calls per request: event-loop wake-ups (epoll_wait), new
+    connections from nginx (accept4: 0 when nginx's upstream keep-alive works)."""
+    metrics_port = free_port()
+    label = "cookie-paced-diagnosed"
+    lines = []
+    with behind_nginx(bench, label, extra={"metrics": {"listen": f"127.0.0.1:{metrics_port}"}},
+                      log_level="warning") as (listen, headers, running):
+        wait_for_port(metrics_port)
+        gc_before, sched_before = gc_collections(metrics_port), schedstat(running.pid)
+        result = measure(label, listen, headers, bench.args, paced=True, pid=running.pid)
+        gc_after, sched_after = gc_collections(metrics_port), schedstat(running.pid)
+        n = max(1, result.requests)
+        collections = ", ".join(f"gen{g} {gc_after.get(g, 0) - gc_before.get(g, 0):.0f}" for g in sorted(gc_after))
+        waited = (sched_after[0] - sched_before[0]) / n / 1000
+        slices = (sched_after[1] - sched_before[1]) / n
+        lines.append(f"- {label} ({result.rps:,.0f} req/s, p99 {result.p99_ms:.2f} ms): GC collections in "
+                     f"{bench.args.duration} s: {collections}; the sidecar's threads waited {waited:.1f} µs per "
+                     f"request for a CPU (run queue), ran {result.cpu_us:.1f} µs, were woken {slices:.2f} times")
+        if shutil.which("strace") is not None:
+            lines.append(f"- {label} under strace -c -f (counted, not timed): " + syscalls(running.pid, listen, headers,
+                                                                                          bench.args))
+    return lines
+
+
+def gc_collections(metrics_port: int) -> dict[str, float]:
+    """python_gc_collections_total by generation, scraped."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    answer = fetch(metrics_port, "GET", "/metrics", {})
+    return {sample.labels["generation"]: sample.value for family in text_string_to_metric_families(answer.body)
+            for sample in family.samples if sample.name == "python_gc_collections_total"}
+
+
+def schedstat(pid: int) -> tuple[int, int]:
+    """(ns waited on a run queue, timeslices run) over every thread of pid (/proc/PID/task/*/schedstat)."""
+    waited = slices = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            fields = (task / "schedstat").read_text().split()
+            waited, slices = waited + int(fields[1]), slices + int(fields[2])
+    return waited, slices
+
+
+def syscalls(pid: int, port: int, headers: dict[str, str], args: argparse.Namespace) -> str:
+    """System calls per request of pid (every thread) during one paced wrk run, by strace -c -f."""
+    out = Path(tempfile.mkstemp(prefix="bench-strace-")[1])
+    try:
+        spy = subprocess.Popen(["strace", "-c", "-f", "-q", "-o", str(out), "-p", str(pid)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)  # strace attaches
+        result = wrk("strace", port, headers, args, (), paced=True)
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=30)
+        counts = {}
+        for line in out.read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 5 and fields[-1].isidentifier() and fields[3].isdigit():
+                counts[fields[-1]] = int(fields[3])
+    finally:
+        out.unlink(missing_ok=True)
+    n = max(1, result.requests)
+    shown = ("epoll_wait", "recvfrom", "read", "sendto", "write", "writev", "accept4", "futex")
+    return ", ".join(f"{name} {counts[name] / n:.2f}" for name in shown if name in counts) + \
+        f" per request ({result.requests:,} requests)"
 
 
 def basic(bench: Bench, name: str, *, cache: bool) -> Result:
@@ -687,7 +760,7 @@ def fleet(bench: Bench) -> list[Result]:
                     runs[label].append(result := dataclasses.replace(result, cpu_us=cpu))
                     progress(f"{label}: {result.rps:,.0f} req/s, p99 {result.p99_ms:.2f} ms, "
                              f"sidecar CPU {result.cpu_us:.1f} µs/request, {result.errors} errors")
-            results += [combined(label, found) for label, found in runs.items()]
+            results += [combined(label, found, alone=True) for label, found in runs.items()]
         results.append(redis_json(bench, state("redis", "redis-json")))
         results += pinned_workers(bench, state)
     return results
@@ -729,7 +802,7 @@ def pinned_workers(bench: Bench, state: Callable[[str, str], dict[str, object]])
                 runs[label].append(result := dataclasses.replace(result, cpu_us=cpu))
                 progress(f"{label}: {result.rps:,.0f} req/s, p99 {result.p99_ms:.2f} ms, "
                          f"sidecar CPU {result.cpu_us:.1f} µs/request, {result.errors} errors")
-        return [combined(label, found) for label, found in runs.items()]
+        return [combined(label, found, alone=True) for label, found in runs.items()]
 
 
 def pin(pid: int, cpus: set[int]) -> None:
@@ -802,7 +875,8 @@ class MemoryResult:
     users: int
     cookies: int
     start_mb: float  # VmRSS once signed in, before the feeding
-    rss_mb: float  # VmRSS after it
+    users_mb: float  # VmRSS after the users, before the cookies
+    rss_mb: float  # VmRSS after both
     peak_mb: float  # VmHWM: the most it ever held
 
 
@@ -835,9 +909,10 @@ def memory(bench: Bench) -> MemoryResult:
             feed(listen, "Authorization", users, bench.args.connections)
             cookies = [f"{SESSION_COOKIE}={codec.encode(dataclasses.replace(session, id=new_session_id()))}"
                        for _ in range(MEMORY_COOKIES)]
-            progress(f"memory: RSS {status_mb(running.pid, 'VmRSS'):.1f} MB; feeding {len(cookies):,} cookies")
+            after_users = status_mb(running.pid, "VmRSS")
+            progress(f"memory: RSS {after_users:.1f} MB; feeding {len(cookies):,} cookies")
             feed(listen, "Cookie", cookies, bench.args.connections)
-            result = MemoryResult(len(users), len(cookies), start, status_mb(running.pid, "VmRSS"),
+            result = MemoryResult(len(users), len(cookies), start, after_users, status_mb(running.pid, "VmRSS"),
                                   status_mb(running.pid, "VmHWM"))
     progress(f"memory: RSS {result.rss_mb:.1f} MB (peak {result.peak_mb:.1f} MB)")
     return result
@@ -901,10 +976,10 @@ def peer_cookie(bench: Bench, venv: Path) -> Result:
             return measure("peer-cookie", listen, {"Cookie": f"{PEER_COOKIE}={session}"}, bench.args)
 
 
-def run(args: argparse.Namespace) -> tuple[list[Result], MemoryResult | None]:
+def run(args: argparse.Namespace) -> tuple[list[Result], MemoryResult | None, list[str]]:
     # Install the peer before any load, so pip never competes with a measurement.
     venv = None if args.skip_peer else peer_venv()
-    used = None
+    used, tail_lines = None, []
     with tempfile.TemporaryDirectory(prefix="auth-sidecar-bench-") as tmp:
         workdir = Path(tmp)
         docroot = workdir / "app"
@@ -914,7 +989,7 @@ def run(args: argparse.Namespace) -> tuple[list[Result], MemoryResult | None]:
         with Slapd(workdir / "slapd") as slapd:
             # Twice the connections: with just as many, wrk still lets the odd pair overlap.
             bench = Bench(workdir, docroot, slapd, args, bench_users(slapd, 2 * args.connections))
-            results = [*ceiling(bench), bare_aiohttp(bench), basic(bench, "basic-warm", cache=True),
+            results = [*ceiling(bench), *bare_aiohttp(bench), basic(bench, "basic-warm", cache=True),
                        basic(bench, "basic-nocache", cache=False), *cookie(bench), bearer(bench)]
             if args.observed:
                 results += [*paired(bench, "basic-warm", sessions=False), *paired(bench, "cookie-warm", sessions=True)]
@@ -922,9 +997,11 @@ def run(args: argparse.Namespace) -> tuple[list[Result], MemoryResult | None]:
                 results += fleet(bench)
             if venv is not None:
                 results.append(peer_cookie(bench, venv))
+            if args.tail:
+                tail_lines = tail_causes(bench)
             if args.memory:  # last: its 10,000 users would slow the other rows' directory searches
                 used = memory(bench)
-    return results, used
+    return results, used, tail_lines
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -935,7 +1012,7 @@ def table(results: list[Result]) -> list[str]:
     lines = ["| scenario | req/s | / bare-aiohttp | p99 (ms) | requests | errors | server CPU µs/request "
              "| round trips per login |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
-        share = f"{r.rps / bare.rps:.0%}" if bare is not None and not r.name.endswith("-paced") else ""
+        share = f"{r.rps / bare.rps:.0%}" if bare is not None and r.alone and not r.name.endswith("-paced") else ""
         cpu = f"{r.cpu_us:.0f}" if r.cpu_us else ""
         trips = "" if r.round_trips is None else f"{r.round_trips:.2f}"
         lines.append(f"| {r.name} | {r.rps:,.0f} | {share} | {r.p99_ms:.2f} | {r.requests:,} | {r.errors} | {cpu} "
@@ -960,9 +1037,13 @@ def targets(results: list[Result], memory: MemoryResult | None) -> list[str]:
         lines.append("- cookie-warm with state.backend redis and log.format json: not measured (--fleet)")
     paced, ceiling_paced = by_name["cookie-paced"], by_name["ceiling-paced"]
     times = paced.p99_ms / ceiling_paced.p99_ms
+    bare_paced = by_name.get("bare-aiohttp-paced")
+    reference = "" if bare_paced is None else (
+        f"; bare-aiohttp paced: {bare_paced.p99_ms:.2f} ms, "
+        f"{bare_paced.p99_ms / ceiling_paced.p99_ms:.2f}× the ceiling's")
     lines.append(f"- cookie-paced p99 / ceiling-paced p99 (~{PACED_RATE:,} req/s): **{times:.2f}×** "
                  f"({paced.p99_ms:.2f} ms / {ceiling_paced.p99_ms:.2f} ms; target ≤ {PACED_TAIL_TARGET:g}×: "
-                 f"{verdict(times <= PACED_TAIL_TARGET)})")
+                 f"{verdict(times <= PACED_TAIL_TARGET)}{reference})")
     nocache = by_name["basic-nocache"]
     times = nocache.rps / NOCACHE_BASELINE
     trips = "" if nocache.round_trips is None else (
@@ -973,7 +1054,8 @@ def targets(results: list[Result], memory: MemoryResult | None) -> list[str]:
         lines.append(f"- RSS with {memory.users:,} cached users and {memory.cookies:,} distinct session cookies seen: "
                      f"**{memory.rss_mb:.1f} MB** (target ≤ {MEMORY_TARGET_MB:g} MB: "
                      f"{verdict(memory.rss_mb <= MEMORY_TARGET_MB)}; {memory.start_mb:.1f} MB at start, "
-                     f"peak {memory.peak_mb:.1f} MB)")
+                     f"+{memory.users_mb - memory.start_mb:.1f} MB for the users, "
+                     f"+{memory.rss_mb - memory.users_mb:.1f} MB for the cookies, peak {memory.peak_mb:.1f} MB)")
     else:
         lines.append("- memory: not measured (--memory)")
     lines += workers_lines(by_name)
@@ -1039,13 +1121,16 @@ def verdict(met: bool) -> str:
     return "met" if met else "MISSED"
 
 
-def report(results: list[Result], memory: MemoryResult | None, args: argparse.Namespace, load: str) -> str:
+def report(results: list[Result], memory: MemoryResult | None, tail_lines: list[str], args: argparse.Namespace,
+           load: str) -> str:
     when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     setup = (f"{when} · wrk 1 thread, {args.connections} connections, {args.duration} s · "
              f"{os.cpu_count()} CPUs · 127.0.0.1 · {load}")
     return "\n".join(["# auth-sidecar benchmark", "", setup, "", *table(results), "",
                       "Targets of issue 15 (against bare-aiohttp, the framework's own ceiling):", "",
-                      *targets(results, memory), "", "Earlier targets:", "", *ratios(results), ""])
+                      *targets(results, memory), "",
+                      *(["Where the tail comes from (--tail):", "", *tail_lines, ""] if tail_lines else []),
+                      "Earlier targets:", "", *ratios(results), ""])
 
 
 
@@ -1080,6 +1165,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory", action="store_true",
                         help=f"also measure the sidecar's RSS after {MEMORY_USERS:,} cached users and "
                              f"{MEMORY_COOKIES:,} distinct session cookies")
+    parser.add_argument("--tail", action="store_true",
+                        help="also run cookie-paced on a sidecar with metrics, reading its GC collections, run-queue "
+                             "waits and wake-ups, and once more under strace -c for its system calls per request")
     parser.add_argument("--profile", action="store_true",
                         help="sample " + ", ".join(PROFILED) + " with py-spy during their load "
                              "(raw files in bench/profiles/, top entries printed)")
@@ -1100,14 +1188,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     before = os.getloadavg()
     try:
-        results, used = run(args)
+        results, used, tail_lines = run(args)
     except KeyboardInterrupt:
         progress("interrupted: every process started was stopped")
         return 130
     after = os.getloadavg()
     load = (f"load average {before[0]:.2f} (1 min), {before[2]:.2f} (15 min) before the run, "
             f"{after[0]:.2f}, {after[2]:.2f} after it")
-    text = report(results, used, args, load)
+    text = report(results, used, tail_lines, args, load)
     RESULTS.write_text(text)
     print(text)
     # Errors mean some answers were not the app's page: those figures do not measure the auth path.
