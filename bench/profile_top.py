@@ -54,12 +54,29 @@ def read(raw: Path) -> tuple[int, Counter[str], Counter[str]]:
     return total, own, inclusive
 
 
+def packages(own: Counter[str]) -> Counter[str]:
+    """Self samples by where the code is: the event loop, aiohttp (with multidict, yarl), the
+    sidecar, the standard library and everything else."""
+    found = Counter[str]()
+    for name, n in own.items():
+        if name == EVENT_LOOP:
+            found["event loop"] += n
+        elif "(sidecar/" in name:
+            found["sidecar"] += n
+        elif any(f"({package}/" in name for package in ("aiohttp", "multidict", "yarl")):
+            found["aiohttp"] += n
+        else:
+            found["other"] += n
+    return found
+
+
 def top(raw: Path, entries: int = 12) -> list[str]:
     """Markdown lines: the `entries` largest self and inclusive shares."""
     total, own, inclusive = read(raw)
     if total == 0:
         return [f"{raw.name}: no samples"]
-    lines = [f"{raw.stem}: {total:,} samples", "", "| self | function |", "|---:|---|"]
+    lines = [f"{raw.stem}: {total:,} samples; self by package: " + ", ".join(
+        f"{name} {n / total:.1%}" for name, n in packages(own).most_common()), "", "| self | function |", "|---:|---|"]
     lines += [f"| {n / total:.1%} | `{name}` |" for name, n in own.most_common(entries)]
     lines += ["", "| inclusive | function |", "|---:|---|"]
     lines += [f"| {n / total:.1%} | `{name}` |" for name, n in inclusive.most_common(entries)]
