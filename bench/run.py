@@ -1036,11 +1036,11 @@ def targets(results: list[Result], memory: MemoryResult | None) -> list[str]:
     for name in ("cookie-warm", "basic-warm", "bearer-warm"):
         share = by_name[name].rps / bare.rps
         lines.append(f"- {name} / bare-aiohttp: **{share:.1%}** (target ≥ {BARE_TARGET:.0%}: "
-                     f"{verdict(share >= BARE_TARGET)})")
+                     f"{verdict(share >= BARE_TARGET)}){per_cpu(by_name[name], bare)}")
     if (fleet := by_name.get("cookie-warm-redis-json")) is not None:
         share = fleet.rps / bare.rps
         lines.append(f"- cookie-warm with state.backend redis and log.format json / bare-aiohttp: **{share:.1%}** "
-                     f"(target ≥ {BARE_FLEET_TARGET:.0%}: {verdict(share >= BARE_FLEET_TARGET)})")
+                     f"(target ≥ {BARE_FLEET_TARGET:.0%}: {verdict(share >= BARE_FLEET_TARGET)}){per_cpu(fleet, bare)}")
     else:
         lines.append("- cookie-warm with state.backend redis and log.format json: not measured (--fleet)")
     paced, ceiling_paced = by_name["cookie-paced"], by_name["ceiling-paced"]
@@ -1068,6 +1068,15 @@ def targets(results: list[Result], memory: MemoryResult | None) -> list[str]:
         lines.append("- memory: not measured (--memory)")
     lines += workers_lines(by_name)
     return lines
+
+
+def per_cpu(row: Result, bare: Result) -> str:
+    """The same ratio in requests per CPU second of the server: what the row's own work costs,
+    which the machine's other load moves far less than it moves req/s."""
+    if not row.cpu_us or not bare.cpu_us:
+        return ""
+    return (f"; per CPU second of the server: {bare.cpu_us / row.cpu_us:.0%} "
+            f"({row.cpu_us:.0f} µs a request against {bare.cpu_us:.0f})")
 
 
 def workers_lines(by_name: dict[str, Result]) -> list[str]:
