@@ -600,7 +600,7 @@ def syscalls(pid: int, port: int, headers: dict[str, str], args: argparse.Namesp
         counts = {}
         for line in out.read_text().splitlines():
             fields = line.split()
-            if len(fields) >= 5 and fields[-1].isidentifier() and fields[3].isdigit():
+            if len(fields) >= 5 and fields[-1].isidentifier() and fields[3].isdigit() and fields[-1] != "total":
                 counts[fields[-1]] = int(fields[3])
     finally:
         out.unlink(missing_ok=True)
