@@ -1,14 +1,19 @@
 """Benchmark of the auth_request path: nginx -> auth-sidecar -> slapd, next to a ceiling and a peer.
 
-    python bench/run.py [--duration 5] [--connections 10] [--skip-peer] [--observed]
+    python bench/run.py [--duration 5] [--connections 10] [--skip-peer] [--observed] [--fleet]
+                        [--tail] [--memory] [--profile]
 
 One run starts, on 127.0.0.1 only, a private slapd (tests/testbed), then for each scenario in turn
 the processes it needs, measures them with wrk (1 thread, N connections, fixed duration) and stops
 them again:
 
     ceiling        nginx whose auth_request target is `return 204`: no sidecar at all
+    bare-aiohttp   nginx -> bench/bare.py, aiohttp answering fixed identity headers: the framework's
+                   own ceiling, which issue 15's targets are ratios to
     basic-warm     nginx -> sidecar, HTTP Basic, verdict cache warm
     basic-nocache  the same with both caches off, users taking turns: every request binds
+    cookie-warm    a session cookie from the sidecar's login form (and cookie-paced, ~1,000 req/s)
+    bearer-warm    a Bearer JWT checked against keys nginx serves
     peer-cookie    nginx -> nginx-ldap-auth-service /check with a session cookie (bench/.peer-venv)
 
 With --observed, basic-warm and cookie-warm are measured once more as pairs: a sidecar as above
@@ -22,8 +27,14 @@ in the same way, `state.backend: memory` against `redis` (`-memory`, `-redis`); 
 turns (--rounds times each, alternating), since two loads at once would share the cores the second
 worker is meant to use.
 
-The table is printed and written to bench/results.md. Every process is stopped at the end, also on
-Ctrl-C, SIGTERM or an error.
+With --fleet also cookie-warm-redis-json (alone: state in Redis, metrics, JSON logs) and the
+worker pair once more with the sidecar and the load generator pinned to separate CPUs. --tail
+measures what makes the paced p99 (GC, run-queue waits, wake-ups, system calls); --memory the
+RSS after 10,000 cached users and 100,000 session cookies; --profile samples the warm rows with
+py-spy (bench/profiles.md says what they showed).
+
+The table, issue 15's targets met or missed, and the earlier ratios are printed and written to
+bench/results.md. Every process is stopped at the end, also on Ctrl-C, SIGTERM or an error.
 """
 
 from __future__ import annotations
