@@ -17,13 +17,13 @@ import sys
 import uvloop
 from aiohttp import web
 
-# What the sidecar answers for alice (sidecar.headers.HeaderWriter with the default names).
+# What the sidecar answers for alice of tests/testbed/slapd (the default header names), byte for byte.
 HEADERS = {
     "Remote-User": "alice",
     "Remote-User-First-Name": "Alice",
     "Remote-User-Last-Name": "Liddell",
     "Remote-User-Email": "alice@example.com",
-    "Remote-User-Group": "staff|users",
+    "Remote-User-Group": "active|netbox-users|staff|superuser",
     "Remote-User-Staff": "false",
     "Remote-User-Superuser": "false",
     "Remote-User-Assertion": "",
