@@ -7,7 +7,7 @@ groups) decides; when none does, ``access.default`` does. Group rules need
 
 from __future__ import annotations
 
-from sidecar.config import AccessConfig, AccessRule
+from sidecar.config import AccessConfig, AccessRule, FactorMode
 from sidecar.forwarded import Original
 from sidecar.identity import Identity, fold
 from sidecar.queries import holds, shown
@@ -36,6 +36,8 @@ class AccessRules:
     def __init__(self, config: AccessConfig) -> None:
         self.rules = config.rules
         self.default = config.default == "allow"
+        self.asks_factors = config.asks_factors()
+        self._factor_default = (config.second_factor, config.second_factor_max_age)
 
     def __bool__(self) -> bool:
         return bool(self.rules) or not self.default
@@ -47,6 +49,16 @@ class AccessRules:
             by = "access.default" if rule is None else f"access.rules[{self.rules.index(rule)}] {_shown(rule)}"
             trace.step("access", f"{request.method} {request.url}: {'allowed' if allowed else 'refused'} by {by}")
         return allowed
+
+    def factor_demand(self, identity: Identity, request: Original) -> tuple[FactorMode, float | None]:
+        """What the deciding rule asks of a second factor: (required | optional | never, max age or None)."""
+        rule = self.deciding(identity, request)
+        mode, max_age = self._factor_default
+        if rule is not None and rule.second_factor is not None:
+            mode = rule.second_factor
+        if rule is not None and rule.second_factor_max_age is not None:
+            max_age = rule.second_factor_max_age
+        return mode, max_age
 
     def deciding(self, identity: Identity, request: Original) -> AccessRule | None:
         """The first rule that matches both; None when none does (access.default decides)."""

@@ -8,9 +8,10 @@ another sidecar answers on is not taken over; one nobody answers on (left by a c
 anything else at the path is left alone. A directory that is missing or not writable is one
 warning and no channel: the sidecar serves on without it. The socket is removed at stop.
 
-The commands: ``bans``, ``unban NAME|ADDRESS``, ``sessions USER``, ``revoke USER``, ``reload``,
-``status``; human-readable, or ``--json``. Exit status 0 done, 1 refused (no such ban, a reload
-whose file has problems...), 2 the socket cannot be reached (or the command line is wrong).
+The commands: ``bans``, ``unban NAME|ADDRESS``, ``sessions USER``, ``revoke USER``,
+``reset-factors USER``, ``reload``, ``status``; human-readable, or ``--json``. Exit status 0 done,
+1 refused (no such ban, a reload whose file has problems...), 2 the socket cannot be reached (or
+the command line is wrong).
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ async def start(server: Server, path: str) -> web.BaseRunner | None:
     app.add_routes([
         web.get("/v1/status", status), web.get("/v1/bans", bans), web.post("/v1/unban", unban),
         web.get("/v1/sessions", sessions), web.post("/v1/revoke", revoke), web.post("/v1/reload", reload),
+        web.post("/v1/reset-factors", reset_factors),
     ])
     app.on_cleanup.append(remove_socket)
     runner = web.AppRunner(app, access_log=None)
@@ -319,6 +321,24 @@ async def revoke(request: web.Request) -> web.Response:
                               "scope": _scope(request.app[SERVER], fleet is None or fleet.up)})
 
 
+async def reset_factors(request: web.Request) -> web.Response:
+    """Forget every second factor and recovery code of a user, from every source (a lost phone):
+    their next sign-in enrols again. Sessions are left alone: revoke ends them."""
+    user = await _field(request, "user")
+    jar = _jar(request)
+    signin = request.app[SERVER].current.app[SIDECAR].signin
+    codes = signin.codes if signin is not None else None
+    if codes is None:
+        raise _Refused(409, "second factors are not configured (no second_factor: section)")
+    sources = list(jar.sources.ids())
+    removed = 0
+    for source in sources:
+        removed += await codes.store.reset((source, user))
+    log.info("admin: reset the second factors of %r (%d removed)", user, removed,
+             extra={"event": "factors_reset", "user": user, "reason": "admin"})
+    return web.json_response({"user": user, "sources": sources, "factors_removed": removed})
+
+
 async def reload(request: web.Request) -> web.Response:
     server = request.app[SERVER]
     log.info("admin: reload requested", extra={"event": "reload", "reason": "admin"})
@@ -335,6 +355,7 @@ VERBS = [  # name, argument, help
     ("unban", "NAME|ADDRESS", "lift a username's or an address's ban (IPv6 by its /64) and forget its failures"),
     ("sessions", "USER", "list the user's sessions this process knows"),
     ("revoke", "USER", "sign the user out everywhere: every session issued until now, from every source"),
+    ("reset-factors", "USER", "forget the user's second factors and recovery codes: the next sign-in enrols again"),
     ("reload", None, "reload the configuration file (as SIGHUP does) and print its problems, if any"),
     ("status", None, "version, configuration file and its sha256, uptime, directory servers, bans, sessions"),
 ]
@@ -425,6 +446,7 @@ async def _ask(path: str, verb: str, target: str | None) -> tuple[int, dict[str,
         "unban": ("POST", "/v1/unban", None, {"name": target}),
         "sessions": ("GET", "/v1/sessions", {"user": target or ""}, None),
         "revoke": ("POST", "/v1/revoke", None, {"user": target}),
+        "reset-factors": ("POST", "/v1/reset-factors", None, {"user": target}),
         "reload": ("POST", "/v1/reload", None, {}),
         "status": ("GET", "/v1/status", None, None),
     }[verb]
@@ -534,6 +556,11 @@ def _show_revoke(body: dict[str, Any]) -> list[str]:
             "Other instances keep their own list: run this on each."]
 
 
+def _show_reset_factors(body: dict[str, Any]) -> list[str]:
+    return [f"second factors of {_shown(body['user'])}: {body['factors_removed']} removed, with the recovery "
+            "codes; the next sign-in enrols again (revoke ends the sessions already open)"]
+
+
 def _show_reload(body: dict[str, Any]) -> list[str]:
     return [f"reloaded {_shown(body['reloaded'])} (sha256 {body['sha256']})"]
 
@@ -560,5 +587,6 @@ def _show_status(body: dict[str, Any]) -> list[str]:
 
 SHOW: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "bans": _show_bans, "unban": _show_unban, "sessions": _show_sessions, "revoke": _show_revoke,
+    "reset-factors": _show_reset_factors,
     "reload": _show_reload, "status": _show_status,
 }

@@ -25,17 +25,24 @@ from sidecar.bearer import BearerAuthenticator
 from sidecar.cache import VerdictCache
 from sidecar.config import Config, GroupRules, SessionConfig
 from sidecar.errors import ConfigError, DirectoryUnavailable
+from sidecar.factor_store import Cipher, FactorStore, RedisFactors, SqliteFactors
+from sidecar.factors import Codes
 from sidecar.forwarded import ClientAddress
 from sidecar.headers import HeaderWriter, identity_names
 from sidecar.ldap import Directory
 from sidecar.local import LocalUsers
 from sidecar.oidc import HttpClient, Provider, SingleSignOn, StateCookie
 from sidecar.pages import Pages, Theme
+from sidecar.passkeys import Passkeys
+from sidecar.passkeys import routes as passkey_routes
 from sidecar.passwords import PasswordVerifier
 from sidecar.policy import GroupPolicy, NamePolicy
 from sidecar.redirects import RedirectPolicy
+from sidecar.regulation import Regulator
 from sidecar.routes import SIDECAR, Sidecar, assertion_routes, core_routes, sign_in_routes
 from sidecar.sealing import derive_key
+from sidecar.second_factor import SecondFactor
+from sidecar.second_factor import routes as second_factor_routes
 from sidecar.session_auth import SessionAuthenticator, SessionJar
 from sidecar.sessions import CookieSettings, SessionCodec
 from sidecar.signin import Landing, SignIn
@@ -128,13 +135,8 @@ def passwords(config: Config, writer: HeaderWriter, client_address: ClientAddres
     cache_ttl = config.ldap.cache_timeout if config.ldap is not None else LOCAL_ONLY_CACHE_TIMEOUT
     cache: VerdictCache[Verdict] = VerdictCache(ttl=cache_ttl, failure_ttl=config.cache.failure_timeout,
                                                 max_entries=config.cache.max_entries, metrics=state.metrics)
-    regulation = config.regulation
     # An address a user signed in from stays known as long as a cached login from it can be honoured.
-    regulator = (state.regulator(max_failures=regulation.max_failures, window=regulation.window,
-                                 ban=regulation.ban, remember=max(cache_ttl, regulation.window))
-                 if regulation.enabled else None)
-    if regulator is not None and (fleet := state.fleet(config.state)) is not None:
-        regulator.share(fleet)
+    regulator = shared_regulator(config, state, remember=max(cache_ttl, config.regulation.window))
     found.verifier = PasswordVerifier(Sources(present), cache, writer, regulator)
     if config.server.basic_auth:
         feature.authenticators.append(BasicAuthenticator(found.verifier, client_address))
@@ -164,8 +166,11 @@ def browser_sign_in(config: Config, writer: HeaderWriter, client_address: Client
                [p.issuer for p in config.oidc.providers if p.logout and p.issuer])
     redirect_uri = public_url + config.oidc.callback_path
     fleet = state.fleet(config.state)
+    trusted = config.second_factor.trust_amr if config.second_factor is not None else ()
+    trusted_acr = frozenset(config.second_factor.trust_acr if config.second_factor is not None else ())
     providers = [Provider(p, http, redirect_uri=redirect_uri, leeway=config.oidc.leeway, metrics=state.metrics,
-                          policy=found.policy(p.rules, f"oidc.providers[{i}]", p.username_prefix), fleet=fleet)
+                          policy=found.policy(p.rules, f"oidc.providers[{i}]", p.username_prefix), fleet=fleet,
+                          trust_amr=p.name in trusted, trust_acr=trusted_acr)
                  for i, p in enumerate(config.oidc.providers)]
     registry = Registry([*found.sources, *providers])
     revocations = state.revocations(lifetime=sessions.lifetime)
@@ -175,7 +180,9 @@ def browser_sign_in(config: Config, writer: HeaderWriter, client_address: Client
         index.share(fleet)
     jar = SessionJar(codec, registry, keep_for=sessions.lifetime, revocations=revocations, index=index,
                      metrics=state.metrics, fleet=fleet)
-    landing = Landing(pages=pages, jar=jar, cookie=cookie, max_age=int(sessions.lifetime), path=public_path, csp=csp)
+    codes, cipher = factor_codes(config)
+    landing = Landing(pages=pages, jar=jar, cookie=cookie, max_age=int(sessions.lifetime), path=public_path, csp=csp,
+                      codes=codes)
     sso = None
     if providers:
         sso = SingleSignOn(providers, state=StateCookie(sessions.keys[0].secret.reveal(), secure=sessions.secure),
@@ -185,7 +192,47 @@ def browser_sign_in(config: Config, writer: HeaderWriter, client_address: Client
     authenticator = SessionAuthenticator(jar, cookie, registry.renew, writer,
                                          recheck_every=sessions.recheck_every, max_age=int(sessions.lifetime),
                                          client_address=client_address, metrics=state.metrics)
-    return signin, Feature(authenticators=[authenticator], routes=sign_in_routes(signin, config.oidc.callback_path))
+    feature = Feature(authenticators=[authenticator], routes=sign_in_routes(signin, config.oidc.callback_path))
+    if codes is not None and cipher is not None:
+        # Codes are regulated like passwords: by the passwords' regulator, or (single sign-on only) its own.
+        regulator = found.verifier.regulator if found.verifier is not None else \
+            shared_regulator(config, state, remember=config.regulation.window)
+        factor = SecondFactor(signin=signin, codes=codes, cipher=cipher, regulator=regulator, passkeys=True)
+        feature.routes += second_factor_routes(factor)
+        assert config.second_factor is not None  # factor_codes made codes from it
+        names = config.second_factor
+        feature.routes += passkey_routes(Passkeys(factor, cipher, rp_id=names.rp_id, rp_name=names.rp_name,
+                                                  origins=names.origins))
+        feature.on_cleanup.append(_closing(codes.store))
+    return signin, feature
+
+
+def shared_regulator(config: Config, state: State, *, remember: float) -> Regulator | None:
+    """The process's regulator with the configured budgets (None: regulation is off), sharing them
+    with the fleet when there is one."""
+    regulation = config.regulation
+    if not regulation.enabled:
+        return None
+    regulator = state.regulator(max_failures=regulation.max_failures, window=regulation.window, ban=regulation.ban,
+                                remember=remember)
+    if (fleet := state.fleet(config.state)) is not None:
+        regulator.share(fleet)
+    return regulator
+
+
+def factor_codes(config: Config) -> tuple[Codes | None, Cipher | None]:
+    """The second factors' store and codes, when the configuration has them (sidecar.second_factor)."""
+    factors = config.second_factor
+    if factors is None:
+        return None, None
+    cipher = Cipher(derive_key(factors.key.reveal(), "second factor key"))
+    store: FactorStore
+    if config.state.backend == "redis":  # one store for the fleet, as its bans and sign-outs
+        store = RedisFactors.from_config(config.state, cipher)
+    else:
+        assert factors.store is not None  # the loader sets it but with backend redis
+        store = SqliteFactors(factors.store, cipher)
+    return Codes(store, issuer=factors.issuer, recovery_count=factors.recovery_codes), cipher
 
 
 def bearer_tokens(config: Config, writer: HeaderWriter, http: HttpClient, state: State, found: Passwords) -> Feature:
@@ -275,6 +322,13 @@ Hook = Callable[[web.Application], Awaitable[None]]
 def _quietly(close: Callable[[], None]) -> Hook:
     async def hook(app: web.Application) -> None:
         close()
+
+    return hook
+
+
+def _closing(store: FactorStore) -> Hook:
+    async def hook(app: web.Application) -> None:
+        await store.close()
 
     return hook
 

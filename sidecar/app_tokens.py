@@ -22,7 +22,7 @@ from aiohttp import web
 
 from sidecar.config import AppTokenRule, HeaderConfig
 from sidecar.forwarded import Original
-from sidecar.headers import Headers
+from sidecar.headers import Headers, identity_headers
 
 log = logging.getLogger("sidecar.app_tokens")
 
@@ -47,10 +47,8 @@ class AppTokens:
     def __init__(self, rules: Sequence[AppTokenRule], headers: HeaderConfig) -> None:
         self.rules = tuple(rules)
         self._schemes = frozenset(rule.scheme.lower() for rule in rules)
-        names = [headers.user, headers.first_name, headers.last_name, headers.email, headers.groups,
-                 headers.is_staff, headers.is_superuser, headers.assertion, *headers.extra.values()]
         # Every identity header, present and empty: the proxies copy each, so each is removed.
-        self.headers: Headers = tuple((name, "") for name in names)
+        self.headers: Headers = tuple((name, "") for name in identity_headers(headers))
 
     def __bool__(self) -> bool:
         return bool(self.rules)

@@ -4,7 +4,8 @@ The sidecar adds ``Remote-User-Assertion``: a JWT in compact JWS form, ``{"alg":
 "typ": "JWT"}``, whose claims repeat what the plain headers say::
 
     {"iss", "aud", "sub": username, "iat", "nbf", "exp": iat + lifetime, "jti": random,
-     "given_name", "family_name", "email", "groups": [...], "is_staff", "is_superuser"}
+     "given_name", "family_name", "email", "groups": [...], "is_staff", "is_superuser",
+     "amr": [how the user signed in: pwd, otp, hwk], "auth_time": when (sessions only)}
 
 Claim values are the header values exactly (cleaned the same way, the same groups left out), so an
 application checks one against the other (:class:`sidecar.contrib.assertion.AssertionVerifier`).
@@ -34,7 +35,7 @@ ALG = "ES256"
 MIN_LIFETIME = 1.0
 
 # The fields an assertion is made of: identities alike here get the same assertion.
-Fingerprint = tuple[str, str, str, str, tuple[str, ...], bool, bool]
+Fingerprint = tuple[str, str, str, str, tuple[str, ...], bool, bool, tuple[str, ...], int | None]
 
 
 class AssertionSigner:
@@ -91,15 +92,17 @@ class AssertionSigner:
         kids = [key["kid"] for key in self._jwks]
         return f"AssertionSigner(kids={kids!r}, issuer={self._issuer!r}, audience={self._audience!r})"
 
-    def sign(self, identity: Identity) -> str:
-        """The assertion for an identity: from the memo while more than half its lifetime remains."""
+    def sign(self, identity: Identity, *, amr: tuple[str, ...] = (), auth_time: float | None = None) -> str:
+        """The assertion for an identity (signed in by the ``amr`` methods, last at ``auth_time``):
+        from the memo while more than half its lifetime remains."""
         now = self._clock()
         fingerprint = (identity.username, identity.first_name, identity.last_name, identity.email,
-                       identity.groups, identity.is_staff, identity.is_superuser)
+                       identity.groups, identity.is_staff, identity.is_superuser, amr,
+                       None if auth_time is None else int(auth_time))
         memo = self._memo.get(fingerprint)
         if memo is not None and now < memo[1]:
             return memo[0]
-        token = self._sign(identity, now)
+        token = self._sign(identity, now, amr, auth_time)
         self._memo.pop(fingerprint, None)
         if len(self._memo) >= self._memo_entries:
             # Oldest first: dictionaries keep insertion order, and a re-signed entry moves to the end.
@@ -111,7 +114,7 @@ class AssertionSigner:
         """The public JWK set to serve at ``/.well-known/jwks.json`` (a fresh copy each call)."""
         return {"keys": [dict(key) for key in self._jwks]}
 
-    def _sign(self, identity: Identity, now: float) -> str:
+    def _sign(self, identity: Identity, now: float, amr: tuple[str, ...], auth_time: float | None) -> str:
         issued = int(now)
         claims = {
             "iss": self._issuer,
@@ -127,6 +130,8 @@ class AssertionSigner:
             "groups": published_groups(identity.groups, self._separator),
             "is_staff": identity.is_staff,
             "is_superuser": identity.is_superuser,
+            **({"amr": list(amr)} if amr else {}),
+            **({"auth_time": int(auth_time)} if auth_time is not None else {}),
         }
         # Raw UTF-8 rather than \u escapes: names in other scripts stay small.
         payload = json.dumps(claims, ensure_ascii=False, separators=(",", ":")).encode()

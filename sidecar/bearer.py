@@ -115,7 +115,7 @@ class BearerAuthenticator:
                                         f"bearer:{issuer.config.issuer}", issuer.config.username_prefix)
         if policy := self._policies.get(issuer.config.issuer):
             identity = await policy.admit(identity)
-        verdict = Verdict.allow(identity, self._writer.render(identity))
+        verdict = Verdict.allow(identity, self._writer.render(identity, ()), methods=())
         self._memo[key] = (verdict, float(claims["exp"]))
         return verdict
 

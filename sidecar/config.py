@@ -15,6 +15,7 @@ safe to import anywhere (``auth-sidecar check-config`` uses nothing else).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import re
@@ -56,6 +57,7 @@ LogFormat = Literal["text", "json"]
 Order = Literal["ldap_first", "local_first"]
 Backend = Literal["memory", "redis"]
 ProviderType = Literal["oidc", "oauth2"]
+FactorMode = Literal["required", "optional", "never"]
 GROUP_TYPES: tuple[GroupTypeName, ...] = get_args(GroupTypeName)
 SCOPES: tuple[Scope, ...] = get_args(Scope)
 FLAGS: tuple[Flag, ...] = get_args(Flag)
@@ -96,6 +98,7 @@ class HeaderConfig:
     is_staff: str = "Remote-User-Staff"
     is_superuser: str = "Remote-User-Superuser"
     assertion: str = "Remote-User-Assertion"
+    auth_methods: str = "Remote-User-Auth-Methods"  # how the user signed in: pwd, pwd|otp, pwd|hwk
     extra: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -194,12 +197,23 @@ class AccessRule:
     groups: frozenset[str] = frozenset()
     queries: tuple[Query, ...] = ()  # group queries (and / or / not) beside the plain names, folded
     allow: bool = True
+    # None: access.second_factor decides. A max age asks for a factor given within that many seconds.
+    second_factor: FactorMode | None = None
+    second_factor_max_age: float | None = None
 
 
 @dataclass(frozen=True)
 class AccessConfig:
     rules: tuple[AccessRule, ...] = ()
     default: Policy = "allow"
+    # Where no rule says: required (every signed-in person), optional (those who enrolled one), never.
+    second_factor: FactorMode = "never"
+    second_factor_max_age: float | None = None
+
+    def asks_factors(self) -> bool:
+        """Whether any request could ask a second factor."""
+        modes = {self.second_factor, *(rule.second_factor for rule in self.rules)}
+        return bool(modes - {"never", None})
 
 
 @dataclass(frozen=True)
@@ -366,6 +380,23 @@ class AssertionConfig:
 
 
 @dataclass(frozen=True)
+class SecondFactorConfig:
+    """TOTP, passkeys and recovery codes (sidecar.factors): where enrolments are kept, the key that
+    encrypts TOTP secrets there, and the names a phone's app and a browser show."""
+
+    key: Secret  # encrypts TOTP secrets at rest and keys the recovery codes' hashes
+    # The SQLite file of enrolments and used codes; None with state.backend redis, which keeps them in Redis.
+    store: str | None = "/var/lib/auth-sidecar/factors.sqlite3"
+    issuer: str = ""  # in the TOTP URI (the app's label); default: the login page's title
+    rp_id: str = ""  # WebAuthn relying party: default server.public_url's host
+    rp_name: str = ""  # default: the issuer
+    origins: tuple[str, ...] = ()  # where passkeys are used; default: server.public_url's origin
+    trust_amr: tuple[str, ...] = ()  # providers (oidc.providers[].name) whose amr claim is believed
+    trust_acr: tuple[str, ...] = ()  # acr values of those providers that mean a second factor was given
+    recovery_codes: int = 10
+
+
+@dataclass(frozen=True)
 class RegulationConfig:
     enabled: bool = True
     max_failures: int = 5
@@ -418,6 +449,7 @@ class Config:
     app_tokens: AppTokensConfig = field(default_factory=AppTokensConfig)
     directories: tuple[LdapConfig, ...] = ()  # every directory, in the order they are asked
     state: StateConfig = field(default_factory=StateConfig)
+    second_factor: SecondFactorConfig | None = None
 
 
 class _Problems:
@@ -652,7 +684,7 @@ def _read_headers(r: _Reader) -> HeaderConfig:
     default = HeaderConfig()
     names = {key: r.text(key, getattr(default, key))
              for key in ("user", "first_name", "last_name", "email", "groups", "is_staff",
-                         "is_superuser", "assertion")}
+                         "is_superuser", "assertion", "auth_methods")}
     extra = {str(k): v for k, v in (r.mapping("extra") or {}).items()}
     for key, name in [*names.items(), *(("extra." + k, v) for k, v in extra.items())]:
         if not isinstance(name, str) or not HEADER_NAME.match(name):
@@ -1068,11 +1100,28 @@ def _read_access(r: _Reader) -> AccessConfig:
             users=frozenset(fold(u) for u in item.texts("users")),
             **_rule_groups(item),
             allow=item.choice("policy", "allow" if rule.allow else "deny", POLICIES) == "allow",
+            **_factor_demand(item, None),
         ))
         item.done()
-    access = AccessConfig(rules=tuple(rules), default=r.choice("default", default.default, POLICIES))
+    access = AccessConfig(rules=tuple(rules), default=r.choice("default", default.default, POLICIES),
+                          **_factor_demand(r, default.second_factor))
     r.done()
     return access
+
+
+def _factor_demand(r: _Reader, default: FactorMode | None) -> dict[str, Any]:
+    """``second_factor`` and ``second_factor_max_age`` of a rule, or of access itself (the default)."""
+    mode: FactorMode | None = None
+    if r.has("second_factor"):
+        mode = r.choice("second_factor", "never", FACTOR_MODES)
+    max_age = r.number("second_factor_max_age", 0, minimum=1) if r.has("second_factor_max_age") else None
+    if max_age is not None and (mode or default) == "never":
+        r.follow_on("second_factor_max_age", "asks for a recent second factor, but second_factor is never "
+                    "here: say required or optional", "second_factor")
+    return {"second_factor": mode or default, "second_factor_max_age": max_age or None}
+
+
+FACTOR_MODES: tuple[FactorMode, ...] = get_args(FactorMode)
 
 
 def _rule_groups(r: _Reader) -> dict[str, Any]:
@@ -1425,6 +1474,90 @@ def _read_assertion(r: _Reader) -> AssertionConfig:
     return assertion
 
 
+def _read_second_factor(r: _Reader) -> SecondFactorConfig:
+    """The section alone; what it derives from server.public_url is filled in by _check_factors."""
+    key = r.secret("key")
+    if key is None:
+        r.follow_on("key", "is required: it encrypts the TOTP secrets at rest (auth-sidecar generate-secret)")
+    elif len(key.reveal()) < MIN_SECRET:
+        r.problem("key", f"must be at least {MIN_SECRET} characters (auth-sidecar generate-secret)")
+    default = SecondFactorConfig(key=key or Secret(""))
+    store = r.text("store", default.store or "")
+    if not store.startswith("/"):
+        r.problem("store", f"expected an absolute path to an SQLite file, got {store!r}")
+    origins = r.texts("origins")
+    for origin in origins:
+        parts = urlsplit(origin)
+        if not _absolute_http(origin) or parts.path or parts.query or parts.fragment:
+            r.problem("origins", f"expected an origin such as https://app.example.com, got {origin!r}")
+    rp_id = r.text("rp_id").lower()
+    if rp_id and (not re.fullmatch(r"[a-z0-9.-]+", rp_id) or rp_id.startswith(".")):
+        r.problem("rp_id", f"expected a host name (WebAuthn's relying party id), got {rp_id!r}")
+    found = SecondFactorConfig(
+        key=default.key, store=store, issuer=r.text("issuer"), rp_id=rp_id, rp_name=r.text("rp_name"),
+        origins=tuple(o.rstrip("/") for o in origins), trust_amr=r.texts("trust_amr"), trust_acr=r.texts("trust_acr"),
+        recovery_codes=r.integer("recovery_codes", default.recovery_codes, minimum=1))
+    if any(c in found.issuer for c in ":\r\n"):
+        r.problem("issuer", "a colon or a line break would break the TOTP URI")
+    r.done()
+    return found
+
+
+def _check_factors(parts: dict[str, Any], sections: dict[str, _Reader]) -> None:
+    """What a second factor needs of the other sections; fills in the names it derives from them.
+    With state.backend redis the enrolments live in Redis: ``store`` (the SQLite file) is not needed,
+    and one named is refused rather than silently unread; with memory it is the file (its default)."""
+    access: AccessConfig = parts["access"]
+    factors: SecondFactorConfig | None = parts["second_factor"]
+    _check_max_ages(access, sections["access"])
+    if factors is None:
+        if access.asks_factors():
+            sections["access"].follow_on("second_factor", "asks for a second factor, but there is no "
+                                         "second_factor section (its key and store)", paths=("second_factor",))
+        return
+    r = sections["second_factor"]
+    if parts["state"].backend == "redis":
+        # Every replica must see the same enrolments and used codes: a file of one would hold its own.
+        if r.has("store"):
+            r.problem("store", "is not read with state.backend redis: enrolments and used codes are kept in "
+                      "Redis (leave store out; nothing in an SQLite file is moved there)")
+        factors = parts["second_factor"] = dataclasses.replace(factors, store=None)
+    if parts["sessions"] is None:
+        r.follow_on("", "needs the sessions section: the second factor is given on the sign-in pages",
+                    paths=("sessions",))
+    _check_trust(factors, {p.name for p in parts["oidc"].providers}, r)
+    public_url: str | None = parts["server"].public_url
+    if public_url is None:
+        return
+    public = urlsplit(public_url)
+    host = (public.hostname or "").lower()
+    rp_id = factors.rp_id or host
+    if not (host == rp_id or host.endswith("." + rp_id)):
+        r.problem("rp_id", f"{rp_id!r} is not server.public_url's host {host!r} or a domain above it: "
+                  "browsers would refuse every passkey")
+    title = parts["login_page"].title
+    parts["second_factor"] = dataclasses.replace(
+        factors, rp_id=rp_id, issuer=factors.issuer or title.replace(":", " "),
+        rp_name=factors.rp_name or factors.issuer or title,
+        origins=factors.origins or (f"{public.scheme}://{public.netloc}",))
+
+
+def _check_max_ages(access: AccessConfig, r: _Reader) -> None:
+    for i, rule in enumerate(access.rules):
+        if rule.second_factor_max_age is not None and rule.second_factor is None and access.second_factor == "never":
+            r.problem(f"rules[{i}].second_factor_max_age", "asks for a recent second factor, but "
+                      "access.second_factor is never and the rule says no second_factor: say required or optional")
+
+
+def _check_trust(factors: SecondFactorConfig, providers: set[str], r: _Reader) -> None:
+    """trust_amr names providers; trust_acr is about theirs."""
+    if factors.trust_acr and not factors.trust_amr:
+        r.follow_on("trust_acr", "applies to the providers of trust_amr, and it names none", "trust_amr")
+    for name in factors.trust_amr:
+        if name not in providers:
+            r.problem("trust_amr", f"names no provider: {name!r} (oidc.providers[].name)")
+
+
 def _read_regulation(r: _Reader) -> RegulationConfig:
     default = RegulationConfig()
     regulation = RegulationConfig(
@@ -1442,7 +1575,8 @@ def _read_state(r: _Reader) -> StateConfig:
     backend = r.choice("backend", default.backend, get_args(Backend))
     url = r.text("url", default.url)
     parts = _split(url)
-    if parts is None or parts.scheme not in ("redis", "rediss") or (not parts.hostname and not r.has("sentinel")):
+    if (parts is None or parts.scheme not in ("redis", "rediss") or not _port_ok(parts)
+            or (not parts.hostname and not r.has("sentinel"))):
         r.problem("url", f"expected redis://HOST:PORT or rediss://HOST:PORT, got {_show(url)}")
     elif parts.password or parts.username:
         # A password in the URL would reach logs and argv: it has its own key, a secret.
@@ -1517,7 +1651,7 @@ SECTIONS: dict[str, Callable[[_Reader], Any]] = {
 # ldap: one directory (a mapping) or several (a list): read by _read_directories.
 OPTIONAL_SECTIONS: dict[str, Callable[[_Reader], Any]] = {
     "ldap": _read_ldap, "sessions": _read_sessions, "local_users": _read_local_users, "assertion": _read_assertion,
-    "metrics": _read_metrics,
+    "metrics": _read_metrics, "second_factor": _read_second_factor,
 }
 
 
@@ -1539,6 +1673,7 @@ def parse_config(data: object) -> Config:
     parts["ldap"], parts["directories"] = (directories[0] if directories else None), directories
     top.done()
     _check_together(parts, sections)
+    _check_factors(parts, sections)
     _check_directories(directories, readers, parts, sections)
     if found := problems.messages():
         raise ConfigError(found)

@@ -15,7 +15,9 @@
         │   └── TokenRejected     a token is not valid for us
         │       └── UnknownKey    ... signed with a key id we lack: refetch the keys once
         ├── Throttled             too many failures for this user or address: 401 / 429
+        ├── FactorRequired        the session lacks the (recent) second factor the path asks: 401
         ├── AccessDenied          the identity is valid but not allowed: 403
+        │   ├── FactorUnavailable ... Basic or Bearer where a second factor is asked
         │   └── AccountRefused    ... the account may not sign in at all (inactive, require/deny group)
         └── Unavailable           a source cannot answer now: 503, never an allow
             ├── DirectoryUnavailable  no directory server answered, or its answer was incomplete
@@ -87,6 +89,15 @@ class Throttled(AuthError):
 
 class AccessDenied(AuthError):
     status = 403
+
+
+class FactorRequired(AuthError):
+    """A browser's session lacks the second factor this request needs (or a recent enough one):
+    browsers are sent to the code page, as those without a session to the login page."""
+
+
+class FactorUnavailable(AccessDenied):
+    """Basic credentials or a Bearer token on a path that asks for a second factor: they cannot carry one."""
 
 
 class AccountRefused(AccessDenied):

@@ -337,9 +337,10 @@ class Metrics:
         self._store = counter("auth_sidecar_state_store_operations_total",
                               "Operations on the shared state store (state.backend: redis), by outcome",
                               ("operation", "outcome"))
+        # Exported only with a shared store (state.backend: redis): memory has nothing to be down.
         self._store_up = gauge("auth_sidecar_state_store_up",
                                "1 while the shared state store answers, 0 while this instance counts failures "
-                               "and enforces sign-outs from what it knows locally").labels()
+                               "and enforces sign-outs from what it knows locally")
 
     def _counter(self, name: str, documentation: str, labels: tuple[str, ...] = ()) -> Family[CounterLike]:
         return self._family(name, documentation, labels, _Count, _Count)
@@ -420,8 +421,9 @@ class Metrics:
     def store(self) -> tuple[Callable[[str, str], None], Callable[[bool], None]]:
         """(count an operation on the shared store with its outcome ``ok`` or ``unavailable``, set
         whether the store is up)."""
+        gauge = self._store_up.labels()
         return (lambda operation, outcome: self._store.labels(operation, outcome).inc(),
-                lambda up: self._store_up.set(1 if up else 0))
+                lambda up: gauge.set(1 if up else 0))
 
     def reloaded(self, *, ok: bool) -> None:
         self._reloaded[ok].inc()

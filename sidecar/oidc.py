@@ -34,6 +34,7 @@ from sidecar.errors import (
     FetchFailed,
     InvalidCredentials,
     ProviderUnavailable,
+    Unavailable,
     UnknownUser,
     Unsealable,
 )
@@ -52,7 +53,9 @@ log = logging.getLogger("sidecar.oidc")
 
 STATE_TTL = 600  # seconds a sign-in may take at the provider
 HTTP_TIMEOUT = 10.0
-REFRESH_LOCK = 2 * HTTP_TIMEOUT  # seconds a replica may hold a session's refresh: past its token call's timeout
+# Seconds a replica holds a session's refresh: past its token call's timeout, and after it is done,
+# until the browser has the new cookie (a replica given the old one must not spend the old token).
+REFRESH_LOCK = 60.0
 MAX_RESPONSE = 256 * 1024
 # Error codes a provider may send back (RFC 6749 4.1.2.1), as people should read them.
 PROVIDER_ERRORS = {
@@ -169,6 +172,10 @@ class StateCookie:
 class Grant:
     identity: Identity
     refresh_token: str | None
+    # How the provider says the user signed in (its ID token's amr and auth_time), only from a
+    # provider the operator trusts with it (second_factor.trust_amr); else () and None.
+    amr: tuple[str, ...] = ()
+    auth_time: float | None = None
 
 
 class Admission(Protocol):
@@ -184,8 +191,11 @@ class Provider:
 
     def __init__(self, config: OidcProvider, http: HttpClient, *, redirect_uri: str, leeway: float,
                  clock: Callable[[], float] = time.time, metrics: Metrics = NO_METRICS,
-                 policy: Admission | None = None, fleet: Fleet | None = None) -> None:
+                 policy: Admission | None = None, fleet: Fleet | None = None, trust_amr: bool = False,
+                 trust_acr: frozenset[str] = frozenset()) -> None:
         self.config = config
+        self.trust_amr = trust_amr
+        self.trust_acr = trust_acr  # acr values that mean a second factor (as mfa), when trust_amr
         self._metrics = metrics
         self._policy = policy  # the provider's group rules (sidecar.policy.NamePolicy)
         self._refreshes = metrics.refreshes(config.name)
@@ -241,8 +251,8 @@ class Provider:
         if self.fleet is None:
             grant = await self.refresh(session.refresh_token)
         else:
-            async with self.fleet.holding(f"refresh:{session.id}", REFRESH_LOCK) as held:
-                if not held:  # another replica is refreshing it now: keep the session as it is for now
+            async with self.fleet.holding(f"refresh:{session.id}", REFRESH_LOCK, keep_after=True) as held:
+                if not held:  # another replica refreshes it, or just did: keep the session as it is for now
                     raise ProviderUnavailable(f"{self.id}: another instance is refreshing this session")
                 grant = await self.refresh(session.refresh_token)
         return dataclasses.replace(session, identity=grant.identity, refresh_token=grant.refresh_token)
@@ -274,6 +284,7 @@ class Provider:
             if not isinstance(id_token, str):
                 raise InvalidCredentials("the provider's token answer has no ID token")
             claims = await self._verified(id_token, nonce)
+        signed = claims  # amr and auth_time count only from the signed ID token, never from userinfo
         if self.config.use_userinfo:
             info = await self._userinfo(tokens.get("access_token"))
             if claims and info.get("sub") != claims.get("sub"):
@@ -284,7 +295,17 @@ class Provider:
                                         self.config.username_prefix)
         if self._policy:
             identity = await self._policy.admit(identity)
-        return Grant(identity, refresh if isinstance(refresh, str) else None)
+        return Grant(identity, refresh if isinstance(refresh, str) else None, *self._methods(signed))
+
+    def _methods(self, signed: Mapping[str, Any]) -> tuple[tuple[str, ...], float | None]:
+        """(amr, auth_time) of the signed ID token, when the operator trusts this provider with them."""
+        if not self.trust_amr:
+            return (), None
+        amr, auth_time = signed.get("amr"), signed.get("auth_time")
+        methods = tuple(v for v in amr if isinstance(v, str)) if isinstance(amr, list) else ()
+        if signed.get("acr") in self.trust_acr and "mfa" not in methods:
+            methods = (*methods, "mfa")
+        return methods, float(auth_time) if type(auth_time) is int else None
 
     async def _verified(self, id_token: str, nonce: str | None) -> dict[str, Any]:
         metadata = await self.metadata()
@@ -332,7 +353,8 @@ class Provider:
 class Landing(Protocol):
     """Where a sign-in ends (sidecar.signin.Landing): the session and the way back, or a page."""
 
-    def finish(self, identity: Identity, rd: str, refresh_token: str | None = None) -> web.Response: ...
+    async def signed_in(self, identity: Identity, rd: str, refresh_token: str | None = None, *,
+                        amr: tuple[str, ...] = (), auth_time: float | None = None) -> web.Response: ...
 
     def message(self, status: int, title: str, text: str) -> web.Response: ...
 
@@ -398,7 +420,12 @@ class SingleSignOn:
             return self._refused(exc.status, text)
         log.info("signed in %s with %s", grant.identity.username, provider.name,
                  extra=audit("sign_in", request.headers, user=grant.identity.username, source=grant.identity.source))
-        response = self._landing.finish(grant.identity, pending.rd, grant.refresh_token)
+        try:
+            response = await self._landing.signed_in(grant.identity, pending.rd, grant.refresh_token, amr=grant.amr,
+                                                     auth_time=grant.auth_time)
+        except Unavailable as exc:  # the second factors' store
+            log.error("sign-in with %s failed: %s", provider.name, exc.reason)
+            return self._refused(503, "Sign-in is unavailable right now. Try again in a minute.")
         response.headers.add("Set-Cookie", self.state.cleared())
         return response
 

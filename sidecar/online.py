@@ -132,8 +132,10 @@ def _clock(skew: float | None, leeway: float, whose: str, unknown: str, resoluti
     if skew is None:
         return None, f"clock: {unknown}"
     off = abs(skew)
-    said = f"clock: {whose} is {off:.0f} s {'ahead of' if skew > 0 else 'behind'} ours" if off >= 1 \
-        else f"clock: {whose} agrees with ours"
+    # Within the reading's own resolution (an HTTP Date has whole seconds) the clocks agree as far as
+    # anyone can tell: a Date taken just before a second turns reads a second behind.
+    said = f"clock: {whose} is {off:.0f} s {'ahead of' if skew > 0 else 'behind'} ours" \
+        if off >= max(1.0, resolution + 0.5) else f"clock: {whose} agrees with ours"
     if off - resolution > leeway:
         return False, (f"{said}, more than oidc.leeway ({leeway:g} s): tokens would be refused as expired or "
                        "not yet valid; fix the time on this host or that one (NTP)")

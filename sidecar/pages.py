@@ -38,7 +38,8 @@ TEXT_CONTRAST = 4.5  # WCAG AA for text; also ample for the 3:1 a focus ring nee
 DATA_IMAGE = re.compile(r"data:image/(?:png|gif|jpeg|webp|avif|svg\+xml)[;,]", re.IGNORECASE)
 # Characters browsers strip or reinterpret in URLs ("java\tscript:", "/\\evil.example").
 URL_TRAPS = re.compile(r"[\x00-\x20\x7f\\]")
-CONTENT_TYPES = {".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png",
+CONTENT_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                 ".svg": "image/svg+xml", ".png": "image/png",
                  ".ico": "image/x-icon", ".txt": "text/plain; charset=utf-8"}
 THEME_CSS = "theme.css"
 FAVICON = "favicon.ico"
@@ -66,6 +67,23 @@ _SIGNED_IN_AS = Template("You are signed in as <strong>$username</strong>, but y
 _CONFIRM = Template(
     '<form method="post" action="$action">\n<input type="hidden" name="csrf" value="$csrf_token">\n'
     '<button class="button" type="submit" autofocus>$label</button>\n$choice</form>\n'
+)
+_CODE = Template("<li><code>$code</code></li>\n")
+_FACTOR = Template(
+    '<li><span class="factor-name">$label</span> <span class="hint">added $added</span>\n'
+    '<form method="post" action="$action">\n<input type="hidden" name="csrf" value="$csrf_token">\n'
+    '<input type="hidden" name="factor" value="$id">\n'
+    '<button class="button secondary" type="submit" aria-label="Remove $label added $added">Remove</button>\n'
+    '</form></li>\n'
+)
+_SCRIPT = Template('<script src="$src"></script>\n')
+# The passkey choice: hidden until static/passkey.js finds WebAuthn in the browser and shows it.
+_PASSKEY = Template(
+    '<div class="providers">\n<p class="divider"><span>or</span></p>\n'
+    '<button class="button secondary" type="button" id="passkey" data-purpose="$purpose" data-options="$options" '
+    'data-submit="$submit" hidden>$label</button>\n'
+    '<div class="error" id="passkey-error" role="alert" hidden><strong>Error:</strong> <span></span></div>\n'
+    '</div>\n$script'
 )
 _CHOICE = Template('<button class="button secondary" type="submit" name="scope" value="$value">$label</button>\n')
 
@@ -245,6 +263,9 @@ class Pages:
         self._login_head = _fill(self._head, title=theme.title, **self._shared)
         self._page_tail = _fill(self._tail, help=self._help())
         self._login, self._message = _template("login.html"), _template("message.html")
+        self._factor, self._enrol = _template("factor.html"), _template("enrol.html")
+        self._recovery, self._factors = _template("recovery.html"), _template("factors.html")
+        self._prefix = prefix
 
     def _version(self, name: str) -> str:
         return hashlib.sha256(self._files[name][0]).hexdigest()[:12]
@@ -328,6 +349,55 @@ class Pages:
         form = _fill(_CONFIRM, action=check_url(action, "action"), csrf_token=csrf_token, label=button, choice=second)
         body = _fill(self._message, text=text, hint=_Html(""), link=form)
         return _fill(self._head, title=title, **self._shared) + body + self._page_tail
+
+    def factor_code(self, *, action: str, csrf_token: str, rd: str, text: str, error: str | None = None,
+                    passkey: str = "") -> str:
+        """The second step of a sign-in: a TOTP or recovery code (``passkey``: the passkey choice's markup)."""
+        body = _fill(self._factor, action=check_url(action, "action"), csrf_token=csrf_token, rd=rd, text=text,
+                     error=_fill(_ERROR, error=error) if error else _Html(""),
+                     code_state=_Html(' aria-invalid="true" aria-errormessage="error"' if error else ""),
+                     passkey=_Html(passkey))
+        return _fill(self._head, title="Second step", **self._shared) + body + self._page_tail
+
+    def factor_enrol(self, *, action: str, csrf_token: str, rd: str, token: str, secret: str, qr: str,
+                     username: str, error: str | None = None, passkey: str = "") -> str:
+        """Setting up an authenticator app: the QR code (a data: URI the CSP allows), the key as text, a first code."""
+        if not qr.startswith("data:image/svg+xml"):
+            raise ValueError("qr: expected a data:image/svg+xml URI")
+        spaced = " ".join(secret[i:i + 4] for i in range(0, len(secret), 4))
+        body = _fill(self._enrol, action=check_url(action, "action"), csrf_token=csrf_token, rd=rd, token=token,
+                     secret=spaced, qr=qr, username=username,
+                     error=_fill(_ERROR, error=error) if error else _Html(""),
+                     code_state=_Html(' aria-invalid="true" aria-errormessage="error"' if error else ""),
+                     passkey=_Html(passkey))
+        return _fill(self._head, title="Set up a second factor", **self._shared) + body + self._page_tail
+
+    def recovery_codes(self, *, codes: Sequence[str], url: str) -> str:
+        """The recovery codes, shown once, and the way on to ``url``."""
+        items = "".join(_fill(_CODE, code=code) for code in codes)
+        body = _fill(self._recovery, codes=_Html(items), url=check_url(url, "url"))
+        return _fill(self._head, title="Recovery codes", **self._shared) + body + self._page_tail
+
+    def passkey_choice(self, *, purpose: str, options: str, submit: str, label: str) -> str:
+        """The button that runs a passkey ceremony (``purpose`` register or signin) from the page it is on."""
+        return _fill(_PASSKEY, purpose=purpose, options=check_url(options, "options"),
+                     submit=check_url(submit, "submit"), label=label, script=_Html(self.script("passkey.js")))
+
+    def factors(self, *, factors: Sequence[tuple[str, str, str]], recovery_left: int, csrf_token: str,
+                remove: str, enrol: str, recovery_action: str, error: str | None = None) -> str:
+        """"Manage my factors": each (id, label, date added) with a Remove button, the recovery codes left."""
+        items = "".join(_fill(_FACTOR, id=factor_id, label=label, added=added, csrf_token=csrf_token,
+                              action=check_url(remove, "remove")) for factor_id, label, added in factors)
+        left = ("No recovery codes yet: make some, in case you lose your phone or key." if recovery_left == 0
+                else f"{recovery_left} recovery codes left." if recovery_left != 1 else "1 recovery code left.")
+        body = _fill(self._factors, items=_Html(items), recovery=left, enrol=check_url(enrol, "enrol"),
+                     recovery_action=check_url(recovery_action, "recovery_action"), csrf_token=csrf_token,
+                     error=_fill(_ERROR, error=error) if error else _Html(""))
+        return _fill(self._head, title="Your second factors", **self._shared) + body + self._page_tail
+
+    def script(self, name: str) -> str:
+        """A script tag for a static file of ours (the pages that need one allow script-src 'self')."""
+        return _fill(_SCRIPT, src=f"{self._prefix}/{name}?v={self._version(name)}")
 
     def theme_css(self) -> str:
         """The stylesheet the caller serves at ``{static_prefix}/theme.css``."""

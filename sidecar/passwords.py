@@ -105,6 +105,7 @@ class PasswordVerifier:
             if self.regulator is not None and ticket is not None:
                 for ban in self.regulator.settle(ticket, outcome, resolved, client):
                     log.warning("regulation: %s", ban, extra=audit("ban", user=username, client=client, reason=ban))
+                await self.regulator.written(ticket)  # a failure: in the fleet's budgets before the answer
 
     async def _ask_sources(self, username: str, password: str, ticket: Ticket | None) -> Verdict:
         regulator = self.regulator

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import ipaddress
 import logging
@@ -89,6 +90,7 @@ class Ticket:
     shared: str | None = None  # its id in the fleet's store, when it holds places there
     budgets: list[Budget] = field(default_factory=list)  # the fleet budgets it holds a place in
     loop: asyncio.AbstractEventLoop | None = None  # where admit_resolved reaches the store from a thread
+    writing: asyncio.Task[None] | None = None  # its failure being written to the fleet's store
 
 
 class Regulator:
@@ -321,16 +323,27 @@ class Regulator:
         if outcome == "succeeded" and username:
             self.remember_client(username, client)
         if ticket.shared is not None and ticket.budgets:
-            self._settle_shared(ticket.shared, ticket.budgets, outcome)  # type: ignore[arg-type]
+            task = self._settle_shared(ticket.shared, ticket.budgets, outcome)  # type: ignore[arg-type]
+            if outcome == "failed":
+                ticket.writing = task
         return started
 
-    def _settle_shared(self, ticket: str, budgets: list[Budget], outcome: Outcome) -> None:
+    async def written(self, ticket: Ticket) -> None:
+        """Until the ticket's failure is in the fleet's store (bounded by state.timeout; a store that
+        is down keeps it for later): the answer that earns a ban leaves only when every replica can
+        enforce it, so no other replica lets the next attempt reach the directory in between."""
+        if ticket.writing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(ticket.writing)
+
+    def _settle_shared(self, ticket: str, budgets: list[Budget], outcome: Outcome) -> asyncio.Task[None] | None:
         fleet = self._fleet
         if fleet is None:
-            return
+            return None
         # Kept when the store is down: a failure written late still counts (its place expires anyway).
-        fleet.spawn("settle", functools.partial(fleet.store.settle, ticket, list(budgets), outcome, self.rules),
-                    keep=outcome == "failed", then=self._started_in_fleet)
+        return fleet.spawn("settle", functools.partial(fleet.store.settle, ticket, list(budgets), outcome,
+                                                       self.rules),
+                           keep=outcome == "failed", then=self._started_in_fleet)
 
     def _started_in_fleet(self, found: object) -> None:
         for kind, value in found if isinstance(found, list) else []:

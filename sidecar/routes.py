@@ -13,7 +13,8 @@ from multidict import CIMultiDict
 from sidecar.access import AccessRules
 from sidecar.app_tokens import AppTokens
 from sidecar.assertion import AssertionSigner
-from sidecar.errors import AccessDenied, AuthError, MalformedRequest
+from sidecar.errors import AccessDenied, AuthError, FactorRequired, FactorUnavailable, MalformedRequest
+from sidecar.factors import demand_problem
 from sidecar.forwarded import ClientAddress, Original, original
 from sidecar.htmx import HX_REDIRECT, is_htmx, page_url
 from sidecar.ldap import Directory
@@ -95,13 +96,18 @@ class Sidecar:
                 raise MalformedRequest(f"the proxy passed on a client's identity header {name[:100]!r}: "
                                        "its deploy files must strip it (see deploy/)")
 
-    def unauthenticated(self, request: web.Request, target: Original | None) -> web.Response:
-        """No credentials: browsers go to the login page, everyone else gets a plain 401."""
-        if self.signin is not None and is_htmx(request):
+    def unauthenticated(self, request: web.Request, target: Original | None, *, factor: bool = False) -> web.Response:
+        """No credentials: browsers go to the login page (with ``factor``, a session that lacks the
+        second factor: to the code page), everyone else gets a plain 401."""
+        signin = self.signin
+        if signin is not None and is_htmx(request):
             # Neither a Basic prompt nor a redirect followed inside the page: htmx loads the login page.
-            return _answer(401, CIMultiDict({HX_REDIRECT: self.signin.login_url(page_url(request, target))}))
-        if self.signin is not None and is_browser(request):
-            location = self.signin.login_url(target.url if target is not None else None)
+            page = page_url(request, target)
+            url = signin.factor_url(page) if factor else signin.login_url(page)
+            return _answer(401, CIMultiDict({HX_REDIRECT: url}))
+        if signin is not None and is_browser(request):
+            wanted = target.url if target is not None else None
+            location = signin.factor_url(wanted) if factor else signin.login_url(wanted)
             return _answer(self.redirect_status, CIMultiDict({"Location": location}))
         return _answer(401, self.challenge)
 
@@ -172,13 +178,15 @@ async def judge(request: web.Request) -> web.StreamResponse:
             denied.user = verdict.identity.username
             decisions.refused(denied, started)
             return _refuse(request, target, denied)
+        _demand_factor(rules, authenticator, verdict, target)
         if verdict.set_cookie is None and sidecar.signer is None:
             decisions.ok(started)
             return web.Response(headers=verdict.headers)
         headers = CIMultiDict(verdict.headers)
         if sidecar.signer is not None:
             # Signed now, not cached with the verdict: an assertion lives a minute, a verdict an hour.
-            headers[sidecar.assertion_header] = sidecar.signer.sign(verdict.identity)
+            headers[sidecar.assertion_header] = sidecar.signer.sign(verdict.identity, amr=verdict.methods,
+                                                                    auth_time=verdict.auth_time)
         if verdict.set_cookie is not None:
             headers.add("Set-Cookie", verdict.set_cookie)
         decisions.ok(started)
@@ -190,6 +198,25 @@ async def judge(request: web.Request) -> web.StreamResponse:
         log.exception("unexpected error answering /auth; refusing the request")
         sidecar.decisions(authenticator).count("error", started)
         return _answer(503)
+
+
+def _demand_factor(rules: AccessRules, authenticator: Authenticator | None, verdict: Verdict,
+                   target: Original) -> None:
+    """Raise FactorRequired (a browser is sent to the code page) when the path asks for a second
+    factor the session has not given (recently enough); FactorUnavailable for credentials that
+    cannot carry one (Basic, Bearer)."""
+    if not rules.asks_factors:
+        return
+    assert verdict.identity is not None
+    mode, max_age = rules.factor_demand(verdict.identity, target)
+    problem = demand_problem(mode, max_age, methods=verdict.methods, factor_at=verdict.factor_at, now=time.time())
+    if problem is None:
+        return
+    method = authenticator.method if authenticator is not None else "none"
+    refusal: AuthError = (FactorRequired(problem) if method == "session"
+                          else FactorUnavailable(f"{problem}: {method} credentials cannot carry one"))
+    refusal.user = verdict.identity.username
+    raise refusal
 
 
 def _refuse(request: web.Request, target: Original | None, error: AuthError,
@@ -206,9 +233,11 @@ def _refuse(request: web.Request, target: Original | None, error: AuthError,
             extra=audit("refusal", request.headers, client=client, status=error.status, reason=error.reason,
                         user=error.user, **fields))
     if error.status == 401:
-        response = sidecar.unauthenticated(request, target)
+        response = sidecar.unauthenticated(request, target, factor=isinstance(error, FactorRequired))
     elif error.status == 403 and sidecar.forward_auth and sidecar.signin is not None and is_browser(request):
         response = sidecar.signin.forbidden(request)  # Traefik and Caddy show this answer as it is
+    elif isinstance(error, FactorUnavailable):  # the credentials were right: say what is missing
+        response = _answer(403, detail="this path needs a second factor: sign in with a browser")
     else:
         response = _answer(error.status)
     if set_cookie is not None:
@@ -216,8 +245,9 @@ def _refuse(request: web.Request, target: Original | None, error: AuthError,
     return response
 
 
-def _answer(status: int, headers: CIMultiDict[str] | None = None) -> web.Response:
-    return web.Response(status=status, headers=headers, text=f"{status} {_REASONS[status]}\n")
+def _answer(status: int, headers: CIMultiDict[str] | None = None, *, detail: str = "") -> web.Response:
+    text = f"{status} {_REASONS[status]}" + (f": {detail}" if detail else "")
+    return web.Response(status=status, headers=headers, text=text + "\n")
 
 
 _REASONS = {302: "Found", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 503: "Service Unavailable"}

@@ -31,7 +31,7 @@ KEY_BYTES = 32
 # The compact form with "dir": header (short), an empty encrypted key, IV, ciphertext, tag.
 COMPACT = re.compile(r"([A-Za-z0-9_-]{1,256})\.\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
 # What each key is for; the text goes into the derivation, so changing one retires every value sealed with it.
-Purpose = Literal["session key", "oidc state"]
+Purpose = Literal["session key", "oidc state", "second factor key"]
 
 
 def derive_key(secret: str, purpose: Purpose) -> bytes:

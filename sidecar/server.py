@@ -324,6 +324,8 @@ def _fixed_at_start(running: Config, loaded: Config) -> list[str]:
         changed.append("metrics")
     if running.admin != loaded.admin:
         changed.append("admin.socket")
+    if running.state != loaded.state:
+        changed.append("state")  # the store the bans and sign-outs live in: one per process, for its life
     return [f"{name} changed: it takes effect at a restart, not a reload" for name in changed]
 
 

@@ -20,7 +20,7 @@ from aiohttp import web
 from cachetools import TTLCache
 
 from sidecar.cookies import cookie_value
-from sidecar.errors import AccessDenied, AuthError, InvalidCredentials, SessionTooLarge, Unavailable
+from sidecar.errors import AccessDenied, AuthError, FactorRequired, InvalidCredentials, SessionTooLarge, Unavailable
 from sidecar.flight import SingleFlight
 from sidecar.headers import HeaderWriter
 from sidecar.metrics import NO_METRICS, Metrics
@@ -165,6 +165,10 @@ class SessionAuthenticator:
         if value is None:
             return None
         session = self.jar.open(value)  # no await on the common path: a coroutine costs as much as the rest
+        if session is not None and session.pending:  # the password was right; the second factor is to come
+            refusal = FactorRequired("a half-signed-in session (its second factor is still to come)")
+            refusal.user = session.identity.username
+            raise refusal
         if session is not None and session.groups_elsewhere:
             session = await self.jar.restore(session)
         if session is None:
@@ -215,7 +219,9 @@ class SessionAuthenticator:
                           session.identity.username)
             else:
                 self._renewed.inc()
-        verdict = Verdict.allow(session.identity, self.writer.render(session.identity), cookie)
+        verdict = Verdict.allow(session.identity, self.writer.render(session.identity, session.methods), cookie,
+                                methods=session.methods, factor_at=session.factor_at,
+                                auth_time=max(session.issued_at, session.factor_at))
         if cookie is None:
             if len(self._verdicts) >= MAX_RENDERED:
                 self._verdicts.clear()

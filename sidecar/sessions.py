@@ -7,7 +7,8 @@ byte (1) and then the raw DEFLATE of a compact JSON object::
     {"u": username, "n": [first_name, last_name, email], "g": [groups],
      "r": [rule groups], "R": true when the folded groups are rule groups too,
      "f": flags (1 is_active, 2 is_staff, 4 is_superuser), "x": {extra}, "s": source,
-     "t": [issued_at, last_seen, checked_at], "i": session id}
+     "t": [issued_at, last_seen, checked_at], "i": session id,
+     "m": [methods] when not just ["pwd"], "a": when the second factor was given, "p": 1 while pending}
 
 The session id is random, made at sign-in and kept by every refresh and re-check, so signing out
 can name the session: :class:`Revocations` refuses it until it would have expired anyway.
@@ -74,6 +75,12 @@ class Session:
     refresh_token: str | None = field(default=None, repr=False)
     # Random, made at sign-in, kept by refreshes and re-checks: what signing out revokes.
     id: str = field(default_factory=lambda: new_session_id())
+    # How the person signed in (RFC 8176 amr values: pwd, otp, hwk...), and when (epoch seconds) the
+    # second factor was given, 0 for never. A pending session has the password and waits for the
+    # second factor: it passes no /auth (sidecar.factors).
+    methods: tuple[str, ...] = ("pwd",)
+    factor_at: float = 0.0
+    pending: bool = False
 
 
 def new_session_id() -> str:
@@ -362,6 +369,9 @@ def _payload(session: Session) -> dict[str, object]:
         "t": [int(session.issued_at), int(session.last_seen), int(session.checked_at)],
         "i": session.id,
         **({"k": session.refresh_token} if session.refresh_token is not None else {}),
+        **({"m": list(session.methods)} if session.methods != ("pwd",) else {}),
+        **({"a": int(session.factor_at)} if session.factor_at else {}),
+        **({"p": 1} if session.pending else {}),
     }
 
 
@@ -387,8 +397,13 @@ def _from_payload(data: Any) -> Session:
                 _typed(refresh, str)
             if not SESSION_ID.fullmatch(_typed(session_id, str)):
                 raise _Refused("the session id is malformed")
+            methods = _strings(_typed(data.get("m", ["pwd"]), list))
+            pending = data.get("p", 0)
+            if pending not in (0, 1) or type(pending) is not int:
+                raise _Refused("the pending mark is malformed")
             return Session(identity, issued_at=_seconds(issued), last_seen=_seconds(seen), checked_at=_seconds(checked),
-                           groups_elsewhere=bool(bits & 8), refresh_token=refresh, id=session_id)
+                           groups_elsewhere=bool(bits & 8), refresh_token=refresh, id=session_id,
+                           methods=methods, factor_at=_seconds(data.get("a", 0)), pending=bool(pending))
     raise _Refused("the payload lacks a field")
 
 

@@ -30,6 +30,7 @@ from multidict import CIMultiDict
 from sidecar.basic import check_password_shape, normalize_username
 from sidecar.cookies import Cookie
 from sidecar.errors import AccountRefused, AuthError, SessionTooLarge, Throttled, Unavailable
+from sidecar.factors import Codes, second_factor
 from sidecar.forwarded import ClientAddress
 from sidecar.identity import Identity
 from sidecar.logs import audit
@@ -69,25 +70,48 @@ class Landing:
     the way back, or a page saying why not — and how the sign-in pages are served."""
 
     def __init__(self, *, pages: Pages, jar: SessionJar, cookie: CookieSettings, max_age: int, path: str,
-                 csp: str) -> None:
+                 csp: str, codes: Codes | None = None, clock: Callable[[], float] = time.time) -> None:
         self.pages = pages
+        self.codes = codes  # second factors: a user who enrolled one gives it after the password
+        self._clock = clock
         self.jar = jar
         self.cookie = cookie
         self.max_age = max_age
         self.path = path
         self.csp = csp
 
+    async def signed_in(self, identity: Identity, rd: str, refresh_token: str | None = None, *,
+                        client: str | None = None, amr: tuple[str, ...] = (),
+                        auth_time: float | None = None) -> web.Response:
+        """The end of any sign-in, the second factor considered: a trusted provider's ``amr`` that
+        names one counts (given at ``auth_time``); else a user who enrolled a factor is half-signed-in
+        and sent to the code page first. Unavailable when the factor store cannot say."""
+        now = self._clock()
+        methods, factor_at, pending = amr or ("pwd",), 0.0, False
+        if second_factor(methods):
+            factor_at = min(auth_time or now, now)
+        elif self.codes is not None:
+            pending = await self.codes.enrolled((identity.source, identity.username))
+        if pending:
+            rd = f"{self.path}/factor?rd={quote(rd, safe='')}"
+        return self.finish(identity, rd, refresh_token, client=client, pending=pending, methods=methods,
+                           factor_at=factor_at)
+
     def finish(self, identity: Identity, rd: str, refresh_token: str | None = None, *,
-               client: str | None = None) -> web.Response:
-        """The end of any sign-in: the session cookie, and back to where the person was going
-        (``client``, the address signing in, if known, for the admin channel's list of sessions)."""
-        session = dataclasses.replace(self.jar.codec.start(identity), refresh_token=refresh_token)
+               client: str | None = None, pending: bool = False, methods: tuple[str, ...] = ("pwd",),
+               factor_at: float = 0.0) -> web.Response:
+        """The session cookie, and back to where the person was going (``client``, the address
+        signing in, if known, for the admin channel's list of sessions). A ``pending`` session waits
+        for its second factor: ``rd`` is then the code page."""
+        session = dataclasses.replace(self.jar.codec.start(identity), refresh_token=refresh_token, pending=pending,
+                                      methods=methods, factor_at=factor_at)
         try:
             value = self.jar.encode(session)
         except SessionTooLarge:
             log.error("session of %s is too large for a cookie", identity.username)
             return self.message(503, "Sign-in failed", UNAVAILABLE_ERROR)
-        self.jar.issued(session, client)
+        if not pending:  # a half sign-in is counted and listed once its factor makes it a whole one
+            self.jar.issued(session, client)
         response = web.Response(status=303, headers={"Location": rd, "Cache-Control": "no-store"})
         response.headers.add("Set-Cookie", self.cookie.set_cookie_header(value, self.max_age))
         return response
@@ -96,9 +120,10 @@ class Landing:
         link = ("Back to sign-in", self.path + "/login")
         return self.page(status, self.pages.message(title=title, text=text, link=link))
 
-    def page(self, status: int, html: str, *, set_cookie: str | None = None) -> web.Response:
+    def page(self, status: int, html: str, *, set_cookie: str | None = None, scripts: bool = False) -> web.Response:
+        """A page of ours; with ``scripts``, our own script files may run (the passkey pages)."""
         headers = CIMultiDict({
-            "Content-Security-Policy": self.csp,
+            "Content-Security-Policy": self.csp + ("; script-src 'self'; connect-src 'self'" if scripts else ""),
             "X-Frame-Options": "DENY",
             "Referrer-Policy": "same-origin",
             "Cache-Control": "no-store",
@@ -129,12 +154,19 @@ class SignIn:
         self.logout_redirect = logout_redirect
         self._clock = clock
         self.csrf = Cookie("sidecar_csrf", secure=cookie.secure, same_site="Strict")
+        self.codes = landing.codes
 
     def login_url(self, original_url: str | None) -> str:
         """Where a browser without a session is sent: the login page, with the page it wanted."""
         if not original_url:
             return f"{self.public_url}/login"
         return f"{self.public_url}/login?rd={quote(original_url, safe='')}"
+
+    def factor_url(self, original_url: str | None) -> str:
+        """Where a session without the second factor a page asks for is sent (sidecar.second_factor)."""
+        if not original_url:
+            return f"{self.public_url}/factor"
+        return f"{self.public_url}/factor?rd={quote(original_url, safe='')}"
 
     # -- handlers -----------------------------------------------------------------------------
 
@@ -143,9 +175,9 @@ class SignIn:
         return self._form(request, rd=rd)
 
     async def submit_login(self, request: web.Request) -> web.Response:
-        form = await self._form_fields(request)
+        form = await self.form_fields(request)
         if form is None:
-            return self._page(400, self.pages.message(title="Sign-in failed",
+            return self.csrf_page(400, self.pages.message(title="Sign-in failed",
                                                       text="Your sign-in form expired. Please try again.",
                                                       link=("Back to sign-in", self.path + "/login")))
         rd = self.redirects.safe(form.get("rd"))
@@ -172,9 +204,18 @@ class SignIn:
             return self._form(request, rd=rd, username=typed, error=error, status=429 if throttled else 401)
         assert verdict.identity is not None  # verify answers an identity or raises
         who = verdict.identity
-        log.info("signed in %s (%s) client=%s", who.username, who.source, client,
-                 extra=audit("sign_in", request.headers, user=who.username, source=who.source, client=client))
-        response = self.landing.finish(verdict.identity, rd, client=client)
+        try:
+            response = await self.landing.signed_in(verdict.identity, rd, client=client)
+        except Unavailable as exc:  # the second factors' store
+            log.error("503 sign-in of %s: %s client=%s", who.username, exc.reason, client)
+            return self._form(request, rd=rd, username=typed, error=UNAVAILABLE_ERROR, status=503)
+        if "/factor?rd=" in response.headers["Location"]:
+            log.info("password of %s (%s) right, second factor asked client=%s", who.username, who.source, client,
+                     extra=audit("sign_in_password", request.headers, user=who.username, source=who.source,
+                                 client=client))
+        else:
+            log.info("signed in %s (%s) client=%s", who.username, who.source, client,
+                     extra=audit("sign_in", request.headers, user=who.username, source=who.source, client=client))
         response.headers.add("Set-Cookie", self.csrf.clear_cookie_header())
         return response
 
@@ -182,15 +223,15 @@ class SignIn:
         return self.landing.message(status, title, text)
 
     async def show_logout(self, request: web.Request) -> web.Response:
-        token = self._csrf_token(request)
+        token = self.csrf_token(request)
         page = self.pages.confirm(title="Sign out", text=LOGOUT_TEXT, action=self.path + "/logout", csrf_token=token,
                                   button="Sign out", choice=(EVERYWHERE, EVERYWHERE_LABEL))
-        return self._page(200, page, csrf=token)
+        return self.csrf_page(200, page, csrf=token)
 
     async def submit_logout(self, request: web.Request) -> web.Response:
-        fields = await self._form_fields(request)
+        fields = await self.form_fields(request)
         if fields is None:
-            return self._page(400, self.pages.message(title="Sign-out failed",
+            return self.csrf_page(400, self.pages.message(title="Sign-out failed",
                                                       text="Your sign-out form expired. Please try again.",
                                                       link=("Back", self.path + "/logout")))
         everywhere = fields.get("scope") == EVERYWHERE
@@ -219,7 +260,7 @@ class SignIn:
     async def show_signed_out(self, request: web.Request) -> web.Response:
         text = ("You are signed out, here and on your other devices." if "everywhere" in request.query
                 else "You are signed out.")
-        return self._page(200, self.pages.message(title="Signed out", text=text,
+        return self.csrf_page(200, self.pages.message(title="Signed out", text=text,
                                                   link=("Sign in again", self.path + "/login")))
 
     def forbidden(self, request: web.Request) -> web.Response:
@@ -244,23 +285,23 @@ class SignIn:
 
     def _form(self, request: web.Request, *, rd: str, username: str = "", error: str | None = None,
               status: int = 200) -> web.Response:
-        token = self._csrf_token(request)
+        token = self.csrf_token(request)
         providers = self.sso.buttons(rd) if self.sso is not None else ()
         page = self.pages.login(action=self.path + "/login", csrf_token=token, rd=rd, username=username, error=error,
                                 providers=providers, passwords=self.verifier is not None)
-        return self._page(status, page, csrf=token)
+        return self.csrf_page(status, page, csrf=token)
 
-    def _page(self, status: int, html: str, *, csrf: str | None = None) -> web.Response:
+    def csrf_page(self, status: int, html: str, *, csrf: str | None = None, scripts: bool = False) -> web.Response:
         cookie = self.csrf.set_cookie_header(csrf, CSRF_MAX_AGE) if csrf is not None else None
-        return self.landing.page(status, html, set_cookie=cookie)
+        return self.landing.page(status, html, set_cookie=cookie, scripts=scripts)
 
-    def _csrf_token(self, request: web.Request) -> str:
+    def csrf_token(self, request: web.Request) -> str:
         existing = self.csrf.read(request.headers.get("Cookie"))
         if existing and 32 <= len(existing) <= 64 and existing.replace("-", "").replace("_", "").isalnum():
             return existing
         return secrets.token_urlsafe(32)
 
-    async def _form_fields(self, request: web.Request) -> dict[str, str] | None:
+    async def form_fields(self, request: web.Request) -> dict[str, str] | None:
         """The posted form when its CSRF token and origin check out, else None (logged)."""
         client = self.client_address(request)
         origin = request.headers.get("Origin")

@@ -27,10 +27,16 @@ class Verdict:
     refusal: AuthError | None
     headers: Headers
     set_cookie: str | None  # a refreshed session cookie for the browser
+    # How the identity signed in (sidecar.factors: pwd, otp, hwk), when its second factor was given
+    # (0: none) and when it last authenticated (None: now, for credentials sent with each request).
+    methods: tuple[str, ...] = ("pwd",)
+    factor_at: float = 0.0
+    auth_time: float | None = None
 
     @classmethod
-    def allow(cls, identity: Identity, headers: Headers, set_cookie: str | None = None) -> Verdict:
-        return cls(identity, None, headers, set_cookie)
+    def allow(cls, identity: Identity, headers: Headers, set_cookie: str | None = None, *,
+              methods: tuple[str, ...] = ("pwd",), factor_at: float = 0.0, auth_time: float | None = None) -> Verdict:
+        return cls(identity, None, headers, set_cookie, methods, factor_at, auth_time)
 
     @classmethod
     def refuse(cls, error: AuthError) -> Verdict:

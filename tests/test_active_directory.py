@@ -60,6 +60,7 @@ async def test_login_by_sam_account_name_or_upn_is_one_identity(start: Any, logi
         "Remote-User-Staff": "false",
         "Remote-User-Superuser": "false",
         "Remote-User-Assertion": "",  # present and empty: this sidecar has no signing key
+        "Remote-User-Auth-Methods": "pwd",  # a password
     }
 
 

@@ -30,6 +30,7 @@ ALICE = [
     ("Remote-User-Group", "active|netbox-users|staff|superuser"),
     ("Remote-User-Staff", "true"),
     ("Remote-User-Superuser", "true"),
+    ("Remote-User-Auth-Methods", "pwd"),  # how the user signed in: a password
 ]
 SIGNING_KEY = generate_key()
 
@@ -146,7 +147,7 @@ def test_spoofed_identity_headers_never_reach_the_app(chain: Chain, spoof: Heade
     echo = chain.get("/", [*spoof, auth("carol", "carol-pass")]).echo()
     seen = identity_seen(echo)
     assert dict(seen)["Remote-User"] == "carol"
-    assert len(seen) == len({name.lower() for name, _ in seen}) == 8  # one of each, no extras
+    assert len(seen) == len({name.lower() for name, _ in seen}) == 9  # one of each, no extras
     assert all(value not in SPOOFED_VALUES
                for _, value in seen)
     assert dict(seen)["Remote-User-Superuser"] == "false"

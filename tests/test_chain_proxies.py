@@ -49,6 +49,7 @@ ALICE = {
     "remote-user-group": "netbox-users|staff|superuser",  # mirror_groups leaves out "active"
     "remote-user-staff": "true",
     "remote-user-superuser": "true",
+    "remote-user-auth-methods": "pwd",  # how the user signed in: a password
 }
 CAROL = {
     "remote-user": "carol",
@@ -58,6 +59,7 @@ CAROL = {
     "remote-user-group": "netbox-users",
     "remote-user-staff": "false",
     "remote-user-superuser": "false",
+    "remote-user-auth-methods": "pwd",
 }
 BROWSER = ("Accept", "text/html,application/xhtml+xml")
 CSRF = "c" * 43  # the login form accepts a token the browser already holds in its cookie

@@ -178,7 +178,7 @@ def test_check_config_accepts_the_documented_example() -> None:
 
     env = {**os.environ, "LDAP_BIND_PASSWORD": "example-Secret", "SIDECAR_SESSION_SECRET": "s" * 40,
            "SIDECAR_SIGNING_KEY": generate_key(), "OIDC_CLIENT_SECRET": "example-Secret",
-           "GITHUB_CLIENT_SECRET": "example-Secret"}
+           "GITHUB_CLIENT_SECRET": "example-Secret", "SIDECAR_FACTOR_KEY": "f" * 40}
     result = run_cli("check-config", str(ROOT / "examples" / "config.yaml"), env=env)
     assert result.returncode == 0, result.stderr
     assert "example-Secret" not in result.stdout + result.stderr
@@ -701,5 +701,6 @@ def test_state_problems_are_reported_with_their_paths(tmp_path: Path) -> None:
                  "state.poll_evry: unknown key (did you mean poll_every?)"):
         assert path in text, path
     assert "pw" not in text
-    assert problems({**MINIMAL, "state": {"url": "http://h"}}) == [
-        "state.url: expected redis://HOST:PORT or rediss://HOST:PORT, got 'http://h'"]
+    for url in ("http://h", "redis://h:port", "redis://h:70000", "redis://"):
+        assert problems({**MINIMAL, "state": {"url": url}}) == [
+            f"state.url: expected redis://HOST:PORT or rediss://HOST:PORT, got {url!r}"]

@@ -26,7 +26,7 @@ from tests.testbed.rawhttp import send
 
 DEPLOY = ROOT / "deploy"
 IDENTITY = ["Remote-User", "Remote-User-First-Name", "Remote-User-Last-Name", "Remote-User-Email",
-            "Remote-User-Group", "Remote-User-Staff", "Remote-User-Superuser",
+            "Remote-User-Group", "Remote-User-Staff", "Remote-User-Superuser", "Remote-User-Auth-Methods",
             "Remote-User-Assertion"]
 # The spellings the chain tests send (tests/test_chain_proxies.py), plus the seven real names.
 SPOOFED_NAMES = ["remote-user", "REMOTE-USER", "Remote_User", "Remote-User_Email", "Remote_User_Group",

@@ -75,6 +75,7 @@ async def test_user_search_with_service_account(sidecar: StartSidecar) -> None:
         "Remote-User-Staff": "false",
         "Remote-User-Superuser": "false",
         "Remote-User-Assertion": "",  # present and empty: this sidecar has no signing key
+        "Remote-User-Auth-Methods": "pwd",  # a password
     }
 
 

@@ -712,9 +712,9 @@ async def test_a_cookie_in_use_is_rendered_once(start: Any, slapd: Slapd, monkey
     calls: list[str] = []
     original = HeaderWriter.render
 
-    def counting(self: HeaderWriter, identity: Any) -> Any:
+    def counting(self: HeaderWriter, identity: Any, *methods: Any) -> Any:
         calls.append(identity.username)
-        return original(self, identity)
+        return original(self, identity, *methods)
 
     monkeypatch.setattr(HeaderWriter, "render", counting)
     for _ in range(5):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -295,6 +296,18 @@ async def test_a_ban_earned_on_one_regulator_is_enforced_by_the_other(fleets: tu
     await eventually(lifted_on_one, "the lift reaches the first regulator")
 
 
+async def test_once_a_failure_is_written_the_other_regulator_refuses_at_once(fleets: tuple[Fleet, Fleet]) -> None:
+    """written(): the answer that spends the budget waits for the store, so the very next attempt on
+    another replica is refused by the store itself, before any pub/sub message arrives."""
+    one, two = regulator(fleets[0]), regulator(fleets[1])
+    for n in range(3):
+        ticket = await one.admit("bob", f"192.0.2.{n}")
+        one.settle(ticket, "failed")
+        await one.written(ticket)
+    with pytest.raises(Throttled):
+        await two.admit("bob", "198.51.100.2")
+
+
 def session(username: str, session_id: str) -> Session:
     return Session(identity=Identity(username=username, source="ldap"), issued_at=time.time(),
                    last_seen=time.time(), checked_at=time.time(), id=session_id)
@@ -395,4 +408,33 @@ async def test_one_instance_refreshes_a_session_at_a_time(fleets: tuple[Fleet, F
     release.set()
     renewed = await first
     assert renewed.refresh_token == "after-t1" and used == ["t1"]
-    assert (await two.renew(renewed)).refresh_token == "after-after-t1"  # the lock was let go
+    with pytest.raises(ProviderUnavailable):  # just refreshed: a replica handed the old cookie leaves t1 alone
+        await two.renew(signed_in)
+
+    async def refused(token: str) -> Grant:
+        raise ProviderUnavailable("the provider did not answer")
+
+    other = dataclasses.replace(signed_in, id="s-other", refresh_token="u1")
+    one.refresh = refused  # type: ignore[method-assign,assignment]
+    with pytest.raises(ProviderUnavailable):
+        await one.renew(other)
+    assert (await two.renew(other)).refresh_token == "after-u1"  # a refresh that failed holds nothing
+    assert used == ["t1", "u1"]
+
+
+@pytest.mark.parametrize("data", [None, b"", "[]", "{}", "not json", '["ban"]', '["ban", "user", "a", "x"]',
+                                  '["revoke", "[]", 1]', '["revoke", "[\\"nope\\", 1, 2, 3, 4]", 1]', '["other", 1]',
+                                  '["revoke", "[\\"user\\", \\"l\\", \\"a\\", \\"t\\", \\"\\"]", 1]'])
+def test_a_message_this_version_cannot_read_is_ignored(data: object) -> None:
+    from sidecar.store.redis_store import _event
+
+    assert _event(data) is None
+
+
+def test_the_messages_the_scripts_publish_are_read() -> None:
+    from sidecar.store.redis_store import _event, _member
+
+    revoked = Revoked("user", "ldap", "alice", 10.0, 70.0)
+    assert _event(f'["revoke", {json.dumps(_member(revoked))}, 70000]') == ("revoke", revoked)
+    assert _event('["ban", "client", "192.0.2.1", 900]') == ("ban", ("client", "192.0.2.1"), 900.0)
+    assert _event('["lift", "user", "alice", 0]') == ("lift", ("user", "alice"), 0.0)

@@ -354,3 +354,16 @@ def test_workers_is_fixed_at_start(tmp_path: Path, slapd: Slapd, redis_server: R
         fleet.process.send_signal(signal.SIGHUP)
         until(lambda: fleet.log().count("server.workers changed") == 2, "both workers refused the reload")
         assert len(fleet.workers()) == 2
+
+
+def test_the_state_store_is_fixed_at_start(tmp_path: Path, slapd: Slapd, redis_server: RedisServer) -> None:
+    """The store the bans and sign-outs live in is the process's for its life: a reload that names
+    another is refused by name, and the running configuration goes on."""
+    config = settings(slapd, redis_server, free_port())
+    with Fleet(tmp_path, config) as fleet:
+        assert fleet.process is not None
+        config["state"] = {**config["state"], "key_prefix": "elsewhere:"}
+        fleet.config_file.write_text(yaml.safe_dump(config))
+        fleet.process.send_signal(signal.SIGHUP)
+        until(lambda: fleet.log().count("state changed: it takes effect at a restart") == 2,
+              "both workers refused the reload")

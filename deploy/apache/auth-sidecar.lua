@@ -29,7 +29,7 @@ http.TIMEOUT = 10
 -- Renamed headers must be renamed here too, or the new name can be forged.
 local IDENTITY = {
   "Remote-User", "Remote-User-First-Name", "Remote-User-Last-Name",
-  "Remote-User-Email", "Remote-User-Group", "Remote-User-Staff",
+  "Remote-User-Email", "Remote-User-Group", "Remote-User-Staff", "Remote-User-Auth-Methods",
   "Remote-User-Superuser", "Remote-User-Assertion",
 }
 

@@ -33,7 +33,7 @@ local TIMEOUT_MS = 10000
 -- Renamed headers must be renamed here and in haproxy.cfg.
 local IDENTITY = {
   "remote-user", "remote-user-first-name", "remote-user-last-name",
-  "remote-user-email", "remote-user-group", "remote-user-staff",
+  "remote-user-email", "remote-user-group", "remote-user-staff", "remote-user-auth-methods",
   "remote-user-superuser", "remote-user-assertion",
 }
 

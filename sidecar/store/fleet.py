@@ -72,10 +72,12 @@ class Fleet:
         return found
 
     @contextlib.asynccontextmanager
-    async def holding(self, name: str, ttl: float) -> AsyncIterator[bool]:
+    async def holding(self, name: str, ttl: float, *, keep_after: bool = False) -> AsyncIterator[bool]:
         """Hold the lock ``name`` (at most ``ttl`` seconds) while the block runs: True when held,
-        False when another instance holds it. A store that does not answer holds no lock and
-        yields True: a lock only keeps two replicas from doing the same work at once, it allows nothing."""
+        False when another instance holds it; with ``keep_after``, a block that ends well leaves it
+        held until ``ttl`` (the work is done: nobody else should do it again so soon). A store that
+        does not answer holds no lock and yields True: a lock only keeps two replicas from doing
+        the same work at once, it allows nothing."""
         try:
             token = await self.call("lock", functools.partial(self.store.lock, name, ttl))
         except StoreUnavailable:
@@ -86,14 +88,19 @@ class Fleet:
             return
         try:
             yield True
-        finally:
+        except BaseException:
+            with contextlib.suppress(StoreUnavailable):
+                await self.call("unlock", functools.partial(self.store.unlock, name, token))
+            raise
+        if not keep_after:
             with contextlib.suppress(StoreUnavailable):
                 await self.call("unlock", functools.partial(self.store.unlock, name, token))
 
     def spawn(self, what: str, call: Callable[[], Awaitable[object]], *, keep: bool = False,
-              then: Callable[[object], None] | None = None) -> None:
+              then: Callable[[object], None] | None = None) -> asyncio.Task[None] | None:
         """Run ``call`` in the background (the caller cannot wait: the event loop or a sync path);
-        with ``keep``, a write the store missed is written again when it is back."""
+        with ``keep``, a write the store missed is written again when it is back. The task, for a
+        caller that may wait for it after all (None: no loop here)."""
         async def run() -> None:
             try:
                 found = await self.call(what, call)
@@ -109,9 +116,10 @@ class Fleet:
         except RuntimeError:  # no loop in this thread: nothing can be written now
             if keep:
                 self._keep(what, call)
-            return
+            return None
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _keep(self, what: str, call: Callable[[], Awaitable[object]]) -> None:
         self._pending.append((what, call))

@@ -29,10 +29,11 @@ SPOOFS: list[Headers] = [
     [("rEmOtE_uSeR-eMaIl", "admin@evil.test")],
     [("Remote-User-Superuser", "true"), ("Remote-User-Staff", "true")],
     [("Remote-User-Assertion", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.")],
+    [("Remote-User-Auth-Methods", "pwd|hwk"), ("remote_user_auth_methods", "pwd|hwk")],  # "a passkey was used"
     [("Remote-User", "admin"), ("Remote-User", "root")],
     [("Remote-User-Group", "superusers"), ("remote-user-group", "admins")],
 ]
-SPOOFED_VALUES = ("admin", "root", "superusers", "admins", "admin@evil.test")
+SPOOFED_VALUES = ("admin", "root", "superusers", "admins", "admin@evil.test", "pwd|hwk")
 
 
 @dataclass
