@@ -27,6 +27,7 @@ HEADERS = {
     "Remote-User-Staff": "false",
     "Remote-User-Superuser": "false",
     "Remote-User-Assertion": "",
+    "Remote-User-Auth-Methods": "pwd",
 }
 
 
