@@ -20,6 +20,7 @@ import ast
 import json
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,11 +215,23 @@ class Reader:
             return Query("dn", (args[0],))
         if name in GROUP_TYPES:
             return GroupType(name, tuple(args), kwargs)
-        if name in ("str", "int", "bool", "float") and len(args) == 1:
-            return args[0] if isinstance(args[0], Env) else {"str": str, "int": int, "bool": bool,
-                                                              "float": float}[name](args[0])
+        if name in CONVERSIONS and len(args) == 1:
+            return _converted(name, args[0])
         shown = ast.unparse(func)
         raise Unreadable(f"the call {shown}(...) is not read")
+
+
+CONVERSIONS: dict[str, Callable[[Any], Any]] = {"str": str, "int": int, "bool": bool, "float": float}
+
+
+def _converted(name: str, value: Any) -> Any:
+    """str(...), int(...), bool(...), float(...) of a value; of os.environ, the variable itself."""
+    if isinstance(value, Env):
+        return value
+    try:
+        return CONVERSIONS[name](value)
+    except (TypeError, ValueError):
+        raise Unreadable(f"{name}({value!r}) is no value") from None
 
 
 def read_settings(text: str) -> tuple[dict[str, tuple[Any, int]], list[tuple[Any, int]], list[str]]:
@@ -438,15 +451,15 @@ def _group_type(d: Directory, value: Any, where: str) -> None:
     if not isinstance(value, GroupType):
         raise Unreadable("expected one of django-auth-ldap's group types")
     kind, takes = GROUP_TYPES[value.kind]
+    args = list(value.args)
+    member = value.kwargs.get("member_attr", args.pop(0) if args else None) if takes else None
+    if takes and member is None:  # before anything is written: a group type is converted whole, or not
+        raise Unreadable(f"{value.kind} without member_attr")
     d.set("group_type", kind, f"{where}: {value.kind}" + (
         " (direct members, as django-auth-ldap reads it)" if value.kind == "ActiveDirectoryGroupType" else
         " (Active Directory walks the nesting itself: the same groups in one search)"
         if value.kind == "NestedActiveDirectoryGroupType" else ""))
-    args = list(value.args)
-    if takes:
-        member = value.kwargs.get("member_attr", args.pop(0) if args else None)
-        if member is None:
-            raise Unreadable(f"{value.kind} without member_attr")
+    if member is not None:
         d.set("member_attr", member, where)
     name_attr = value.kwargs.get("name_attr", args[0] if args else "cn")
     if name_attr != "cn":
@@ -497,7 +510,11 @@ def _options(d: Directory, options: dict[Any, Any], where: str) -> None:
         elif name == "OPT_NETWORK_TIMEOUT":
             d.set("connect_timeout", _resolved(value, where), f"{where}: {name}")
         elif name == "OPT_TIMEOUT":
-            d.set("timeout", max(1, int(_resolved(value, where))), f"{where}: {name}")
+            seconds = _resolved(value, where)
+            try:
+                d.set("timeout", max(1, int(seconds)), f"{where}: {name}")
+            except (TypeError, ValueError):
+                d.warnings.append(f"{where}: {name} {seconds!r} is no number of seconds; left out")
         elif name in NOT_NEEDED:
             continue
         elif name == "OPT_DEBUG_LEVEL":

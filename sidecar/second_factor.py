@@ -172,13 +172,22 @@ class SecondFactor:
                                   recovery_action=self.path + "/factors/recovery")
         return self.signin.csrf_page(200, page, csrf=token)
 
-    async def remove_factor(self, request: web.Request) -> web.Response:
+    async def _managing(self, request: web.Request) -> tuple[dict[str, str], Session] | web.Response:
+        """A "manage my factors" form and its session, or where the browser goes instead: the form
+        expired (no CSRF or session), or the code page when no factor was given recently."""
         form = await self.signin.form_fields(request)
         session = self.session(request)
         if form is None or session is None:
             return self._expired()
         if not self._recent(session):
             return _see_other(self.signin.factor_url(self._factors_url()))
+        return form, session
+
+    async def remove_factor(self, request: web.Request) -> web.Response:
+        managing = await self._managing(request)
+        if isinstance(managing, web.Response):
+            return managing
+        form, session = managing
         user = _user(session)
         try:
             removed = await self.store.remove(user, form.get("factor", ""))
@@ -191,12 +200,10 @@ class SecondFactor:
         return _see_other(self._factors_url())
 
     async def new_recovery_codes(self, request: web.Request) -> web.Response:
-        form = await self.signin.form_fields(request)
-        session = self.session(request)
-        if form is None or session is None:
-            return self._expired()
-        if not self._recent(session):
-            return _see_other(self.signin.factor_url(self._factors_url()))
+        managing = await self._managing(request)
+        if isinstance(managing, web.Response):
+            return managing
+        session = managing[1]
         try:
             codes = await self.codes.new_recovery_codes(_user(session))
         except Unavailable as exc:

@@ -12,6 +12,7 @@ import asyncio
 import collections
 import threading
 from types import TracebackType
+from typing import Self
 
 from tests.testbed import free_port
 
@@ -60,32 +61,24 @@ def bind_dns(stream: bytearray) -> list[str]:
     return dns
 
 
-class DelayedDirectory:
-    def __init__(self, upstream_port: int, delay: float, *, only_binds_under: str | None = None) -> None:
+class Relay:
+    """A TCP relay to 127.0.0.1:upstream_port on a free port of its own, run on an event loop in a
+    thread; a subclass's ``_relay`` handles each connection (and registers its writers)."""
+
+    thread_name = "relay"
+
+    def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
-        self.delay = delay
-        # With a DN suffix, only chunks carrying a bind under it are held (a slow answer to users' binds).
-        self.only_binds_under = only_binds_under
         self.port = free_port()
-        self.binds: collections.Counter[str] = collections.Counter()
-        self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._writers: set[asyncio.StreamWriter] = set()
-        self._thread = threading.Thread(target=self._run, name="delayed-directory", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
 
-    @property
-    def uri(self) -> str:
-        return f"ldap://127.0.0.1:{self.port}"
-
-    def binds_as(self, dn: str) -> int:
-        with self._lock:
-            return sum(count for seen, count in self.binds.items() if seen.lower() == dn.lower())
-
-    def __enter__(self) -> DelayedDirectory:
+    def __enter__(self) -> Self:
         self._thread.start()
         if not self._started.wait(10):
-            raise RuntimeError("the relay did not start")
+            raise RuntimeError(f"the {self.thread_name} did not start")
         return self
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
@@ -109,6 +102,29 @@ class DelayedDirectory:
                 task.cancel()
             loop.run_until_complete(asyncio.gather(*tasks, server.wait_closed(), return_exceptions=True))
             loop.close()
+
+    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class DelayedDirectory(Relay):
+    thread_name = "delayed-directory"
+
+    def __init__(self, upstream_port: int, delay: float, *, only_binds_under: str | None = None) -> None:
+        super().__init__(upstream_port)
+        self.delay = delay
+        # With a DN suffix, only chunks carrying a bind under it are held (a slow answer to users' binds).
+        self.only_binds_under = only_binds_under
+        self.binds: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()
+
+    @property
+    def uri(self) -> str:
+        return f"ldap://127.0.0.1:{self.port}"
+
+    def binds_as(self, dn: str) -> int:
+        with self._lock:
+            return sum(count for seen, count in self.binds.items() if seen.lower() == dn.lower())
 
     async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         try:

@@ -21,7 +21,6 @@ replication and failover.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import ClassVar
 import redis
 
 from tests.testbed import free_port, require_binary
+from tests.testbed.delay import Relay
 from tests.testbed.process import ManagedProcess
 
 MASTER_NAME = "sidecar-main"
@@ -221,53 +221,22 @@ class RedisFleet:
         self.stop()
 
 
-class DelayingProxy:
+class DelayingProxy(Relay):
     """A TCP relay on a free port that holds every chunk, each way, for ``delay`` seconds.
 
     ``delay`` may be changed while it runs (0: a plain relay), so one test can make Redis slow and
     fast again without the client reconnecting.
     """
 
+    thread_name = "delaying-proxy"
+
     def __init__(self, upstream_port: int, delay: float = 0.0) -> None:
-        self.upstream_port = upstream_port
+        super().__init__(upstream_port)
         self.delay = delay
-        self.port = free_port()
-        self._loop = asyncio.new_event_loop()
-        self._started = threading.Event()
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._thread = threading.Thread(target=self._run, name="delaying-proxy", daemon=True)
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> DelayingProxy:
-        self._thread.start()
-        if not self._started.wait(10):
-            raise RuntimeError("the proxy did not start")
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        loop = self._loop
-        asyncio.set_event_loop(loop)
-        server = loop.run_until_complete(asyncio.start_server(self._relay, "127.0.0.1", self.port))
-        self._started.set()
-        try:
-            loop.run_forever()
-        finally:
-            server.close()
-            for writer in list(self._writers):
-                writer.close()
-            tasks = asyncio.all_tasks(loop)
-            for task in tasks:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*tasks, server.wait_closed(), return_exceptions=True))
-            loop.close()
 
     async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         try:
