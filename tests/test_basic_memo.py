@@ -55,5 +55,19 @@ def test_the_memo_holds_no_password_and_stays_bounded() -> None:
     for i in range(1000):
         assert parsed(basic(f"user{i}", f"secret-{i}")) == (f"user{i}", f"secret-{i}")
         assert len(parsed._names) <= 100
-    assert not any("secret" in name for name in parsed._names.values())
+    assert not any("secret" in name or b"secret" in derived for name, derived in parsed._names.values())
     assert not any(b"secret" in key for key in parsed._names)
+
+
+def test_what_is_derived_from_the_credentials_is_derived_once_per_value() -> None:
+    derived: list[tuple[str, str]] = []
+
+    def derive(username: str, password: str) -> bytes:
+        derived.append((username, password))
+        return f"key of {username}".encode()
+
+    parsed = ParsedBasic(derive=derive)
+    for _ in range(3):
+        assert parsed.parsed(basic("alice", "alice-pass")) == ("alice", "alice-pass", b"key of alice")
+        assert parsed.parsed(basic("bob", "bob-pass")) == ("bob", "bob-pass", b"key of bob")
+    assert derived == [("alice", "alice-pass"), ("bob", "bob-pass")]
