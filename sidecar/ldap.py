@@ -52,6 +52,7 @@ import ssl
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -221,6 +222,7 @@ class Directory:
         self.servers = ServerList(config.server_uri, config.retry_dead_after)
         # Each operation on each server, counted by outcome and timed (metrics).
         self._timed = metrics.directory(config.server_uri, ("check_password", "lookup", "ping"))
+        self._requests = metrics.directory_requests()  # and each round trip they took
         self._executor = ThreadPoolExecutor(config.threads, thread_name_prefix="ldap")
         self._local = threading.local()
         self._open: set[ldap3.Connection] = set()  # every thread's kept connections, for close()
@@ -333,6 +335,7 @@ class Directory:
             started = time.perf_counter()
             for fresh in (False, True):
                 self._local.reused = False
+                _TALLY.counts = tally = Counter[str]()
                 try:
                     self._require_group_type(uri)
                     result = operation(uri)
@@ -352,6 +355,10 @@ class Directory:
                 except AuthError as exc:  # an answer: no such user, wrong password, an incomplete search...
                     timed[uri].refused(exc, started)
                     raise
+                finally:
+                    _TALLY.counts = None
+                    for request, n in tally.items():
+                        self._requests(uri, request, n)
                 timed[uri].ok(started)
                 self.servers.mark_up(uri)
                 return result
@@ -553,6 +560,7 @@ class Directory:
         not exist is DirectoryUnavailable. None: ``base`` is a user's entry, which may not exist; its
         parent must (the server says which entry it found nearest, RFC 4511's matchedDN)."""
         log.debug("search base=%r scope=%s filter=%r", base, scope, query)
+        _sent("search")
         conn.search(base, query, SCOPES[scope], attributes=attributes, size_limit=limit)
         result = conn.result or {}
         entries = _entries(conn)
@@ -709,6 +717,7 @@ class Directory:
         if self.group_type.requires is None:
             return None  # nothing to ask the server
         conn = self._service_or_anonymous(uri)
+        _sent("search")
         conn.search("", "(objectClass=*)", ldap3.BASE, attributes=["supportedCapabilities"])
         entries = _entries(conn)
         capabilities = {str(v) for v in values(entries[0][1], "supportedCapabilities")} if entries else set()
@@ -761,6 +770,7 @@ class Directory:
 
     def _bind_anonymous(self, uri: str) -> ldap3.Connection:
         conn = self._connect(uri)
+        _sent("bind")
         with _closed_on_failure(conn):
             accepted = conn.bind(read_server_info=False)
         if (trace := current()) is not None:
@@ -815,6 +825,7 @@ class Directory:
             auto_referrals=config.referrals,
             raise_exceptions=False,
         )
+        _sent("connect")
         try:
             conn.open()
             if config.start_tls and not conn.start_tls():
@@ -891,6 +902,7 @@ class _GroupSearch:
         entries: list[tuple[str, dict[str, Any]]] = []
         cookie: bytes | None = None
         for _ in range(MAX_PAGES):
+            _sent("search")
             conn.search(base, query, SCOPES[scope], attributes=attributes,
                         paged_size=PAGE_SIZE, paged_cookie=cookie)
             result = conn.result or {}
@@ -931,6 +943,18 @@ class _Once:
             self._admitted.add(name)
 
 
+# This thread's round trips in the try under way on one server (Directory._on_some_server counts
+# them into auth_sidecar_directory_requests_total once the try ends); None outside a try.
+_TALLY = threading.local()
+
+
+def _sent(request: str) -> None:
+    """One request about to go to the directory server of the try under way."""
+    counts: Counter[str] | None = getattr(_TALLY, "counts", None)
+    if counts is not None:
+        counts[request] += 1
+
+
 def _scrubbed(function: Callable[..., T], *args: Any) -> T:
     """Run function in the worker; an exception leaves with its frames' locals cleared (they may
     hold the password), its type, message and line numbers intact."""
@@ -967,6 +991,7 @@ def _simple_bind(conn: ldap3.Connection, dn: str, password: bytes) -> bool:
     SASLpreps a str, which changes or refuses some passwords). ldap3's rebind() would turn a
     dropped connection into a plain LDAPBindError, hiding the transport failure failover acts on."""
     conn.user, conn.password, conn.authentication = dn, password, ldap3.SIMPLE
+    _sent("bind")
     try:
         return bool(conn.bind(read_server_info=False))
     finally:
@@ -1073,6 +1098,7 @@ def _clock_skew(current_time: str, ours: float) -> float | None:
 
 def _read_base(conn: ldap3.Connection, dn: str) -> Mapping[str, Any]:
     """The server's answer to reading the entry at ``dn`` (no attributes): whether it exists."""
+    _sent("search")
     conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=["1.1"], size_limit=1)
     return conn.result or {}
 

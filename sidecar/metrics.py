@@ -306,6 +306,9 @@ class Metrics:
         self._directory_seconds = timing("auth_sidecar_directory_operation_duration_seconds",
                                          "Time an operation took on a directory server", ("server", "operation"),
                                          DIRECTORY_BUCKETS)
+        self._directory_requests = counter("auth_sidecar_directory_requests_total",
+                                           "Requests sent to a directory server, each a round trip: connect "
+                                           "(with StartTLS), bind, search (each page)", ("server", "request"))
         self._directory_lock = threading.Lock()  # the directory's worker threads record under it
         self._lookups = counter("auth_sidecar_cache_lookups_total",
                                 "Lookups in the verdict cache (Basic and the login form), the decoded-session memo "
@@ -380,6 +383,17 @@ class Metrics:
     def _server_outcomes(self, operation: str, server: str) -> Outcomes:
         return Outcomes(self._directory, (server, operation), seconds=self._directory_seconds.labels(server, operation),
                         lock=self._directory_lock)
+
+    def directory_requests(self) -> Callable[[str, str, int], None]:
+        """count(server, request, n): n round trips to a directory server (``connect``, ``bind``,
+        ``search``), from any of the directory's threads. What a login costs the directory, which
+        auth_sidecar_directory_operations_total (one per try of a whole check) does not say."""
+        family, lock = self._directory_requests, self._directory_lock
+
+        def count(server: str, request: str, n: int) -> None:
+            with lock:
+                family.labels(server, request).inc(n)
+        return count
 
     def lookups(self, cache: str) -> Lookups:
         """``verdict``, ``session`` or ``bearer``."""

@@ -33,9 +33,11 @@ class PasswordVerifier:
         self.regulator = regulator
         self._flights: SingleFlight[bytes, Verdict] = SingleFlight()
 
-    async def verify(self, username: str, password: str, client: str | None = None) -> Verdict:
-        """The allowing verdict for these credentials; their refusal raised (AuthError)."""
-        key = self.cache.key(username, password)
+    async def verify(self, username: str, password: str, client: str | None = None,
+                     key: bytes | None = None) -> Verdict:
+        """The allowing verdict for these credentials; their refusal raised (AuthError). key: their
+        cache key (``cache.key(username, password)``) when the caller has it already."""
+        key = key or self.cache.key(username, password)
         known = self.cache.get(key)
         if known is None:
             known = await self._flights.join(key)  # asked already: no second look at the sources

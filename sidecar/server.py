@@ -152,6 +152,7 @@ class Server:
         self._reloading = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
         self._reload_pending = False
+        self._loop: asyncio.AbstractEventLoop  # set by start()
 
     @property
     def current(self) -> Generation:
@@ -163,6 +164,9 @@ class Server:
         return self.current.config
 
     async def start(self) -> None:
+        # Each request's loop, read once: asyncio.get_running_loop() costs a getpid() system call
+        # per call on Python 3.11 (it checks for a fork), and _request would make one per request.
+        self._loop = asyncio.get_running_loop()
         self._current = await self._build(self._first, digest_of(self.path))
         config = self._first
         low = web.Server(self._dispatch, request_factory=self._request, access_log_class=AccessLogger,
@@ -306,8 +310,7 @@ class Server:
 
     def _request(self, message: Any, payload: Any, protocol: RequestHandler, writer: Any,
                  task: asyncio.Task[None]) -> web.Request:
-        return web.Request(message, payload, protocol, writer, task, asyncio.get_running_loop(),
-                           client_max_size=MAX_BODY)
+        return web.Request(message, payload, protocol, writer, task, self._loop, client_max_size=MAX_BODY)
 
 
 def _fixed_at_start(running: Config, loaded: Config) -> list[str]:

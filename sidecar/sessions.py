@@ -32,7 +32,7 @@ import re
 import secrets
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -121,6 +121,10 @@ class SessionCodec:
         # Memo keys are HMACs under a key of this process: the memo holds no cookie value.
         self._memo_key = secrets.token_bytes(32)
         self._memo: ExpiringMap[bytes, Session] = ExpiringMap(memo_entries, idle_timeout, clock)
+        # The identities of the sessions memoised, one per person: most of an entry is its identity,
+        # which every browser of one user carries alike. Bounded like the memo; full, it starts again.
+        self._identities: dict[tuple[object, ...], Identity] = {}
+        self._identities_max = memo_entries
         self._lookups = metrics.lookups("session")
 
     @property
@@ -186,7 +190,20 @@ class SessionCodec:
             plaintext = self._sealer.open(value)
         except Unsealable as exc:
             raise _Refused(str(exc)) from None
-        return _from_payload(_inflate(plaintext))
+        return self._sharing(_from_payload(_inflate(plaintext)))
+
+    def _sharing(self, session: Session) -> Session:
+        """The session with the identity already kept for an equal one (every field alike), if any."""
+        identity = session.identity
+        key = tuple(tuple(value.items()) if isinstance(value, Mapping) else value
+                    for value in (getattr(identity, f.name) for f in dataclasses.fields(identity)))
+        kept = self._identities.get(key)
+        if kept is not None:
+            return dataclasses.replace(session, identity=kept)
+        if len(self._identities) >= self._identities_max:
+            self._identities.clear()
+        self._identities[key] = identity
+        return session
 
     def _stale(self, session: Session) -> str | None:
         now = self._clock()
