@@ -172,7 +172,12 @@ async def test_a_restarted_sidecar_still_enforces_bans_and_sign_outs(start: Star
 
     await eventually(written, "the ban and the sign-out are in Redis")
     await first.close()
-    again, _ = await start(url=redis_server.url)  # a new process: nothing known but what Redis holds
+    again, state = await start(url=redis_server.url)  # a new process: nothing known but what Redis holds
+    fleet = state.current_fleet
+    assert fleet is not None
+    # Its first look at the store (bounded at start; a loaded machine can miss that bound by a
+    # poll): what it then enforces is what Redis holds.
+    await asyncio.wait_for(fleet.synced.wait(), 30)
     assert await cookie(again, alice) == 401
     assert await status(again, **basic("jose", "jose-pass", "198.51.100.20")) == 401
     assert await status(again, **basic("bob", "bob-pass", "198.51.100.20")) == 200
