@@ -726,18 +726,7 @@ def paired(bench: Bench, name: str, *, sessions: bool) -> list[Result]:
             check(label, listen, headers)
             paths[label] = (listen, headers, running)
         wait_for_port(metrics_port)
-        runs: dict[str, list[Result]] = {label: [] for label in paths}
-        for round_ in range(1, bench.args.rounds + 1):
-            progress(f"{name} plain and observed at once, round {round_}: wrk {bench.args.duration}s, "
-                     f"{bench.args.connections} connections each")
-            used = {label: running.cpu_seconds() for label, (_, _, running) in paths.items()}
-            results = wrk_together({label: (listen, headers) for label, (listen, headers, _) in paths.items()},
-                                   bench.args)
-            for label, result in results.items():
-                cpu = (paths[label][2].cpu_seconds() - used[label]) / max(1, result.requests) * 1e6
-                runs[label].append(result := dataclasses.replace(result, cpu_us=cpu))
-                progress(f"{label}: {result.rps:,.0f} req/s, p99 {result.p99_ms:.2f} ms, "
-                         f"sidecar CPU {result.cpu_us:.1f} µs/request, {result.errors} errors")
+        runs = loaded_together(bench, f"{name} plain and observed", paths)
         # The metrics were live: every request the observed sidecar allowed is in its scrape.
         counted = decisions_scraped(metrics_port, "session" if sessions else "basic")
         loaded = sum(r.requests for r in runs[f"{name}-observed"])
@@ -862,24 +851,32 @@ def wait_for_log(log: Path, text: str) -> None:
         time.sleep(0.05)
 
 
+def loaded_together(bench: Bench, what: str, paths: dict[str, tuple[int, dict[str, str], Running]]
+                    ) -> dict[str, list[Result]]:
+    """Every path loaded at once, --rounds times: each round's result per label, with its sidecar's
+    CPU time per request."""
+    runs: dict[str, list[Result]] = {label: [] for label in paths}
+    for round_ in range(1, bench.args.rounds + 1):
+        progress(f"{what} at once, round {round_}: wrk {bench.args.duration}s, "
+                 f"{bench.args.connections} connections each")
+        used = {label: running.cpu_seconds() for label, (_, _, running) in paths.items()}
+        results = wrk_together({label: (listen, headers) for label, (listen, headers, _) in paths.items()},
+                               bench.args)
+        for label, result in results.items():
+            cpu = (paths[label][2].cpu_seconds() - used[label]) / max(1, result.requests) * 1e6
+            runs[label].append(result := dataclasses.replace(result, cpu_us=cpu))
+            progress(f"{label}: {result.rps:,.0f} req/s, p99 {result.p99_ms:.2f} ms, "
+                     f"sidecar CPU {result.cpu_us:.1f} µs/request, {result.errors} errors")
+    return runs
+
+
 def paired_variants(bench: Bench, name: str, variants: dict[str, dict[str, object]]) -> list[Result]:
     """name once per variant (extra configuration), all up and loaded at once, --rounds times."""
     with contextlib.ExitStack() as stack:
         paths = {f"{name}-{variant}": stack.enter_context(behind_nginx(bench, f"{name}-{variant}", extra=extra,
                                                                        log_level="warning"))
                  for variant, extra in variants.items()}
-        runs: dict[str, list[Result]] = {label: [] for label in paths}
-        for round_ in range(1, bench.args.rounds + 1):
-            progress(f"{name} {' and '.join(variants)} at once, round {round_}: wrk {bench.args.duration}s, "
-                     f"{bench.args.connections} connections each")
-            used = {label: running.cpu_seconds() for label, (_, _, running) in paths.items()}
-            results = wrk_together({label: (listen, headers) for label, (listen, headers, _) in paths.items()},
-                                   bench.args)
-            for label, result in results.items():
-                cpu = (paths[label][2].cpu_seconds() - used[label]) / max(1, result.requests) * 1e6
-                runs[label].append(result := dataclasses.replace(result, cpu_us=cpu))
-                progress(f"{label}: {result.rps:,.0f} req/s, p99 {result.p99_ms:.2f} ms, "
-                         f"sidecar CPU {result.cpu_us:.1f} µs/request, {result.errors} errors")
+        runs = loaded_together(bench, f"{name} {' and '.join(variants)}", paths)
         return [combined(label, found) for label, found in runs.items()]
 
 
