@@ -9,6 +9,7 @@ seconds, and a unit test that starts a testbed server fails, so the marks stay t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -39,6 +40,14 @@ SERVER_MODULES = {
     "test_chain_nginx", "test_chain_proxies", "test_demo", "test_deploy_static", "test_nginx_deploy", "test_package",
     "test_testbed_oidc", "test_testbed_samba", "test_testbed_slapd", "test_netbox",
 }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # No event loop is current until a test makes one. Otherwise Python 3.11's get_event_loop()
+    # makes one the first time pytest-asyncio asks for "the loop before" an async test, puts it
+    # back after, and a later asyncio.run() replaces it unclosed: a ResourceWarning (an error here)
+    # in whichever later test the garbage collector happens to run.
+    asyncio.set_event_loop(None)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

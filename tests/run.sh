@@ -26,4 +26,4 @@ if [ ! -x .venv-lowest/bin/python ]; then "${PYTHON:-python3}" -m venv .venv-low
   tests/test_config.py tests/test_ldap.py tests/test_hostile_input.py tests/test_hang.py tests/test_chain_nginx.py \
   tests/test_sessions.py tests/test_signin.py tests/test_tokens.py tests/test_jwks.py tests/test_assertion.py \
   tests/test_local.py tests/test_redirects.py tests/test_server.py tests/test_logs.py tests/test_metrics.py \
-  tests/test_store_contract.py tests/test_factor_store.py tests/test_factor_redis.py
+  tests/test_store_contract.py tests/test_factor_store.py tests/test_factor_redis.py tests/test_suite_loops.py
