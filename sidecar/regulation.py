@@ -20,7 +20,8 @@ check from a new address, until the ban ends.
 
 Bounded and fail closed: a record that still holds a failure, a ban or an attempt is never
 evicted to make room; when ``max_entries`` names and addresses are all in use, new ones are refused
-until some expire. IPv6 clients count per /64, the block one subscriber gets.
+until some expire. A record that holds none of them is not kept at all: users who sign in take no
+place in the table. IPv6 clients count per /64, the block one subscriber gets.
 
 An operator sees the bans and the failures counting (:meth:`Regulator.bans`) and lifts one
 (:meth:`Regulator.lift`) through ``auth-sidecar admin``: a tester who mistyped waits for no restart.
@@ -316,7 +317,12 @@ class Regulator:
                                        f"{self.max_failures} failures in {self.window:g} s")
                 elif outcome == "succeeded" and key[0] == "user" and record.banned_until <= now:
                     record.failures.clear()
-                self._records[key] = record
+                if record.in_flight or record.failures or record.banned_until > now:
+                    self._records[key] = record
+                else:
+                    # It remembers nothing: a success, or an answer that counted nothing, leaves no
+                    # entry, so signed-in users never fill the table that new names need a place in.
+                    self._records.pop(key, None)
             waiters, self._waiters = self._waiters, []
         for loop, waiter in waiters:  # attempts waiting for a place: look again
             loop.call_soon_threadsafe(_wake, waiter)

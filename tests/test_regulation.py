@@ -175,6 +175,20 @@ async def test_a_ticket_settles_once() -> None:
     assert r.banned("alice", None) is None  # one failure, not two
 
 
+async def test_users_who_sign_in_take_no_place_in_the_table() -> None:
+    # A table full of successes would refuse the next new name ("the regulation table is full").
+    r = Regulator(max_failures=3, window=60, ban=600, max_entries=100)
+    for i in range(1_000):
+        r.settle(await r.admit(f"user{i}", f"10.0.{i // 256}.{i % 256}"), "succeeded", f"user{i}", "10.0.0.1")
+    r.settle(await r.admit("nobody", "10.1.0.1"), "unknown")  # the directory did not answer: nothing counted
+    assert len(r._records) == 0
+    r.settle(await r.admit("mallory", "10.2.0.1"), "failed")
+    assert sorted(r._records) == [("client", "10.2.0.1"), ("user", "mallory")]  # a failure is kept
+    r.settle(await r.admit("mallory", "10.2.0.1"), "succeeded", "mallory", "10.2.0.1")
+    assert sorted(r._records) == [("client", "10.2.0.1")]  # the address's failure still counts
+    assert r.banned("mallory", "10.2.0.1") is None
+
+
 async def test_memory_is_bounded_and_a_flood_never_evicts_a_ban() -> None:
     clock = Clock()
     r = Regulator(max_failures=3, window=60, ban=600, max_entries=100, clock=clock)
