@@ -33,8 +33,6 @@ from sidecar.ldap import Directory
 from sidecar.local import LocalUsers
 from sidecar.oidc import HttpClient, Provider, SingleSignOn, StateCookie
 from sidecar.pages import Pages, Theme
-from sidecar.passkeys import Passkeys
-from sidecar.passkeys import routes as passkey_routes
 from sidecar.passwords import PasswordVerifier
 from sidecar.policy import GroupPolicy, NamePolicy
 from sidecar.redirects import RedirectPolicy
@@ -197,6 +195,9 @@ def browser_sign_in(config: Config, writer: HeaderWriter, client_address: Client
         # Codes are regulated like passwords: by the passwords' regulator, or (single sign-on only) its own.
         regulator = found.verifier.regulator if found.verifier is not None else \
             shared_regulator(config, state, remember=config.regulation.window)
+        from sidecar.passkeys import Passkeys  # webauthn (and pyOpenSSL) only where factors are on
+        from sidecar.passkeys import routes as passkey_routes
+
         factor = SecondFactor(signin=signin, codes=codes, cipher=cipher, regulator=regulator, passkeys=True)
         feature.routes += second_factor_routes(factor)
         assert config.second_factor is not None  # factor_codes made codes from it

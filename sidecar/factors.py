@@ -18,9 +18,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import pyotp
-import segno
-
 from sidecar.factor_store import Factor, FactorStore, User, new_factor_id, normalize_code
 
 PERIOD = 30  # seconds per TOTP step (RFC 6238's default: what every authenticator app assumes)
@@ -83,9 +80,15 @@ class Codes:
 
     def offer(self, username: str) -> Enrolment:
         """A new secret for the user's app."""
+        import pyotp  # pyotp and segno are imported where they are used: a sidecar without a second
+        # factor never loads them (memory; issue 15)
+
         return self.offer_for(username, pyotp.random_base32())
 
     def offer_for(self, username: str, secret: str) -> Enrolment:
+        import pyotp
+        import segno
+
         uri = pyotp.TOTP(secret, digits=DIGITS, interval=PERIOD).provisioning_uri(name=username,
                                                                                     issuer_name=self.issuer)
         qr = segno.make(uri, error="m").svg_data_uri(scale=5, border=2)
@@ -98,6 +101,8 @@ class Codes:
         """The time step (within SKEW of now) whose code this is, or None."""
         if len(code) != DIGITS or not code.isascii() or not code.isdigit():
             return None
+        import pyotp
+
         totp = pyotp.TOTP(secret, digits=DIGITS, interval=PERIOD)
         now = self.step()
         found = None

@@ -112,3 +112,25 @@ def test_with_state_in_redis_the_store_is_redis_and_no_file_is_named(base: dict[
     assert factors is not None and factors.store is None  # enrolments and used codes live in Redis
     base["second_factor"]["store"] = "/var/lib/x/factors.sqlite3"  # a file every replica would have its own of
     assert any(p.startswith("second_factor.store: is not read with state.backend redis") for p in problems(base))
+
+
+@pytest.mark.parametrize("factors", [False, True])
+def test_the_factor_libraries_are_loaded_only_by_a_sidecar_that_uses_them(base: dict[str, Any], tmp_path: Path,
+                                                                            factors: bool) -> None:
+    # webauthn (with pyOpenSSL and cbor2), pyotp and segno cost ~5 MB of RSS in every process (issue 15).
+    import subprocess
+    import sys
+
+    import yaml
+
+    if factors:
+        base["second_factor"] = {"key": "k" * 40, "store": str(tmp_path / "factors.sqlite3")}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(base))
+    probe = ("import sys\nfrom sidecar.app import make_app\nfrom sidecar.config import load_config\n"
+             f"make_app(load_config({str(path)!r}))\n"
+             "print(sorted(m for m in ('webauthn', 'pyotp', 'segno', 'OpenSSL') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    loaded = ["OpenSSL", "webauthn"] if factors else []  # pyotp and segno: at the first code or enrolment
+    assert result.stdout.split("\n")[-2] == repr(loaded)
