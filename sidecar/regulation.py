@@ -305,24 +305,8 @@ class Regulator:
                 return []
             ticket.settled = True
             for key, record in ticket.records:
-                record.in_flight = max(0, record.in_flight - 1)
-                if outcome == "failed":
-                    record.failures.append(now)
-                    self._spent(record, now)  # drops failures older than the window
-                    if len(record.failures) >= self.max_failures and record.banned_until <= now:
-                        record.banned_until = now + self.ban
-                        record.failures.clear()
-                        self._banned[key[0]].inc()
-                        started.append(f"{key[0]} {key[1]!r} banned for {self.ban:g} s after "
-                                       f"{self.max_failures} failures in {self.window:g} s")
-                elif outcome == "succeeded" and key[0] == "user" and record.banned_until <= now:
-                    record.failures.clear()
-                if record.in_flight or record.failures or record.banned_until > now:
-                    self._records[key] = record
-                else:
-                    # It remembers nothing: a success, or an answer that counted nothing, leaves no
-                    # entry, so signed-in users never fill the table that new names need a place in.
-                    self._records.pop(key, None)
+                if (ban := self._settle_record(key, record, outcome, now)) is not None:
+                    started.append(ban)
             waiters, self._waiters = self._waiters, []
         for loop, waiter in waiters:  # attempts waiting for a place: look again
             loop.call_soon_threadsafe(_wake, waiter)
@@ -332,6 +316,29 @@ class Regulator:
             task = self._settle_shared(ticket.shared, ticket.budgets, outcome)  # type: ignore[arg-type]
             if outcome == "failed":
                 ticket.writing = task
+        return started
+
+    def _settle_record(self, key: Key, record: _Record, outcome: str, now: float) -> str | None:
+        """One budget's place back (under the lock); the ban it starts, described, or None."""
+        record.in_flight = max(0, record.in_flight - 1)
+        started = None
+        if outcome == "failed":
+            record.failures.append(now)
+            self._spent(record, now)  # drops failures older than the window
+            if len(record.failures) >= self.max_failures and record.banned_until <= now:
+                record.banned_until = now + self.ban
+                record.failures.clear()
+                self._banned[key[0]].inc()
+                started = (f"{key[0]} {key[1]!r} banned for {self.ban:g} s after "
+                           f"{self.max_failures} failures in {self.window:g} s")
+        elif outcome == "succeeded" and key[0] == "user" and record.banned_until <= now:
+            record.failures.clear()
+        if record.in_flight or record.failures or record.banned_until > now:
+            self._records[key] = record  # re-inserting renews the entry's lifetime
+        else:
+            # It remembers nothing: a success, or an answer that counted nothing, leaves no entry,
+            # so signed-in users never fill the table that new names need a place in.
+            self._records.pop(key, None)
         return started
 
     async def written(self, ticket: Ticket) -> None:
