@@ -153,6 +153,9 @@ class LdapConfig:
     )
     find_group_perms: bool = False
     cache_timeout: int = 3600
+    # How long a user's entry (DN, attributes, groups; never a password) is kept, so that a login the
+    # verdict cache does not know costs the bind alone: django-auth-ldap's CACHE_TIMEOUT as it means it.
+    entry_cache_timeout: int = 0
     max_nesting: int = 16
     threads: int = 8
 
@@ -822,9 +825,14 @@ def _read_ldap(r: _Reader, *, named: bool = False) -> LdapConfig:
         user_flags_by_group=groups.flags,
         find_group_perms=r.flag("find_group_perms", default.find_group_perms),
         cache_timeout=r.integer("cache_timeout", default.cache_timeout),
+        entry_cache_timeout=r.integer("entry_cache_timeout", default.entry_cache_timeout),
         max_nesting=r.integer("max_nesting", default.max_nesting, minimum=1),
         threads=r.integer("threads", default.threads, minimum=1),
     )
+    if config.entry_cache_timeout and (refresh or (template and not bind_dn)):
+        # There the entry is read as the user, after the bind: nothing could be kept to save a round trip.
+        r.follow_on("entry_cache_timeout", "needs a service account (bind_dn) that reads the entry before the "
+                    "bind, and no refresh_dn_on_bind", "bind_dn", "refresh_dn_on_bind", "user_dn_template")
     for key, why in ABSENT.items():
         if key in r.data:
             r.known.add(key)

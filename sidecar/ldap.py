@@ -64,6 +64,7 @@ from ldap3.core import exceptions as lx
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn, to_dn
 
+from sidecar.cache import ExpiringMap
 from sidecar.config import LdapConfig, Search, ca_dir_pem
 from sidecar.entries import first, fold, matching_value, normalize_dn, rdn_value, values
 from sidecar.errors import (
@@ -139,6 +140,7 @@ TLS_FAILED = re.compile(r"^(?:socket ssl wrapping error|wrap socket error): ")
 SSL_NOISE = re.compile(r"\[SSL: [A-Z0-9_]+\] |\s*\(_ssl\.c:\d+\)")
 CONNECT_FAILED = re.compile(r"^socket connection error while opening: (?:\[Errno -?\d+\] )?")
 NO_SUCH_OBJECT = 32
+ENTRY_CACHE_MAX = 10_000  # users' entries kept (ldap.entry_cache_timeout); full, the oldest go first
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +236,11 @@ class Directory:
         ))
         # Per server: None when its group type was checked and fits, else why it does not.
         self._group_type_checked: dict[str, str | None] = {}
+        # Users' entries as found for a password accepted (ldap.entry_cache_timeout), by login name:
+        # the next login of that name the verdict cache does not know is the bind alone.
+        self._entries: ExpiringMap[str, DirectoryUser] | None = (
+            ExpiringMap(ENTRY_CACHE_MAX, config.entry_cache_timeout) if config.entry_cache_timeout else None)
+        self._entries_lock = threading.Lock()
         if config.ignore_cert_errors:
             log.warning(
                 "ldap.ignore_cert_errors is on: directory certificates are NOT verified, so "
@@ -366,6 +373,8 @@ class Directory:
 
     def _check_on(self, uri: str, username: str, box: list[bytes], admit: _Once) -> DirectoryUser:
         config = self.config
+        if (kept := self._kept_entry(username)) is not None:
+            return self._check_kept(uri, username, box, admit, kept)
         service = self._service(uri)
         if config.refresh_dn_on_bind:
             return self._check_then_find(uri, username, box, admit, service)
@@ -395,7 +404,48 @@ class Directory:
             dn, entry = found
         admit(matching_value(entry, config.username_attr, username) or username)
         self._bind(uri, dn, box)
-        return self._describe(reader, username, dn, entry)
+        return self._keep_entry(username, self._describe(reader, username, dn, entry))
+
+    def _kept_entry(self, username: str) -> DirectoryUser | None:
+        if self._entries is None or current() is not None:  # a trace shows every step as it is now
+            return None
+        with self._entries_lock:
+            return self._entries.get(username)
+
+    def _keep_entry(self, username: str, user: DirectoryUser) -> DirectoryUser:
+        if self._entries is not None:
+            with self._entries_lock:
+                self._entries[username] = user
+        return user
+
+    def _check_kept(self, uri: str, username: str, box: list[bytes], admit: _Once,
+                    kept: DirectoryUser) -> DirectoryUser:
+        """A user whose entry was found within entry_cache_timeout: their bind is the one round trip.
+        A refused bind forgets the entry and finds it again: when it has moved, the password is
+        tried on the new DN (once); else the refusal stands (a wrong password costs what it did)."""
+        admit(kept.username)
+        try:
+            self._bind(uri, kept.dn, box)
+        except AuthError:
+            with self._entries_lock:
+                assert self._entries is not None
+                self._entries.pop(username)
+            found = self._current_dn(uri, username)
+            if found is None or normalize_dn(found) == normalize_dn(kept.dn):
+                raise
+            log.info("user %r moved from %s to %s: the password goes to the new entry", username, kept.dn, found)
+            return self._check_on(uri, username, box, admit)
+        return kept
+
+    def _current_dn(self, uri: str, username: str) -> str | None:
+        """The DN of the user's entry now (as _check_on finds it), or None when there is none."""
+        config = self.config
+        service = self._service(uri)
+        if config.user_dn_template is not None:
+            dn = config.user_dn_template % {"user": escape_rdn(username)}
+            return dn if service is not None and self._read_entry(service, dn) else None
+        found = self._find_user(service or self._anonymous(uri), config.user_search, username)
+        return None if found is None else found[0]
 
     def _check_then_find(self, uri: str, username: str, box: list[bytes], admit: _Once,
                          service: ldap3.Connection | None) -> DirectoryUser:
