@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import re
-import secrets
 import unicodedata
 from collections.abc import Callable
 
 from aiohttp import web
 
+from sidecar.cache import Fingerprint
 from sidecar.errors import BadRequest
 from sidecar.forwarded import ClientAddress
 from sidecar.passwords import PasswordVerifier
@@ -90,7 +89,7 @@ class ParsedBasic:
 
     def __init__(self, max_entries: int = MAX_PARSED,
                  derive: Callable[[str, str], bytes] = lambda username, password: b"") -> None:
-        self._key = secrets.token_bytes(32)
+        self._fingerprint = Fingerprint()
         self._max = max_entries
         self._derive = derive
         self._names: dict[bytes, tuple[str, bytes]] = {}
@@ -101,24 +100,34 @@ class ParsedBasic:
 
     def parsed(self, header: str) -> tuple[str, str, bytes] | None:
         """(username, password, what ``derive`` made of them) from the value; None for other schemes."""
-        if len(header) > MAX_AUTHORIZATION or not header.isascii():
-            credentials = parse_basic(header)  # refused, or no Basic at all: as parse_basic says
-            return None if credentials is None else (*credentials, self._derive(*credentials))
-        value = header.encode("ascii")
-        digest = hashlib.blake2b(value, key=self._key, digest_size=16).digest()
-        known = self._names.get(digest)
+        known = self.known(header)
         if known is not None:
-            # Valid before: "basic", spaces, the token, maybe trailing SP/HTAB (see _BASIC).
-            text = base64.b64decode(value[5:].strip(b" \t")).decode("utf-8")
-            return known[0], text.partition(":")[2], known[1]
+            return known[0], self.password(header), known[1]
         credentials = parse_basic(header)
         if credentials is None:
             return None
         derived = self._derive(*credentials)
-        if len(self._names) >= self._max:
-            self._names.clear()
-        self._names[digest] = (credentials[0], derived)
+        if len(header) <= MAX_AUTHORIZATION and header.isascii():
+            if len(self._names) >= self._max:
+                self._names.clear()
+            self._names[self._digest(header)] = (credentials[0], derived)
         return (*credentials, derived)
+
+    def known(self, header: str) -> tuple[str, bytes] | None:
+        """(username, what ``derive`` made of the pair) for a value that parsed before; None for
+        any other (to be parsed). No password is decoded."""
+        if len(header) > MAX_AUTHORIZATION or not header.isascii():
+            return None
+        return self._names.get(self._digest(header))
+
+    @staticmethod
+    def password(header: str) -> str:
+        """The password of a value that parsed before: "basic", spaces, the token, maybe trailing
+        SP/HTAB (see _BASIC); base64 without the checks the same bytes passed."""
+        return base64.b64decode(header[5:].strip(" \t")).decode("utf-8").partition(":")[2]
+
+    def _digest(self, header: str) -> bytes:
+        return self._fingerprint(header.encode("ascii"))
 
 
 class BasicAuthenticator:
@@ -133,8 +142,17 @@ class BasicAuthenticator:
         header = request.headers.get("Authorization")
         if not header:
             return None
-        credentials = self._parse.parsed(header)
-        if credentials is None:
-            return None
-        username, password, key = credentials
-        return await self.verifier.verify(username, password, self.client_address(request), key=key)
+        known = self._parse.known(header)
+        if known is None:  # a value not seen yet (or refused): parsed and checked in full
+            credentials = self._parse.parsed(header)
+            if credentials is None:
+                return None
+            username, password, key = credentials
+            return await self.verifier.verify(username, password, self.client_address(request), key=key)
+        # Seen before: its verdict, if kept, without decoding the password again.
+        username, key = known
+        client = self.client_address(request)
+        verdict = self.verifier.cached(username, key, client)
+        if verdict is None:
+            verdict = await self.verifier.uncached(username, self._parse.password(header), client, key)
+        return verdict

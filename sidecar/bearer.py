@@ -8,11 +8,9 @@ A verified token's verdict is remembered, keyed by an HMAC of the Authorization 
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import re
-import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -20,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from sidecar import base64url
-from sidecar.cache import ExpiringMap
+from sidecar.cache import ExpiringMap, Fingerprint
 from sidecar.config import BearerIssuer
 from sidecar.errors import BadRequest, InvalidCredentials, ProviderUnavailable
 from sidecar.headers import HeaderWriter
@@ -88,7 +86,7 @@ class BearerAuthenticator:
         self._lookups = metrics.lookups("bearer")
         self._writer = writer
         self._clock = clock
-        self._key = secrets.token_bytes(32)
+        self._fingerprint = Fingerprint()
         self._memo: ExpiringMap[bytes, tuple[Verdict, float]] = ExpiringMap(memo_entries, MEMO_TTL)
 
     async def authenticate(self, request: web.Request) -> Verdict | None:
@@ -98,7 +96,7 @@ class BearerAuthenticator:
         if len(header) > MAX_TOKEN_BYTES + 16:
             raise BadRequest("oversized Bearer token")
         # Keyed by the whole value: one that was read strictly once is known without reading it again.
-        key = hmac.digest(self._key, header.encode(), "sha256")
+        key = self._fingerprint(header.encode())
         now = self._clock()
         if (hit := self._memo.get(key)) is not None and now < hit[1]:
             self._lookups.hit.inc()

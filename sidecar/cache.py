@@ -1,16 +1,16 @@
 """Verdict cache: answers for credentials seen recently, so /auth rarely reaches the directory.
 
-Entries are keyed by an HMAC of (username as typed after NFKC, password) under a random key made
-at start-up: the cache holds no password, and its keys are useless outside this process. The name
-is not folded any further: ``strasse`` and ``straße`` may be two directory entries, and only the
-directory may decide which one a spelling means, so each spelling has its own verdict. Successes
-(and refusals of valid users) live for ``ldap.cache_timeout``; failures only for
-``cache.failure_timeout``. Both maps are bounded.
+Entries are keyed by a keyed hash (:class:`Fingerprint`) of (username as typed after NFKC,
+password) under a random key made at start-up: the cache holds no password, and its keys are
+useless outside this process. The name is not folded any further: ``strasse`` and ``straße`` may
+be two directory entries, and only the directory may decide which one a spelling means, so each
+spelling has its own verdict. Successes (and refusals of valid users) live for
+``ldap.cache_timeout``; failures only for ``cache.failure_timeout``. Both maps are bounded.
 """
 
 from __future__ import annotations
 
-import hmac
+import hashlib
 import secrets
 import time
 from collections.abc import Callable
@@ -20,6 +20,20 @@ from sidecar.metrics import NO_METRICS, Metrics
 
 K = TypeVar("K")
 V = TypeVar("V")
+
+
+class Fingerprint:
+    """What a memo of credentials is keyed by: a keyed BLAKE2b under a key made at start-up, so the
+    memo holds no credential and its keys are useless outside this process. One call on the hot
+    path of every cookie, token and Basic value (half the time of an HMAC-SHA256 of a cookie)."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(32)
+
+    def __call__(self, data: bytes) -> bytes:
+        return hashlib.blake2b(data, key=self._key, digest_size=32).digest()
 
 
 class ExpiringMap(Generic[K, V]):
@@ -79,7 +93,7 @@ class VerdictCache(Generic[V]):
         clock: Callable[[], float] = time.monotonic,
         metrics: Metrics = NO_METRICS,
     ) -> None:
-        self._key = secrets.token_bytes(32)
+        self._fingerprint = Fingerprint()
         self._lookups = metrics.lookups("verdict")
         self._ok: ExpiringMap[bytes, V] | None = ExpiringMap(max_entries, ttl, clock) if ttl > 0 else None
         self._failed: ExpiringMap[bytes, V] | None = (
@@ -88,7 +102,7 @@ class VerdictCache(Generic[V]):
 
     def key(self, username: str, password: str) -> bytes:
         # The NUL separator cannot occur in either part: both are checked for control characters.
-        return hmac.digest(self._key, f"{username}\0{password}".encode(), "sha256")
+        return self._fingerprint(f"{username}\0{password}".encode())
 
     def get(self, key: bytes) -> V | None:
         """The verdict kept for a key, counted as a hit or a miss."""

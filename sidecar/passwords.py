@@ -38,9 +38,18 @@ class PasswordVerifier:
         """The allowing verdict for these credentials; their refusal raised (AuthError). key: their
         cache key (``cache.key(username, password)``) when the caller has it already."""
         key = key or self.cache.key(username, password)
+        verdict = self.cached(username, key, client)
+        return verdict if verdict is not None else await self.uncached(username, password, client, key)
+
+    def cached(self, username: str, key: bytes, client: str | None) -> Verdict | None:
+        """The kept verdict for the credentials of this key (``cache.key``), judged now (a ban may
+        refuse it: raised); None when none is kept. No password needed."""
         known = self.cache.get(key)
-        if known is None:
-            known = await self._flights.join(key)  # asked already: no second look at the sources
+        return None if known is None else self._answered(known, username, client).settle()
+
+    async def uncached(self, username: str, password: str, client: str | None, key: bytes) -> Verdict:
+        """verify after ``cached`` found nothing: the sources asked, once for concurrent equal credentials."""
+        known = await self._flights.join(key)  # asked already: no second look at the sources
         if known is not None:
             return self._answered(known, username, client).settle()
         regulator = self.regulator
@@ -66,11 +75,11 @@ class PasswordVerifier:
             return verdict
         if verdict.identity is not None:
             resolved = verdict.identity.username
-            if not regulator.known(resolved, client):
+            if not regulator.renew(resolved, client):  # known lately (and renewed): never banned out
                 why = regulator.banned(username, client) or regulator.banned(resolved, None)
                 if why is not None:
                     return Verdict.refuse(Throttled(why))
-            regulator.remember_client(resolved, client)  # in use from here: known as long as it is
+                regulator.remember_client(resolved, client)  # in use from here: known as long as it is
             return verdict
         if isinstance(verdict.refusal, AccountRefused):
             # A right password for an account that may not sign in: a ban hides it as it hides a success.

@@ -183,6 +183,18 @@ class Regulator:
         """Whether this user signed in from this address lately (see the module's docstring)."""
         return client is not None and self._known.get((username.casefold(), client), 0.0) > self._clock()
 
+    def renew(self, username: str, client: str | None) -> bool:
+        """known(), and when it is, remember_client() in the same look: a kept verdict's hot path."""
+        if client is None:
+            return False
+        now, key = self._clock(), (username.casefold(), client)
+        until = self._known.get(key, 0.0)
+        if until <= now:
+            return False
+        if until - now <= self.remember / 2:
+            self._remember(key, now)
+        return True
+
     def remember_client(self, username: str, client: str | None) -> None:
         """This user signed in from this address now (a fresh success, or a cached one honoured)."""
         if client is None:
@@ -190,6 +202,9 @@ class Regulator:
         now, key = self._clock(), (username.casefold(), client)
         if self._known.get(key, 0.0) - now > self.remember / 2:
             return  # renewed lately: the hot path pays a lookup, not a write
+        self._remember(key, now)
+
+    def _remember(self, key: Key, now: float) -> None:
         with self._lock:
             if len(self._known) >= self.max_entries:
                 self._known = {k: until for k, until in self._known.items() if until > now}

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hmac
 import json
 import logging
 import re
@@ -38,7 +37,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from sidecar import keylist
-from sidecar.cache import ExpiringMap
+from sidecar.cache import ExpiringMap, Fingerprint
 from sidecar.cookies import Cookie
 from sidecar.errors import SessionTooLarge, Unsealable
 from sidecar.identity import Identity, fold
@@ -119,7 +118,7 @@ class SessionCodec:
         self._clock = clock
         self._max_bytes = max_bytes
         # Memo keys are HMACs under a key of this process: the memo holds no cookie value.
-        self._memo_key = secrets.token_bytes(32)
+        self._fingerprint = Fingerprint()
         self._memo: ExpiringMap[bytes, Session] = ExpiringMap(memo_entries, idle_timeout, clock)
         # The identities of the sessions memoised, one per person: most of an entry is its identity,
         # which every browser of one user carries alike. Bounded like the memo; full, it starts again.
@@ -172,7 +171,7 @@ class SessionCodec:
     def _decode(self, value: str) -> Session:
         if len(value) > self._max_bytes + DECODE_MARGIN or not value.isascii():
             raise _Refused("too long or not ASCII")
-        digest = hmac.digest(self._memo_key, value.encode(), "sha256")
+        digest = self._fingerprint(value.encode())
         session = self._memo.get(digest)
         if session is None:
             self._lookups.miss.inc()

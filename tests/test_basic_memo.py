@@ -4,10 +4,12 @@ every time, no password kept, bounded under a flood of unique values."""
 from __future__ import annotations
 
 import base64
+import contextlib
 
 import pytest
 
 from sidecar.basic import ParsedBasic, parse_basic
+from sidecar.cache import Fingerprint
 from sidecar.errors import BadRequest
 
 
@@ -71,3 +73,29 @@ def test_what_is_derived_from_the_credentials_is_derived_once_per_value() -> Non
         assert parsed.parsed(basic("alice", "alice-pass")) == ("alice", "alice-pass", b"key of alice")
         assert parsed.parsed(basic("bob", "bob-pass")) == ("bob", "bob-pass", b"key of bob")
     assert derived == [("alice", "alice-pass"), ("bob", "bob-pass")]
+
+
+def test_a_value_seen_before_is_known_without_its_password() -> None:
+    """known(): the name and the derived key of a value that parsed, no password decoded (the
+    cached verdict's path); password() decodes it only when a source must be asked."""
+    parsed = ParsedBasic(derive=lambda username, password: f"key of {username}".encode())
+    header = basic("ｊｏｓé", "pa:ss wörd")
+    assert parsed.known(header) is None  # not parsed yet
+    assert parsed.parsed(header) == ("josé", "pa:ss wörd", "key of josé".encode())
+    assert parsed.known(header) == ("josé", "key of josé".encode())
+    assert parsed.password(header) == "pa:ss wörd"
+    assert parsed.password(basic("josé", "x", scheme="bAsIc", pad=" \t")) == "x"
+    for refused in (basic("alice", ""), "Bearer abc", "Basic " + "A" * 5000, "Basic\u00a0YTpi"):
+        with contextlib.suppress(BadRequest):
+            parsed.parsed(refused)
+        assert parsed.known(refused) is None  # refusals and other schemes are never remembered
+
+
+def test_memo_keys_are_keyed_per_process() -> None:
+    """Fingerprint: the same value gives the same key in one memo, another in any other (each made
+    with its own random key), and no key shows the value."""
+    one, other = Fingerprint(), Fingerprint()
+    cookie = b"session=" + b"s3cret" * 20
+    assert one(cookie) == one(cookie) and len(one(cookie)) == 32
+    assert one(cookie) != other(cookie) and one(cookie) != one(cookie + b"x")
+    assert b"s3cret" not in one(cookie)

@@ -222,10 +222,12 @@ def test_a_known_address_stays_known_while_it_is_used() -> None:
     r.remember_client("alice", "10.0.0.1")
     for _ in range(5):
         clock.now += 60
-        assert r.known("alice", "10.0.0.1")
-        r.remember_client("alice", "10.0.0.1")  # what a cached login honoured does
+        assert r.renew("ALICE", "10.0.0.1")  # what a cached login honoured does: known, and renewed
     clock.now += 101
     assert not r.known("alice", "10.0.0.1")
+    assert not r.renew("alice", "10.0.0.1")  # lapsed: not known, so not renewed either
+    assert not r.known("alice", "10.0.0.1")
+    assert not r.renew("alice", None) and not r.renew("bob", "10.0.0.1")
 
 
 # -- through the app, against a real slapd 100 ms away ------------------------------------------
