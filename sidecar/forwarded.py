@@ -96,6 +96,7 @@ class ClientAddress:
     def __init__(self, trusted: tuple[Network, ...]) -> None:
         self._trusted = trusted
         self.is_trusted = functools.lru_cache(maxsize=1024)(self._is_trusted)
+        self._behind_memo = functools.lru_cache(maxsize=1024)(self._behind)
 
     def _is_trusted(self, address: str) -> bool:
         try:
@@ -108,8 +109,16 @@ class ClientAddress:
         peer = request.remote or ""
         if not self.is_trusted(peer):
             return peer
-        forwarded = [a.strip() for a in request.headers.getall("X-Forwarded-For", [])
-                     for a in a.split(",") if a.strip()]
+        headers = request.headers
+        forwarded = tuple(headers.getall("X-Forwarded-For", ()))
+        real_ip = headers.get("X-Real-IP", "")
+        if sum(map(len, forwarded)) + len(real_ip) <= MEMO_TARGET:
+            return self._behind_memo(peer, forwarded, real_ip)  # a proxy's few chains, each walked once
+        return self._behind(peer, forwarded, real_ip)
+
+    def _behind(self, peer: str, values: tuple[str, ...], real_ip: str) -> str:
+        """The client behind a trusted peer, from its X-Forwarded-For values (or X-Real-IP)."""
+        forwarded = [a.strip() for a in values for a in a.split(",") if a.strip()]
         # Walk back from the nearest hop; the first untrusted address is the client.
         for address in reversed(forwarded):
             if not self.is_trusted(address):
@@ -118,4 +127,4 @@ class ClientAddress:
             return forwarded[0]
         # X-Real-IP only without X-Forwarded-For: a proxy that passes a client's X-Real-IP
         # through would otherwise let the client choose its address (and dodge its bans).
-        return request.headers.get("X-Real-IP", "").strip() or peer
+        return real_ip.strip() or peer

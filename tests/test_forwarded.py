@@ -35,6 +35,23 @@ def test_client_address(peer: str, headers: dict[str, str], client: str) -> None
     assert ClientAddress(TRUSTED)(request(peer, **headers)) == client  # type: ignore[arg-type]
 
 
+def test_each_chain_is_read_as_itself_however_often_and_however_long() -> None:
+    """A chain is walked once and then remembered: the answer for one chain is never another's,
+    a chain too long to remember is walked every time, and several X-Forwarded-For fields count."""
+    find = ClientAddress(TRUSTED)
+    for _ in range(3):
+        for i in range(1, 40):
+            assert find(request("127.0.0.1", X_Forwarded_For=f"203.0.113.{i}, 10.0.0.{i}")) == f"203.0.113.{i}"  # type: ignore[arg-type]
+            assert find(request("192.0.2.1", X_Forwarded_For=f"203.0.113.{i}")) == "192.0.2.1"  # type: ignore[arg-type]
+    long = ", ".join(f"198.51.100.{i % 250}" for i in range(200)) + ", 203.0.113.77, 10.9.9.9"
+    assert len(long) > 512
+    assert find(request("127.0.0.1", X_Forwarded_For=long)) == "203.0.113.77"  # type: ignore[arg-type]
+    two = make_mocked_request("GET", "/auth", headers=[("X-Forwarded-For", "198.51.100.1"),
+                                                       ("X-Forwarded-For", "203.0.113.5, 10.0.0.1")],
+                              transport=mock.Mock(get_extra_info=mock.Mock(return_value=("127.0.0.1", 1))))
+    assert find(two) == "203.0.113.5"
+
+
 def test_forward_auth_reads_only_x_forwarded() -> None:
     spoofed = request("127.0.0.1", X_Original_URL="https://app.test/public", X_Original_Method="GET",
                       X_Forwarded_Proto="https", X_Forwarded_Host="app.test", X_Forwarded_Uri="/admin/x?a=1",
