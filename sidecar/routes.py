@@ -141,21 +141,27 @@ SIDECAR = web.AppKey("sidecar", Sidecar)
 
 
 async def auth(request: web.Request) -> web.StreamResponse:
-    """/auth: the application's own tokens are passed on before any other way in (sidecar.app_tokens)."""
-    app_tokens = request.app[SIDECAR].app_tokens
+    """/auth as a route (HEAD, a query string): as sidecar.server answers ``GET /auth`` itself."""
+    return await answer(request, request.app[SIDECAR])
+
+
+async def answer(request: web.Request, sidecar: Sidecar) -> web.StreamResponse:
+    """/auth, every proxied request: sidecar.server calls it for ``GET /auth`` without routing, so
+    nothing on its way may read ``request.app`` or ``request.match_info``. The application's own
+    tokens are passed on before any other way in (sidecar.app_tokens)."""
+    app_tokens = sidecar.app_tokens
     if app_tokens is not None:
         started = time.perf_counter()
         try:
-            if app_tokens.passes(request, request.app[SIDECAR].describe(request)):
-                request.app[SIDECAR].passed_on.ok(started)
+            if app_tokens.passes(request, sidecar.describe(request)):
+                sidecar.passed_on.ok(started)
                 return app_tokens.answer()
         except MalformedRequest:
             pass  # judged (and refused) below, as any request
-    return await judge(request)
+    return await judge(request, sidecar)
 
 
-async def judge(request: web.Request) -> web.StreamResponse:
-    sidecar = request.app[SIDECAR]
+async def judge(request: web.Request, sidecar: Sidecar) -> web.StreamResponse:
     started = time.perf_counter()
     target: Original | None = None
     authenticator: Authenticator | None = None  # the one that answered, or raised
@@ -177,7 +183,7 @@ async def judge(request: web.Request) -> web.StreamResponse:
             denied = AccessDenied(f"access rules refuse {verdict.identity.username}")
             denied.user = verdict.identity.username
             decisions.refused(denied, started)
-            return _refuse(request, target, denied)
+            return _refuse(request, sidecar, target, denied)
         _demand_factor(rules, authenticator, verdict, target)
         if verdict.set_cookie is None and sidecar.signer is None:
             decisions.ok(started)
@@ -193,7 +199,7 @@ async def judge(request: web.Request) -> web.StreamResponse:
         return web.Response(headers=headers)
     except AuthError as exc:  # every refusal, from any authenticator or rule, is answered here
         sidecar.decisions(authenticator).refused(exc, started)
-        return _refuse(request, target, exc, exc.set_cookie)
+        return _refuse(request, sidecar, target, exc, exc.set_cookie)
     except Exception:
         log.exception("unexpected error answering /auth; refusing the request")
         sidecar.decisions(authenticator).count("error", started)
@@ -219,9 +225,8 @@ def _demand_factor(rules: AccessRules, authenticator: Authenticator | None, verd
     raise refusal
 
 
-def _refuse(request: web.Request, target: Original | None, error: AuthError,
+def _refuse(request: web.Request, sidecar: Sidecar, target: Original | None, error: AuthError,
             set_cookie: str | None = None) -> web.Response:
-    sidecar = request.app[SIDECAR]
     if (trace := current()) is not None:
         trace.refused(error)
     level = logging.ERROR if error.status >= 500 else logging.WARNING

@@ -294,3 +294,32 @@ def test_systemd_is_told_when_it_is_ready_and_when_it_stops(tmp_path: Path, slap
             process.process.send_signal(signal.SIGTERM)
             assert systemd.recv(100) == b"STOPPING=1"
             assert process.process.wait(timeout=WAIT) == 0
+
+
+def answer(port: int, method: str, path: str, headers: dict[str, str]) -> tuple[int, str | None, str | None]:
+    """(status, Remote-User, WWW-Authenticate) of one request to the sidecar itself."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request(method, path, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status, response.getheader("Remote-User"), response.getheader("WWW-Authenticate")
+    finally:
+        connection.close()
+
+
+def test_get_auth_answered_without_routing_answers_as_the_route_does(started: SidecarProcess) -> None:
+    """The server answers GET /auth itself (no router); HEAD, a query string and other spellings of
+    the path go through the router: every way that reaches the handler answers alike, the rest is 404."""
+    port = started.port
+    alice, nobody = answer(port, "GET", "/auth", ALICE), answer(port, "GET", "/auth", NOBODY)
+    assert alice == (200, "alice", None)
+    assert nobody[:2] == (401, None) and nobody[2] is not None and nobody[2].startswith("Basic realm=")
+    for method, path in (("GET", "/auth?x=1"), ("HEAD", "/auth")):
+        assert answer(port, method, path, ALICE) == alice
+        assert answer(port, method, path, NOBODY) == nobody
+    for path in ("/auth/", "/Auth", "/auth%20", "//auth"):
+        assert answer(port, "GET", path, ALICE)[0] == 404
+    assert answer(port, "POST", "/auth", ALICE)[0] == 405
