@@ -34,7 +34,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +46,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from sidecar.errors import Unavailable
 
-if TYPE_CHECKING:  # the redis package is imported when a Redis store is made, as sidecar.state does
+if TYPE_CHECKING:  # redis and sqlite3 are imported when their store is used (sidecar.state does the same)
+    import sqlite3
+
     import redis.asyncio as aioredis
 
     from sidecar.config import StateConfig
@@ -182,6 +183,8 @@ class SqliteFactors:
         return f"SqliteFactors({self.path!r})"
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        import sqlite3  # here, not at start: 1.7 MB a sidecar without second factors never needs
+
         def call() -> T:
             db = self._connect()
             with db:  # one transaction: committed, or rolled back on an error
@@ -194,6 +197,8 @@ class SqliteFactors:
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
+            import sqlite3
+
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")

@@ -11,9 +11,10 @@ The instruments are this module's own: an increment is one attribute update, wit
 every instrument but the directory's is only ever touched on the event loop (the directory's
 worker threads record under one lock). Measured in a sidecar process under wrk, a cached /auth
 (some 50 µs of CPU) paid about 1 µs for its metrics this way, and 4 to 5 µs with
-prometheus_client's own instruments (a lock and a few checks per call). The library does the rest:
-one collector of ours hands the values to its registry at each scrape, as its metric families,
-and the library writes the exposition, runs the process collectors and serves the page.
+prometheus_client's own instruments (a lock and a few checks per call). The library does the rest
+(:mod:`sidecar.exposition`, imported only with metrics on): one collector of ours hands the values
+to its registry at each scrape, as its metric families, and the library writes the exposition,
+runs the process collectors and serves the page.
 
 Metrics off (no ``metrics:`` section) is the same class with every instrument :data:`NULL`, an
 object whose methods do nothing: the components cannot tell, and the cost is a call that returns.
@@ -35,23 +36,17 @@ import contextlib
 import functools
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
-from prometheus_client.aiohttp import make_aiohttp_handler
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    InfoMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
 
 from sidecar import __version__
 from sidecar.errors import AccessDenied, AuthError, MalformedRequest, Throttled, Unavailable
+
+if TYPE_CHECKING:  # prometheus_client is imported where metrics are on (sidecar.exposition)
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
 
 T_co = TypeVar("T_co", covariant=True)
 
@@ -109,7 +104,7 @@ class _Count:
     """A counter (one combination of label values)."""
 
     __slots__ = ("value",)
-    exported_as: ClassVar[type[Metric]] = CounterMetricFamily
+    exported_as: ClassVar[str] = "counter"  # as sidecar.exposition.KINDS names it
 
     def __init__(self) -> None:
         self.value = 0.0
@@ -125,7 +120,7 @@ class _Timing:
     """A histogram: how many observations fell in each bucket (not cumulative: a scrape adds them up)."""
 
     __slots__ = ("bounds", "counts", "sum")
-    exported_as: ClassVar[type[Metric]] = HistogramMetricFamily
+    exported_as: ClassVar[str] = "histogram"
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
@@ -148,7 +143,7 @@ class _Gauge:
     """A value set now and then, or asked of a function at each scrape."""
 
     __slots__ = ("value", "function")
-    exported_as: ClassVar[type[Metric]] = GaugeMetricFamily
+    exported_as: ClassVar[str] = "gauge"
 
     def __init__(self) -> None:
         self.value = 0.0
@@ -165,7 +160,7 @@ class _Gauge:
 
 
 class _Child(Protocol):
-    exported_as: ClassVar[type[Metric]]
+    exported_as: ClassVar[str]
 
     def export(self, family: Metric, values: list[str]) -> None: ...
 
@@ -182,7 +177,7 @@ class _Family(Generic[C]):
         self.documentation = documentation
         self.labelnames = labelnames
         self.children: dict[tuple[str, ...], C] = {}
-        self._kind = kind
+        self.kind = kind
         self._make = make
 
     def labels(self, *values: str) -> C:
@@ -191,24 +186,6 @@ class _Family(Generic[C]):
             child = self.children[values] = self._make()
         return child
 
-    def collect(self) -> Metric:
-        family = self._kind.exported_as(self.name, self.documentation, labels=list(self.labelnames))  # type: ignore[call-arg]
-        for values, child in list(self.children.items()):
-            child.export(family, list(values))
-        return family
-
-
-class _Collector(Collector):
-    """Hands the registry every family of one Metrics, as prometheus_client's metric families."""
-
-    def __init__(self, families: list[_Family[Any]], info: dict[str, str]) -> None:
-        self._families = families
-        self._info = info
-
-    def collect(self) -> Iterator[Metric]:
-        yield InfoMetricFamily("auth_sidecar", "The running auth-sidecar", value=self._info)
-        for family in self._families:
-            yield family.collect()
 
 
 def outcome_of(error: AuthError) -> str:
@@ -288,14 +265,12 @@ class Metrics:
 
     def __init__(self, *, enabled: bool = True) -> None:
         self.enabled = enabled
-        self.registry = CollectorRegistry() if enabled else None
         self._families: list[_Family[Any]] = []
-        if self.registry is not None:
-            self.registry.register(_Collector(self._families, {"version": __version__}))
-            # The process's own figures (CPU, memory, file descriptors, GC), read at each scrape.
-            ProcessCollector(registry=self.registry)
-            PlatformCollector(registry=self.registry)
-            GCCollector(registry=self.registry)
+        self.registry: CollectorRegistry | None = None
+        if enabled:
+            from sidecar import exposition
+
+            self.registry = exposition.registry(self._families, {"version": __version__})
         counter, timing, gauge = self._counter, self._timing, self._gauge
         self._decisions = counter("auth_sidecar_decisions_total",
                                   "/auth answers, by the kind of credentials and the outcome", ("method", "outcome"))
@@ -435,7 +410,9 @@ class Metrics:
         """The application of the metrics listener: GET /metrics and nothing else."""
         app = web.Application()
         if self.registry is not None:
-            app.router.add_get("/metrics", make_aiohttp_handler(self.registry))
+            from sidecar import exposition
+
+            app.add_routes([exposition.handler(self.registry)])
         return app
 
 

@@ -114,10 +114,11 @@ def test_with_state_in_redis_the_store_is_redis_and_no_file_is_named(base: dict[
     assert any(p.startswith("second_factor.store: is not read with state.backend redis") for p in problems(base))
 
 
-@pytest.mark.parametrize("factors", [False, True])
-def test_the_factor_libraries_are_loaded_only_by_a_sidecar_that_uses_them(base: dict[str, Any], tmp_path: Path,
-                                                                            factors: bool) -> None:
-    # webauthn (with pyOpenSSL and cbor2), pyotp and segno cost ~5 MB of RSS in every process (issue 15).
+@pytest.mark.parametrize(("factors", "metrics"), [(False, False), (True, False), (False, True)])
+def test_optional_libraries_are_loaded_only_by_a_sidecar_that_uses_them(base: dict[str, Any], tmp_path: Path,
+                                                                        factors: bool, metrics: bool) -> None:
+    # webauthn (with pyOpenSSL and cbor2), pyotp and segno cost ~5 MB of RSS in every process, sqlite3
+    # and prometheus_client ~2 MB more (issue 15): each is imported where it is used.
     import subprocess
     import sys
 
@@ -127,10 +128,13 @@ def test_the_factor_libraries_are_loaded_only_by_a_sidecar_that_uses_them(base: 
         base["second_factor"] = {"key": "k" * 40, "store": str(tmp_path / "factors.sqlite3")}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(base))
+    optional = ("webauthn", "pyotp", "segno", "OpenSSL", "sqlite3", "prometheus_client")
     probe = ("import sys\nfrom sidecar.app import make_app\nfrom sidecar.config import load_config\n"
-             f"make_app(load_config({str(path)!r}))\n"
-             "print(sorted(m for m in ('webauthn', 'pyotp', 'segno', 'OpenSSL') if m in sys.modules))")
+             "from sidecar.metrics import Metrics\nfrom sidecar.state import State\n"
+             f"make_app(load_config({str(path)!r}), State(Metrics(enabled={metrics})))\n"
+             f"print(sorted(m for m in {optional!r} if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    loaded = ["OpenSSL", "webauthn"] if factors else []  # pyotp and segno: at the first code or enrolment
-    assert result.stdout.split("\n")[-2] == repr(loaded)
+    # pyotp and segno: at the first code or enrolment; sqlite3: at the factor store's first use.
+    loaded = (["OpenSSL", "webauthn"] if factors else []) + (["prometheus_client"] if metrics else [])
+    assert result.stdout.split("\n")[-2] == repr(sorted(loaded))
