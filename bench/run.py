@@ -10,6 +10,8 @@ them again:
     ceiling        nginx whose auth_request target is `return 204`: no sidecar at all
     bare-aiohttp   nginx -> bench/bare.py, aiohttp answering fixed identity headers: the framework's
                    own ceiling, which issue 15's targets are ratios to
+    nginx-hop      nginx -> a second nginx process answering the same headers: the hop to another
+                   process with no Python at all (paced only: what the tail of any sidecar starts from)
     basic-warm     nginx -> sidecar, HTTP Basic, verdict cache warm
     basic-nocache  the same with both caches off, users taking turns: every request binds
     basic-bind-only  basic-nocache with ldap.entry_cache_timeout: every request binds, and that
@@ -534,9 +536,7 @@ class Bench:
 
 def ceiling(bench: Bench) -> list[Result]:
     """nginx with auth_request to `return 204`: saturated, and paced (the harness's own p99)."""
-    listen, app, unused = distinct_ports(3)
-    site = render_site(listen_port=listen, sidecar_port=unused, app_port=app, ceiling=True)
-    with nginx(bench.dir("ceiling"), bench.site(site, app)):
+    with ceiling_site(bench, "ceiling") as listen:
         return [measure("ceiling", listen, {}, bench.args),
                 measure("ceiling-paced", listen, {}, bench.args, paced=True)]
 
@@ -553,6 +553,47 @@ def bare_aiohttp(bench: Bench) -> list[Result]:
         with nginx(workdir / "nginx", bench.site(site, app)):
             return [measure("bare-aiohttp", listen, {}, bench.args, pid=process.pid),
                     measure("bare-aiohttp-paced", listen, {}, bench.args, paced=True, pid=process.pid)]
+
+
+def hop_answer(port: int) -> str:
+    """A server block answering /auth with bench/bare.py's identity headers, in C: a second nginx."""
+    from bare import HEADERS  # bench/, the script's own directory
+
+    headers = "".join(f'        add_header {name} "{value}" always;\n' for name, value in HEADERS.items())
+    return f"""
+server {{
+    listen 127.0.0.1:{port};
+    location /auth {{
+{headers}        return 200;
+    }}
+}}
+"""
+
+
+def nginx_hop(bench: Bench) -> list[Result]:
+    """Paced like cookie-paced, with the auth subrequest going to a second nginx process that answers
+    it at once: the tail a hop to another process costs when no Python is in it (issue 15's tail)."""
+    with hop_site(bench, "nginx-hop") as listen:
+        return [measure("nginx-hop-paced", listen, {}, bench.args, paced=True)]
+
+
+@contextlib.contextmanager
+def hop_site(bench: Bench, label: str) -> Iterator[int]:
+    """nginx whose auth subrequest goes to a second nginx (hop_answer); yields the first one's port."""
+    workdir = bench.dir(label)
+    port, listen, app = distinct_ports(3)
+    with nginx(workdir / "upstream", hop_answer(port)):
+        site = render_site(listen_port=listen, sidecar_port=port, app_port=app)
+        with nginx(workdir / "nginx", bench.site(site, app)):
+            yield listen
+
+
+@contextlib.contextmanager
+def ceiling_site(bench: Bench, label: str) -> Iterator[int]:
+    listen, app, unused = distinct_ports(3)
+    site = render_site(listen_port=listen, sidecar_port=unused, app_port=app, ceiling=True)
+    with nginx(bench.dir(label), bench.site(site, app)):
+        yield listen
 
 
 def tail_causes(bench: Bench) -> list[str]:
@@ -1011,7 +1052,7 @@ def run(args: argparse.Namespace) -> tuple[list[Result], MemoryResult | None, li
         with Slapd(workdir / "slapd") as slapd:
             # Twice the connections: with just as many, wrk still lets the odd pair overlap.
             bench = Bench(workdir, docroot, slapd, args, bench_users(slapd, 2 * args.connections))
-            results = [*ceiling(bench), *bare_aiohttp(bench), basic(bench, "basic-warm", cache=True),
+            results = [*ceiling(bench), *nginx_hop(bench), *bare_aiohttp(bench), basic(bench, "basic-warm", cache=True),
                        basic(bench, "basic-nocache", cache=False),
                        basic(bench, "basic-bind-only", cache=False, entries=True), *cookie(bench), bearer(bench)]
             if args.observed:
@@ -1060,10 +1101,9 @@ def targets(results: list[Result], memory: MemoryResult | None) -> list[str]:
         lines.append("- cookie-warm with state.backend redis and log.format json: not measured (--fleet)")
     paced, ceiling_paced = by_name["cookie-paced"], by_name["ceiling-paced"]
     times = paced.p99_ms / ceiling_paced.p99_ms
-    bare_paced = by_name.get("bare-aiohttp-paced")
-    reference = "" if bare_paced is None else (
-        f"; bare-aiohttp paced: {bare_paced.p99_ms:.2f} ms, "
-        f"{bare_paced.p99_ms / ceiling_paced.p99_ms:.2f}× the ceiling's")
+    reference = "".join(
+        f"; {name}: {by_name[name].p99_ms:.2f} ms, {by_name[name].p99_ms / ceiling_paced.p99_ms:.2f}× the ceiling's"
+        for name in ("nginx-hop-paced", "bare-aiohttp-paced") if name in by_name)
     lines.append(f"- cookie-paced p99 / ceiling-paced p99 (~{PACED_RATE:,} req/s): **{times:.2f}×** "
                  f"({paced.p99_ms:.2f} ms / {ceiling_paced.p99_ms:.2f} ms; target ≤ {PACED_TAIL_TARGET:g}×: "
                  f"{verdict(times <= PACED_TAIL_TARGET)}{reference})")
