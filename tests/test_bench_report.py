@@ -1,5 +1,6 @@
 """bench/: the report's arithmetic (each issue-15 target met or missed with its ratio) and the
-py-spy summary, on made-up figures; no load, no timing (speed is measured by bench/run.py)."""
+py-spy summary, on made-up figures; no load, no timing (speed is measured by bench/run.py); and
+that bench/inproc.py measures what it says."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+import pytest
+
+from tests.conftest import need
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -78,3 +83,18 @@ def test_profile_top_counts_self_and_inclusive_once_per_sample(tmp_path: Path) -
     lines = profile_top.top(raw, 2)
     assert lines[0].startswith("cookie-warm: 10 samples; self by package: event loop 60.0%")
     assert "| 60.0% | `(the event loop in C: epoll_wait, uvloop's socket work)` |" in lines
+
+
+@pytest.mark.server
+def test_the_in_process_measure_answers_every_row_with_200(tmp_path: Path) -> None:
+    """bench/inproc.py on a real slapd and real sidecar servers: it refuses a row that does not
+    answer 200, so a run that prints its rows measured the paths the bench means (no timing here)."""
+    import subprocess
+
+    need("slapd")
+    done = subprocess.run([sys.executable, str(BENCH / "inproc.py"), "--requests", "1000"], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split()[0] for line in done.stdout.splitlines() if "µs a request" in line]
+    assert rows == ["bare-aiohttp", "basic-warm", "cookie-warm"]
+    assert "basic-warm / bare-aiohttp, by the time a request takes:" in done.stdout
