@@ -82,10 +82,11 @@ def parse_basic(header: str) -> tuple[str, str] | None:
 class ParsedBasic:
     """parse_basic once per distinct Authorization value: a bounded memo from a keyed BLAKE2b of the
     value (under a key of this process) to the username it normalises to and, given ``derive``,
-    what is derived from the pair once (the verdict cache's key). It holds no password: on a hit
-    the password is decoded again from the value itself (base64, no checks: the same bytes passed
-    them), which costs a fraction of the checks and NFKC it skips. Full, it starts again empty, so
-    a flood of unique credentials costs at most MAX_PARSED entries."""
+    what is derived from the pair once (the verdict cache's key). It holds no password: ``known``
+    answers the name and the key without one (all a kept verdict needs), and ``password`` decodes
+    it again from the value itself (base64, no checks: the same bytes passed them) only when a
+    source must be asked. Full, it starts again empty, so a flood of unique credentials costs at
+    most MAX_PARSED entries."""
 
     def __init__(self, max_entries: int = MAX_PARSED,
                  derive: Callable[[str, str], bytes] = lambda username, password: b"") -> None:
