@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.web_log import AccessLogger
 from aiohttp.web_protocol import RequestHandler
 
@@ -305,8 +305,9 @@ class Server:
         generation.in_flight += 1
         try:
             # Every proxied request is a GET /auth: answered by its handler directly, not routed
-            # (the router and the application cost ~3 µs a request); HEAD, a query, any other path: routed.
-            if request.method == "GET" and request.raw_path == "/auth":
+            # (the router and the application cost ~3 µs a request). HEAD, a query, any other path,
+            # and an Expect header (aiohttp answers it: 100 Continue, or 417 for any other) are routed.
+            if request.method == "GET" and request.raw_path == "/auth" and hdrs.EXPECT not in request.headers:
                 return await generation.auth(request)  # type: ignore[arg-type]
             return await generation.app._handle(request)  # type: ignore[arg-type]
         finally:

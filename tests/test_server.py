@@ -323,3 +323,8 @@ def test_get_auth_answered_without_routing_answers_as_the_route_does(started: Si
     for path in ("/auth/", "/Auth", "/auth%20", "//auth"):
         assert answer(port, "GET", path, ALICE)[0] == 404
     assert answer(port, "POST", "/auth", ALICE)[0] == 405
+    # An Expect header is aiohttp's to answer, on every path alike: 417 for anything but 100-continue.
+    for path in ("/auth", "/auth?x=1"):
+        assert answer(port, "GET", path, {**ALICE, "Expect": "foo"})[0] == 417
+        assert answer(port, "GET", path, {**NOBODY, "Expect": "foo"})[0] == 417
+        assert answer(port, "GET", path, {**ALICE, "Expect": "100-continue"}) == alice
